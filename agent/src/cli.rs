@@ -1,0 +1,137 @@
+//! Command-line interface: BLCR-familiar names (`run`, `checkpoint`, `restart`) plus
+//! `inspect` and `check`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// lifeboat saves running processes before the hardware under them fails.
+///
+/// The engine checkpoints an unmodified Linux process (all threads, memory, registers,
+/// signal state, open files and pipes) into a context file and restarts it from there,
+/// on this node or another one, with no kernel module and nothing added to the program.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lifeboat",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a program as a checkpointable job and wait for it.
+    ///
+    /// The job's PID is printed on stderr; stdio is passed through and lifeboat exits with
+    /// the job's exit status (128+N if it died of signal N). SIGINT, SIGTERM and SIGHUP are
+    /// forwarded to the job.
+    ///
+    /// Example: lifeboat run -- python3 train.py --epochs 10
+    Run {
+        /// Program and arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        cmd: Vec<String>,
+    },
+    /// Save a running process to a context file.
+    ///
+    /// Freezes every thread, writes the image (to a temporary name, fsynced, then renamed,
+    /// so FILE is never half-written), and then lets the process run on (default), stops,
+    /// terminates or kills it. Only the process's owner or root may checkpoint it; set-id
+    /// and non-dumpable processes are refused. If anything fails, the process keeps running.
+    ///
+    /// Examples:
+    ///   lifeboat checkpoint 4242                       # writes ./context.4242
+    ///   lifeboat checkpoint --kill -f /shared/job.ctx 4242
+    #[command(verbatim_doc_comment)]
+    Checkpoint(CheckpointArgs),
+    /// Recreate a process from a context file and let it continue.
+    ///
+    /// The process gets its original PID back (use --no-restore-pid if that PID is taken),
+    /// its memory, threads, registers, signal handlers, pending signals and files. Standard
+    /// streams that were a terminal or pipe are attached to this command's own. Files are
+    /// reopened with your permissions. By default lifeboat waits for the process and exits
+    /// with its status, forwarding SIGINT and SIGTERM to it.
+    ///
+    /// Examples:
+    ///   lifeboat restart context.4242
+    ///   lifeboat restart --no-restore-pid --detach /shared/job.ctx
+    #[command(verbatim_doc_comment)]
+    Restart(RestartArgs),
+    /// Describe a context file: command, PID, threads, memory, files, signals, checksums.
+    Inspect {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Context file.
+        file: PathBuf,
+    },
+    /// Check that this kernel offers everything the engine needs (like `criu check`).
+    Check {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options of `checkpoint`.
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// Context file to write [default: context.PID in the current directory].
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Let the process continue after the checkpoint (default).
+    #[arg(long, group = "after")]
+    pub run: bool,
+    /// Leave the process stopped (SIGSTOP) after the checkpoint.
+    #[arg(long, group = "after")]
+    pub stop: bool,
+    /// Send SIGTERM to the process after the checkpoint.
+    #[arg(long, group = "after")]
+    pub term: bool,
+    /// Kill the process (SIGKILL) after the checkpoint, before it runs again.
+    #[arg(long, group = "after")]
+    pub kill: bool,
+    /// Compress memory pages and file contents with zstd (smaller, slower).
+    #[arg(long)]
+    pub compress: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Process to save.
+    pub pid: i32,
+}
+
+/// Options of `restart`.
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Give the process a new PID instead of its original one.
+    #[arg(long)]
+    pub no_restore_pid: bool,
+    /// Print the new PID and return at once instead of waiting for the process.
+    #[arg(long)]
+    pub detach: bool,
+    /// Let the restored process run (default).
+    #[arg(long, group = "after")]
+    pub run: bool,
+    /// Leave the restored process stopped (SIGSTOP); continue it with `kill -CONT`.
+    #[arg(long, group = "after")]
+    pub stop: bool,
+    /// Kill the restored process right away (checks that an image restores).
+    #[arg(long, group = "after")]
+    pub kill: bool,
+    /// Print nothing but errors and warnings.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Context file.
+    pub file: PathBuf,
+}

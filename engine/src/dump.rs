@@ -1,0 +1,989 @@
+//! Checkpoint: freeze a process, collect its state and write a context file.
+//!
+//! Order matters: permission checks happen before anything is touched; the process is
+//! frozen; per-process state that only the process itself can report (sigactions,
+//! `clear_child_tid`, sigaltstack, dumpable, brk) is read by injected system calls into a
+//! scratch page that is unmapped again before `/proc/PID/maps` is read; then files, memory
+//! and registers are saved and the process is released. Every `?` after the freeze drops
+//! the [`Frozen`] guard, which resumes the process: a failed checkpoint never loses it.
+
+use crate::image::{self, ImageError};
+use crate::model::*;
+use crate::procfs::{self, MapEntry, ProcError};
+use crate::sys;
+use crate::tracee::{self, After, Frozen, Injector, TraceError};
+use nix::errno::Errno;
+use nix::fcntl::{self, FcntlArg, OFlag, SpliceFFlags};
+use nix::sys::stat::Mode;
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+use std::fs::{self, File};
+use std::io::{self, IoSliceMut, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Failures of a checkpoint. The process keeps running after any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// No such process.
+    #[error("no process with PID {pid}")]
+    NoProcess {
+        /// PID.
+        pid: i32,
+    },
+    /// The caller may not checkpoint this process.
+    #[error("PID {pid} belongs to UID {owner}; only its owner or root may checkpoint it")]
+    NotPermitted {
+        /// PID.
+        pid: i32,
+        /// Owner.
+        owner: u32,
+    },
+    /// Set-id processes are refused, as core dumps refuse them.
+    #[error(
+        "PID {pid} runs with changed privileges (set-user-ID or set-group-ID: {detail}); it is refused, as a core dump would be"
+    )]
+    SetId {
+        /// PID.
+        pid: i32,
+        /// Which IDs differ.
+        detail: String,
+    },
+    /// The process made itself non-dumpable.
+    #[error(
+        "PID {pid} is not dumpable (it called prctl(PR_SET_DUMPABLE, 0) or changed credentials); it is refused, as a core dump would be"
+    )]
+    NotDumpable {
+        /// PID.
+        pid: i32,
+    },
+    /// Kernel threads have no user state.
+    #[error("PID {pid} is a kernel thread")]
+    KernelThread {
+        /// PID.
+        pid: i32,
+    },
+    /// A process cannot checkpoint itself.
+    #[error("PID {pid} is lifeboat itself")]
+    SelfCheckpoint {
+        /// PID.
+        pid: i32,
+    },
+    /// A descriptor of a kind this engine cannot restore yet.
+    #[error("PID {pid}: descriptor {fd} is {what}, which this version cannot checkpoint")]
+    UnsupportedFd {
+        /// PID.
+        pid: i32,
+        /// Descriptor.
+        fd: i32,
+        /// What it refers to.
+        what: String,
+    },
+    /// A memory region this engine cannot restore yet.
+    #[error(
+        "PID {pid}: region {start:#x}-{end:#x} ({what}) cannot be checkpointed by this version"
+    )]
+    UnsupportedRegion {
+        /// PID.
+        pid: i32,
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+        /// What it is.
+        what: String,
+    },
+    /// An injected system call failed.
+    #[error("PID {pid}: injected {call} failed: {source}")]
+    Inject {
+        /// PID.
+        pid: i32,
+        /// Which call.
+        call: &'static str,
+        /// errno.
+        source: Errno,
+    },
+    /// Reading the process's memory failed.
+    #[error("PID {pid}: cannot read memory at {addr:#x}: {source}")]
+    ReadMemory {
+        /// PID.
+        pid: i32,
+        /// Address.
+        addr: u64,
+        /// Cause.
+        source: io::Error,
+    },
+    /// A file the process has open could not be examined.
+    #[error("PID {pid}: cannot examine descriptor {fd}: {source}")]
+    Fd {
+        /// PID.
+        pid: i32,
+        /// Descriptor.
+        fd: i32,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Writing the page data failed.
+    #[error("{path}: cannot write page data: {source}")]
+    WritePages {
+        /// Image.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// ptrace failed.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// /proc could not be read.
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    /// The image could not be written.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// How to checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    /// What happens to the process afterwards.
+    pub after: After,
+    /// Compress page data and file contents with zstd.
+    pub compress: bool,
+}
+
+impl Default for CheckpointOptions {
+    fn default() -> Self {
+        CheckpointOptions {
+            after: After::Run,
+            compress: false,
+        }
+    }
+}
+
+/// Progress of a checkpoint, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Bytes of memory examined so far.
+    pub done: u64,
+    /// Bytes of memory to examine.
+    pub total: u64,
+}
+
+/// What a checkpoint produced.
+#[derive(Debug, Clone)]
+pub struct CheckpointReport {
+    /// The context file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Threads saved.
+    pub threads: usize,
+    /// Pages saved (zero pages elided).
+    pub pages: u64,
+    /// Wall time of the whole checkpoint.
+    pub elapsed: Duration,
+    /// Time the process was frozen.
+    pub frozen: Duration,
+}
+
+/// Checkpoint `pid` into the context file `path`.
+pub fn checkpoint(
+    pid: i32,
+    path: &Path,
+    opts: &CheckpointOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<CheckpointReport, CheckpointError> {
+    let started = Instant::now();
+    preflight(pid)?;
+    let frozen = Frozen::freeze(Pid::from_raw(pid)).map_err(|e| match e {
+        TraceError::NoProcess { pid } => CheckpointError::NoProcess { pid },
+        e => e.into(),
+    })?;
+    let frozen_at = Instant::now();
+    let mut image = collect(&frozen)?;
+    let mut writer = image::Writer::create(path, opts.compress)?;
+    let maps = procfs::maps(pid)?;
+    let runs;
+    let pages;
+    {
+        let plan = plan_pages(pid, &image.regions, &maps)?;
+        image.meta.frozen_us = frozen_at.elapsed().as_micros() as u64;
+        writer.metadata(&image)?;
+        let mut stream = writer.pages()?;
+        (runs, pages) = copy_pages(pid, &plan, &mut stream, path, progress)?;
+        stream.finish().map_err(ImageError::from)?;
+    }
+    let bytes = writer.commit(&runs)?;
+    let frozen_for = frozen_at.elapsed();
+    frozen.release(opts.after)?;
+    Ok(CheckpointReport {
+        path: path.to_owned(),
+        bytes,
+        threads: image.threads.len(),
+        pages,
+        elapsed: started.elapsed(),
+        frozen: frozen_for,
+    })
+}
+
+/// Refuse what ptrace and core dumps refuse, before touching the process.
+fn preflight(pid: i32) -> Result<(), CheckpointError> {
+    if pid == std::process::id() as i32 {
+        return Err(CheckpointError::SelfCheckpoint { pid });
+    }
+    let status = procfs::status(pid).map_err(|e| {
+        if e.is_gone() {
+            CheckpointError::NoProcess { pid }
+        } else {
+            e.into()
+        }
+    })?;
+    if status.kthread {
+        return Err(CheckpointError::KernelThread { pid });
+    }
+    let caller = sys::process::geteuid();
+    if caller != 0 && status.uid.iter().any(|&u| u != caller) {
+        return Err(CheckpointError::NotPermitted {
+            pid,
+            owner: status.uid[0],
+        });
+    }
+    let (u, g) = (status.uid, status.gid);
+    if u[..3].iter().any(|&x| x != u[0]) || g[..3].iter().any(|&x| x != g[0]) {
+        return Err(CheckpointError::SetId {
+            pid,
+            detail: format!("uids {u:?}, gids {g:?}"),
+        });
+    }
+    let auxv = procfs::auxv(pid)?;
+    const AT_SECURE: u64 = 23;
+    if auxv
+        .chunks_exact(2)
+        .any(|kv| kv[0] == AT_SECURE && kv[1] != 0)
+    {
+        return Err(CheckpointError::SetId {
+            pid,
+            detail: "AT_SECURE is set".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Syscall numbers (x86-64) used by injection.
+mod nr {
+    pub const MMAP: i64 = 9;
+    pub const MUNMAP: i64 = 11;
+    pub const BRK: i64 = 12;
+    pub const RT_SIGACTION: i64 = 13;
+    pub const SIGALTSTACK: i64 = 131;
+    pub const PRCTL: i64 = 157;
+}
+
+fn inject_ok(pid: i32, call: &'static str, r: Result<u64, Errno>) -> Result<u64, CheckpointError> {
+    r.map_err(|source| CheckpointError::Inject { pid, call, source })
+}
+
+/// Everything but page contents.
+fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
+    let pid = frozen.pid().as_raw();
+    let leader = frozen.threads()[0].tid;
+    let maps0 = procfs::maps(pid)?;
+    let ip = tracee::find_syscall_insn(frozen.pid(), &maps0)?;
+    let mem = File::open(procfs::path(pid, "mem")).map_err(|source| ProcError::Read {
+        path: procfs::path(pid, "mem"),
+        source,
+    })?;
+    let read_remote = |addr: u64, len: usize| -> Result<Vec<u8>, CheckpointError> {
+        let mut buf = vec![0u8; len];
+        mem.read_exact_at(&mut buf, addr)
+            .map_err(|source| CheckpointError::ReadMemory { pid, addr, source })?;
+        Ok(buf)
+    };
+    let u64_at =
+        |b: &[u8], i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+
+    // Injected state. Signals are blocked while we inject so none is delivered (and lost)
+    // on the way; each thread gets its mask and its (restart-adjusted) registers back.
+    let mut threads = Vec::new();
+    let mut sigactions = Vec::new();
+    let mut brk = 0;
+    let mut scratch = 0;
+    for (i, st) in frozen.threads().iter().enumerate() {
+        let tid = st.tid;
+        let mask = sys::ptrace::get_sigmask(tid).map_err(|source| TraceError::Ptrace {
+            op: "PTRACE_GETSIGMASK",
+            tid: tid.as_raw(),
+            source,
+        })?;
+        sys::ptrace::set_sigmask(tid, u64::MAX).map_err(|source| TraceError::Ptrace {
+            op: "PTRACE_SETSIGMASK",
+            tid: tid.as_raw(),
+            source,
+        })?;
+        let mut inj = Injector::new(tid, ip)?;
+        let outcome = (|| -> Result<(u64, AltStack), CheckpointError> {
+            if i == 0 {
+                let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+                let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+                scratch = inject_ok(
+                    pid,
+                    "mmap",
+                    inj.call(nr::MMAP, &[0, PAGE_SIZE, prot, flags, u64::MAX, 0])?,
+                )?;
+                if inject_ok(
+                    pid,
+                    "prctl(PR_GET_DUMPABLE)",
+                    inj.call(nr::PRCTL, &[libc::PR_GET_DUMPABLE as u64])?,
+                )? == 0
+                {
+                    return Err(CheckpointError::NotDumpable { pid });
+                }
+                brk = inject_ok(pid, "brk", inj.call(nr::BRK, &[0])?)?;
+                for sig in 1..=NSIG {
+                    if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
+                        continue;
+                    }
+                    inject_ok(
+                        pid,
+                        "rt_sigaction",
+                        inj.call(nr::RT_SIGACTION, &[u64::from(sig), 0, scratch, 8])?,
+                    )?;
+                    let b = read_remote(scratch, 32)?;
+                    sigactions.push(SigAction {
+                        sig,
+                        handler: u64_at(&b, 0),
+                        flags: u64_at(&b, 1),
+                        restorer: u64_at(&b, 2),
+                        mask: u64_at(&b, 3),
+                    });
+                }
+            }
+            inject_ok(
+                pid,
+                "prctl(PR_GET_TID_ADDRESS)",
+                inj.call(nr::PRCTL, &[libc::PR_GET_TID_ADDRESS as u64, scratch])?,
+            )?;
+            let ctid = u64_at(&read_remote(scratch, 8)?, 0);
+            inject_ok(
+                pid,
+                "sigaltstack",
+                inj.call(nr::SIGALTSTACK, &[0, scratch])?,
+            )?;
+            let b = read_remote(scratch, 24)?;
+            let alt = AltStack {
+                sp: u64_at(&b, 0),
+                flags: u64_at(&b, 1) as u32 as i32,
+                size: u64_at(&b, 2),
+            };
+            Ok((ctid, alt))
+        })();
+        // Put the thread back even if an injected call failed.
+        let live = tracee::restart_regs(&st.regs, true);
+        ptrace_set(tid, &live, mask)?;
+        let (clear_child_tid, altstack) = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                if scratch != 0 && i > 0 {
+                    let mut l = Injector::new(leader, ip)?;
+                    let _ = l.call(nr::MUNMAP, &[scratch, PAGE_SIZE]);
+                    ptrace_set(
+                        leader,
+                        &tracee::restart_regs(&frozen.threads()[0].regs, true),
+                        sys::ptrace::get_sigmask(leader).unwrap_or(0),
+                    )?;
+                }
+                return Err(e);
+            }
+        };
+        let xstate = sys::ptrace::get_xstate(tid).map_err(|source| TraceError::Ptrace {
+            op: "PTRACE_GETREGSET(NT_X86_XSTATE)",
+            tid: tid.as_raw(),
+            source,
+        })?;
+        let pending =
+            sys::ptrace::peek_siginfo(tid, false).map_err(|source| TraceError::Ptrace {
+                op: "PTRACE_PEEKSIGINFO",
+                tid: tid.as_raw(),
+                source,
+            })?;
+        let rseq = sys::ptrace::rseq_config(tid)
+            .map_err(|source| TraceError::Ptrace {
+                op: "PTRACE_GET_RSEQ_CONFIGURATION",
+                tid: tid.as_raw(),
+                source,
+            })?
+            .map(|r| Rseq {
+                ptr: r.ptr,
+                len: r.len,
+                sig: r.sig,
+            });
+        let robust_list =
+            sys::process::get_robust_list(tid).map_err(|source| TraceError::Ptrace {
+                op: "get_robust_list",
+                tid: tid.as_raw(),
+                source,
+            })?;
+        let comm = fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .map(|s| s.trim_end().to_owned())
+            .unwrap_or_default();
+        threads.push(Thread {
+            tid: tid.as_raw(),
+            comm,
+            regs: tracee::restart_regs(&st.regs, false),
+            xstate,
+            sigmask: mask,
+            pending: pending.into_iter().map(SigInfo).collect(),
+            rseq,
+            robust_list,
+            clear_child_tid,
+            altstack,
+        });
+    }
+    {
+        let mask = sys::ptrace::get_sigmask(leader).map_err(|source| TraceError::Ptrace {
+            op: "PTRACE_GETSIGMASK",
+            tid: leader.as_raw(),
+            source,
+        })?;
+        sys::ptrace::set_sigmask(leader, u64::MAX).map_err(|source| TraceError::Ptrace {
+            op: "PTRACE_SETSIGMASK",
+            tid: leader.as_raw(),
+            source,
+        })?;
+        let mut inj = Injector::new(leader, ip)?;
+        let r = inj.call(nr::MUNMAP, &[scratch, PAGE_SIZE])?;
+        ptrace_set(
+            leader,
+            &tracee::restart_regs(&frozen.threads()[0].regs, true),
+            mask,
+        )?;
+        inject_ok(pid, "munmap", r)?;
+    }
+
+    let stat = procfs::stat(pid)?;
+    let status = procfs::status(pid)?;
+    let mut rlimits = Vec::new();
+    for resource in 0..16u32 {
+        let (soft, hard) = sys::process::get_rlimit(frozen.pid(), resource).map_err(|source| {
+            TraceError::Ptrace {
+                op: "prlimit",
+                tid: pid,
+                source,
+            }
+        })?;
+        rlimits.push(Rlimit {
+            resource,
+            soft,
+            hard,
+        });
+    }
+    let shared_pending =
+        sys::ptrace::peek_siginfo(leader, true).map_err(|source| TraceError::Ptrace {
+            op: "PTRACE_PEEKSIGINFO",
+            tid: leader.as_raw(),
+            source,
+        })?;
+    let process = Process {
+        pid,
+        ppid: stat.ppid,
+        pgid: stat.pgrp,
+        sid: stat.session,
+        comm: stat.comm.clone(),
+        cmdline: procfs::cmdline(pid)?,
+        exe: procfs::link(pid, "exe")?,
+        cwd: procfs::link(pid, "cwd")?,
+        umask: status.umask,
+        personality: procfs::personality(pid)?,
+        creds: Creds {
+            uid: status.uid,
+            gid: status.gid,
+            groups: status.groups.clone(),
+        },
+        rlimits,
+        mm: MmLayout {
+            start_code: stat.start_code,
+            end_code: stat.end_code,
+            start_data: stat.start_data,
+            end_data: stat.end_data,
+            start_brk: stat.start_brk,
+            brk,
+            start_stack: stat.start_stack,
+            arg_start: stat.arg_start,
+            arg_end: stat.arg_end,
+            env_start: stat.env_start,
+            env_end: stat.env_end,
+            auxv: procfs::auxv(pid)?,
+        },
+        sigactions,
+        shared_pending: shared_pending.into_iter().map(SigInfo).collect(),
+        stopped: frozen.group_stopped(),
+    };
+    let maps = procfs::maps(pid)?;
+    let regions = maps
+        .iter()
+        .map(|m| region(pid, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (files, fds) = files(pid)?;
+    let meta = Meta {
+        engine_version: env!("CARGO_PKG_VERSION").to_owned(),
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        hostname: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        frozen_us: 0,
+    };
+    Ok(Image {
+        meta,
+        process,
+        threads,
+        regions,
+        files,
+        fds,
+        pagemap: Vec::new(),
+    })
+}
+
+fn ptrace_set(tid: Pid, regs: &Regs, mask: u64) -> Result<(), TraceError> {
+    nix::sys::ptrace::setregs(tid, tracee::regs_to(regs)).map_err(|source| TraceError::Ptrace {
+        op: "PTRACE_SETREGS",
+        tid: tid.as_raw(),
+        source,
+    })?;
+    sys::ptrace::set_sigmask(tid, mask).map_err(|source| TraceError::Ptrace {
+        op: "PTRACE_SETSIGMASK",
+        tid: tid.as_raw(),
+        source,
+    })
+}
+
+/// Identity of a file from its metadata.
+pub(crate) fn identity(md: &fs::Metadata) -> FileIdentity {
+    FileIdentity {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        mode: md.mode(),
+    }
+}
+
+fn region(pid: i32, m: &MapEntry) -> Result<Region, CheckpointError> {
+    let mut advice = 0;
+    for f in &m.vmflags {
+        advice |= match f.as_str() {
+            "dd" => advice::DONTDUMP,
+            "dc" => advice::DONTFORK,
+            "wf" => advice::WIPEONFORK,
+            "hg" => advice::HUGEPAGE,
+            "nh" => advice::NOHUGEPAGE,
+            "mg" => advice::MERGEABLE,
+            _ => 0,
+        };
+    }
+    let growsdown = m.vmflags.iter().any(|f| f == "gd");
+    let unsupported = |what: &str| CheckpointError::UnsupportedRegion {
+        pid,
+        start: m.start,
+        end: m.end,
+        what: what.to_owned(),
+    };
+    let kind = match m.name.as_deref() {
+        None => {
+            if m.shared {
+                RegionKind::SharedAnon
+            } else {
+                RegionKind::Anon
+            }
+        }
+        Some("[heap]") => RegionKind::Heap,
+        Some("[stack]") => RegionKind::Stack,
+        Some("[vdso]") => RegionKind::Vdso,
+        Some("[vvar]") => RegionKind::Vvar,
+        Some("[vvar_vclock]") => RegionKind::VvarVclock,
+        Some("[vsyscall]") => RegionKind::Vsyscall,
+        Some("/dev/zero (deleted)") if m.shared => RegionKind::SharedAnon,
+        Some(n) if n.starts_with('[') => RegionKind::Anon, // [anon:name] and friends
+        Some(n) if m.deleted() => return Err(unsupported(&format!("mapping of deleted file {n}"))),
+        Some(path) => {
+            // Identity by path, as restart checks it; a file replaced since it was mapped
+            // shows as "(deleted)" above.
+            let md = fs::metadata(path).map_err(|e| unsupported(&format!("{path}: {e}")))?;
+            if !md.is_file() {
+                if path == "/dev/zero" && !m.shared {
+                    RegionKind::Anon
+                } else {
+                    return Err(unsupported(&format!("mapping of device {path}")));
+                }
+            } else {
+                RegionKind::File {
+                    path: path.to_owned(),
+                    identity: identity(&md),
+                }
+            }
+        }
+    };
+    Ok(Region {
+        start: m.start,
+        end: m.end,
+        prot: m.prot,
+        shared: m.shared,
+        offset: m.offset,
+        kind,
+        advice,
+        growsdown,
+    })
+}
+
+/// Copy the bytes buffered in a pipe or FIFO without consuming them (`tee(2)`).
+fn peek_pipe(pid: i32, fd: i32) -> Result<(Vec<u8>, u32), CheckpointError> {
+    let err = |source: Errno| CheckpointError::Fd {
+        pid,
+        fd,
+        source: source.into(),
+    };
+    let path = procfs::path(pid, &format!("fd/{fd}"));
+    let src = fcntl::open(
+        &path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    let capacity = fcntl::fcntl(src.as_fd(), FcntlArg::F_GETPIPE_SZ).map_err(err)?;
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(err)?;
+    fcntl::fcntl(w.as_fd(), FcntlArg::F_SETPIPE_SZ(capacity as _)).map_err(err)?;
+    let n = match fcntl::tee(
+        src.as_fd(),
+        w.as_fd(),
+        capacity as usize,
+        SpliceFFlags::SPLICE_F_NONBLOCK,
+    ) {
+        Ok(n) => n,
+        Err(Errno::EAGAIN) => 0,
+        Err(e) => return Err(err(e)),
+    };
+    drop(w);
+    let mut data = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match nix::unistd::read(&r, &mut data[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(err(e)),
+        }
+    }
+    data.truncate(got);
+    Ok((data, capacity as u32))
+}
+
+/// The descriptor table, sharing one [`OpenFile`] between descriptors that share an open
+/// file description (checked with kcmp).
+fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
+    let p = Pid::from_raw(pid);
+    let mut files: Vec<OpenFile> = Vec::new();
+    let mut owners: Vec<(i32, u64, u64)> = Vec::new(); // (fd, dev, ino) of each file's first fd
+    let mut fds = Vec::new();
+    let mut peeked_pipes: Vec<u64> = Vec::new();
+    for fd in procfs::numbered(pid, "fd")? {
+        let fd_err = |source: io::Error| CheckpointError::Fd { pid, fd, source };
+        let target = procfs::link(pid, &format!("fd/{fd}"))?;
+        let info = procfs::fdinfo(pid, fd)?;
+        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let md = fs::metadata(procfs::path(pid, &format!("fd/{fd}"))).map_err(fd_err)?;
+        let shared_with = owners.iter().position(|&(ofd, dev, ino)| {
+            dev == md.dev()
+                && ino == md.ino()
+                && sys::process::same_file(p, ofd, p, fd).unwrap_or(false)
+        });
+        if let Some(i) = shared_with {
+            fds.push(Fd {
+                fd,
+                cloexec,
+                file: i as u32,
+            });
+            continue;
+        }
+        let ft = md.file_type();
+        let unsupported = |what: String| CheckpointError::UnsupportedFd { pid, fd, what };
+        let kind = if let Some(rest) = target.strip_prefix("pipe:[") {
+            let ino: u64 = rest.trim_end_matches(']').parse().unwrap_or(md.ino());
+            let read_end = flags & libc::O_ACCMODE as u32 == libc::O_RDONLY as u32;
+            let (data, capacity) = if read_end && !peeked_pipes.contains(&ino) {
+                peeked_pipes.push(ino);
+                peek_pipe(pid, fd)?
+            } else {
+                (Vec::new(), 0)
+            };
+            FileKind::Pipe {
+                ino,
+                read_end,
+                data,
+                capacity,
+            }
+        } else if target.starts_with("socket:[") {
+            return Err(unsupported(format!("a socket ({target})")));
+        } else if target.starts_with("anon_inode:") {
+            return Err(unsupported(format!("an anonymous inode ({target})")));
+        } else if ft.is_file() {
+            let (path, deleted) = match target.strip_suffix(" (deleted)") {
+                Some(p) if md.nlink() == 0 => (p.to_owned(), true),
+                _ => (target.clone(), md.nlink() == 0),
+            };
+            let content = if deleted {
+                Some(fs::read(procfs::path(pid, &format!("fd/{fd}"))).map_err(fd_err)?)
+            } else {
+                None
+            };
+            FileKind::Regular {
+                path,
+                identity: identity(&md),
+                content,
+            }
+        } else if ft.is_dir() {
+            FileKind::Directory { path: target }
+        } else if ft.is_char_device() {
+            FileKind::Device {
+                path: target,
+                rdev: md.rdev(),
+            }
+        } else if ft.is_fifo() {
+            let (data, _) = peek_pipe(pid, fd)?;
+            FileKind::Fifo { path: target, data }
+        } else {
+            return Err(unsupported(format!("`{target}`")));
+        };
+        owners.push((fd, md.dev(), md.ino()));
+        files.push(OpenFile {
+            flags,
+            pos: info.pos,
+            kind,
+        });
+        fds.push(Fd {
+            fd,
+            cloexec,
+            file: (files.len() - 1) as u32,
+        });
+    }
+    Ok((files, fds))
+}
+
+/// `/proc/PID/pagemap` bits (Documentation/admin-guide/mm/pagemap.rst).
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAP: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+
+/// Pages to read, as runs, per readable-or-not region.
+struct PagePlan {
+    /// `(run, readable)`: readable regions are read with process_vm_readv, the others
+    /// through /proc/PID/mem (which may read PROT_NONE memory).
+    runs: Vec<(PageRun, bool)>,
+    total_pages: u64,
+}
+
+fn plan_pages(
+    pid: i32,
+    regions: &[Region],
+    maps: &[MapEntry],
+) -> Result<PagePlan, CheckpointError> {
+    let path = procfs::path(pid, "pagemap");
+    let pagemap = File::open(&path).map_err(|source| ProcError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let mut runs: Vec<(PageRun, bool)> = Vec::new();
+    let mut total_pages = 0;
+    let mut entries = vec![0u8; 8 * 65536];
+    for r in regions {
+        // Which pages hold state of the process's own: all of private anonymous memory,
+        // the copied-on-write pages of private file mappings, shared anonymous memory.
+        let want: fn(u64) -> bool = match (&r.kind, r.shared) {
+            (RegionKind::Anon | RegionKind::Heap | RegionKind::Stack, false) => {
+                |e| e & (PM_PRESENT | PM_SWAP) != 0
+            }
+            (RegionKind::File { .. }, false) => {
+                |e| (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
+            }
+            (RegionKind::SharedAnon, _) | (RegionKind::Anon, true) => {
+                |e| e & (PM_PRESENT | PM_SWAP) != 0
+            }
+            _ => continue,
+        };
+        debug_assert!(maps.iter().any(|m| m.start == r.start));
+        let readable = r.prot & libc::PROT_READ as u32 != 0;
+        let npages = r.len() / PAGE_SIZE;
+        let mut done = 0;
+        while done < npages {
+            let n = (npages - done).min(65536);
+            let buf = &mut entries[..(n * 8) as usize];
+            let off = (r.start / PAGE_SIZE + done) * 8;
+            pagemap
+                .read_exact_at(buf, off)
+                .map_err(|source| ProcError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+            for (i, e) in buf.chunks_exact(8).enumerate() {
+                let e = u64::from_ne_bytes(e.try_into().unwrap_or_default());
+                if !want(e) {
+                    continue;
+                }
+                let addr = r.start + (done + i as u64) * PAGE_SIZE;
+                total_pages += 1;
+                match runs.last_mut() {
+                    Some((last, rd))
+                        if *rd == readable && last.addr + last.pages * PAGE_SIZE == addr =>
+                    {
+                        last.pages += 1
+                    }
+                    _ => runs.push((PageRun { addr, pages: 1 }, readable)),
+                }
+            }
+            done += n;
+        }
+    }
+    Ok(PagePlan { runs, total_pages })
+}
+
+/// Bytes read from the process per batch.
+const BATCH: usize = 8 << 20;
+/// Most remote iovecs per process_vm_readv (IOV_MAX).
+const MAX_IOV: usize = 1024;
+
+/// Read the planned pages, drop zero pages, stream the rest; return the saved runs.
+fn copy_pages(
+    pid: i32,
+    plan: &PagePlan,
+    out: &mut dyn Write,
+    path: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Vec<PageRun>, u64), CheckpointError> {
+    let mem_path = procfs::path(pid, "mem");
+    let mem = File::open(&mem_path).map_err(|source| ProcError::Read {
+        path: mem_path,
+        source,
+    })?;
+    let mut buf = vec![0u8; BATCH];
+    let mut saved: Vec<PageRun> = Vec::new();
+    let mut saved_pages = 0;
+    let total = plan.total_pages * PAGE_SIZE;
+    let mut done = 0u64;
+    let mut queue = plan.runs.iter().copied().peekable();
+    let mut carry: Option<(PageRun, bool)> = None;
+    loop {
+        // Fill one batch with up to BATCH bytes from consecutive runs.
+        let mut batch: Vec<(u64, usize)> = Vec::new();
+        let mut filled = 0;
+        let mut readable_batch = true;
+        while filled < BATCH && batch.len() < MAX_IOV {
+            let Some((run, readable)) = carry.take().or_else(|| queue.next()) else {
+                break;
+            };
+            if !batch.is_empty() && readable != readable_batch {
+                carry = Some((run, readable));
+                break;
+            }
+            readable_batch = readable;
+            let room = ((BATCH - filled) as u64 / PAGE_SIZE).min(run.pages);
+            batch.push((run.addr, (room * PAGE_SIZE) as usize));
+            filled += (room * PAGE_SIZE) as usize;
+            if room < run.pages {
+                carry = Some((
+                    PageRun {
+                        addr: run.addr + room * PAGE_SIZE,
+                        pages: run.pages - room,
+                    },
+                    readable,
+                ));
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        read_batch(pid, &mem, &batch, &mut buf[..filled], readable_batch)?;
+        let mut off = 0;
+        for &(addr, len) in &batch {
+            for page in 0..len / PAGE_SIZE as usize {
+                let bytes =
+                    &buf[off + page * PAGE_SIZE as usize..off + (page + 1) * PAGE_SIZE as usize];
+                if is_zero(bytes) {
+                    continue;
+                }
+                out.write_all(bytes)
+                    .map_err(|source| CheckpointError::WritePages {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                let a = addr + page as u64 * PAGE_SIZE;
+                saved_pages += 1;
+                match saved.last_mut() {
+                    Some(last) if last.addr + last.pages * PAGE_SIZE == a => last.pages += 1,
+                    _ => saved.push(PageRun { addr: a, pages: 1 }),
+                }
+            }
+            off += len;
+        }
+        done += filled as u64;
+        progress(Progress { done, total });
+    }
+    Ok((saved, saved_pages))
+}
+
+fn read_batch(
+    pid: i32,
+    mem: &File,
+    batch: &[(u64, usize)],
+    buf: &mut [u8],
+    readable: bool,
+) -> Result<(), CheckpointError> {
+    if readable {
+        let remote: Vec<RemoteIoVec> = batch
+            .iter()
+            .map(|&(base, len)| RemoteIoVec {
+                base: base as usize,
+                len,
+            })
+            .collect();
+        let want = buf.len();
+        if let Ok(n) = process_vm_readv(Pid::from_raw(pid), &mut [IoSliceMut::new(buf)], &remote)
+            && n == want
+        {
+            return Ok(());
+        }
+    }
+    // Fallback, and the only way for PROT_NONE memory: /proc/PID/mem reads with FOLL_FORCE.
+    let mut off = 0;
+    for &(addr, len) in batch {
+        mem.read_exact_at(&mut buf[off..off + len], addr)
+            .map_err(|source| CheckpointError::ReadMemory { pid, addr, source })?;
+        off += len;
+    }
+    Ok(())
+}
+
+/// Whether a page is all zeros (compared 16 bytes at a time; the compiler vectorises it).
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(16)
+        .all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_pages() {
+        let mut page = vec![0u8; 4096];
+        assert!(is_zero(&page));
+        page[4095] = 1;
+        assert!(!is_zero(&page));
+    }
+}

@@ -1,0 +1,956 @@
+//! The context file: one process image as a sequence of checksummed sections.
+//!
+//! The container ([`container`]) gives a versioned header, sections with their own xxh3
+//! checksums and an END record, written to a temporary name, fsynced and renamed. This
+//! module maps the [`model`](crate::model) onto sections, one per record type:
+//!
+//! | kind | section  | content |
+//! |------|----------|---------|
+//! | 0x01 | META     | engine version, kernel, host, time, frozen time |
+//! | 0x02 | PROCESS  | ids, command, cwd, umask, personality, creds, rlimits, mm layout, auxv, sigactions, shared pending signals |
+//! | 0x03 | THREAD   | one per thread, leader first: tid, name, registers, XSAVE area, mask, pending signals, rseq, robust list, clear_child_tid, sigaltstack |
+//! | 0x04 | REGIONS  | every VMA: range, protection, shared, offset, backing (anon/heap/stack/shared anon/file by reference/vdso/vvar/vvar_vclock/vsyscall), advice |
+//! | 0x05 | FILES    | open file descriptions: flags, offset, and what they refer to (file by reference, deleted file content, device, pipe end with buffered bytes, FIFO) |
+//! | 0x06 | FDS      | descriptor number → file description, close-on-exec |
+//! | 0x08 | PAGES    | raw page data, streamed (optionally zstd) |
+//! | 0x07 | PAGEMAP  | runs `(address, pages)` giving where each page of PAGES goes |
+//!
+//! Every record is little-endian via [`wire`]. Kinds with bit 31 set are optional: a reader
+//! that does not know one skips it; an unknown kind without that bit means the image needs
+//! a newer engine. Later record types (process trees, shared resources, sockets, timers)
+//! add kinds; per-process sections always follow their own PROCESS section, so an image of
+//! several processes is a concatenation of such groups.
+//!
+//! Decoding validates every field the restorer will act on (ranges, counts, signal numbers,
+//! descriptor numbers, page runs inside restorable regions): a modified file gives a typed
+//! error, never a panic and never a privilege the restarting user does not already have.
+
+pub mod container;
+pub mod wire;
+
+use crate::model::*;
+use container::{ContainerError, ImageReader, ImageWriter, SectionInfo};
+use std::path::{Path, PathBuf};
+use wire::{Dec, Enc, WireError};
+
+/// Section kinds.
+pub mod kind {
+    /// Provenance.
+    pub const META: u32 = 0x01;
+    /// Process-wide state.
+    pub const PROCESS: u32 = 0x02;
+    /// One thread.
+    pub const THREAD: u32 = 0x03;
+    /// Memory regions.
+    pub const REGIONS: u32 = 0x04;
+    /// Open file descriptions.
+    pub const FILES: u32 = 0x05;
+    /// Descriptor table.
+    pub const FDS: u32 = 0x06;
+    /// Page runs.
+    pub const PAGEMAP: u32 = 0x07;
+    /// Page data.
+    pub const PAGES: u32 = 0x08;
+    /// Bit set on kinds a reader may skip when it does not know them.
+    pub const OPTIONAL: u32 = 0x8000_0000;
+
+    /// Human name of a kind.
+    pub fn name(kind: u32) -> &'static str {
+        match kind {
+            META => "META",
+            PROCESS => "PROCESS",
+            THREAD => "THREAD",
+            REGIONS => "REGIONS",
+            FILES => "FILES",
+            FDS => "FDS",
+            PAGEMAP => "PAGEMAP",
+            PAGES => "PAGES",
+            super::container::END_KIND => "END",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Highest user-space address on x86-64 with 5-level paging; anything above is invalid.
+const USER_TOP: u64 = 1 << 56;
+/// Largest metadata section read into memory (file contents of deleted files included).
+const MAX_META_SECTION: u64 = 1 << 30;
+/// Bounds on record counts, far above real processes, to stop tampered counts early.
+const MAX_THREADS: usize = 1 << 16;
+const MAX_REGIONS: u64 = 1 << 20;
+const MAX_FDS: u64 = 1 << 20;
+const MAX_FD_NUMBER: i32 = 1 << 20;
+
+/// Failures reading or writing an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The container (file, header, checksums) is unusable.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// A record could not be decoded.
+    #[error("{path}: {section} section is malformed: {source}")]
+    Decode {
+        /// Image file.
+        path: PathBuf,
+        /// Section name.
+        section: &'static str,
+        /// Cause.
+        source: WireError,
+    },
+    /// A record decoded but holds a value the engine refuses.
+    #[error("{path}: {section} section: {what}")]
+    Invalid {
+        /// Image file.
+        path: PathBuf,
+        /// Section name.
+        section: &'static str,
+        /// What is wrong.
+        what: String,
+    },
+    /// A required section is missing.
+    #[error("{path}: no {section} section (the image is incomplete)")]
+    Missing {
+        /// Image file.
+        path: PathBuf,
+        /// Section name.
+        section: &'static str,
+    },
+    /// The image uses a section this engine does not know.
+    #[error(
+        "{path}: section kind {kind:#x} is not known to this lifeboat (the image needs a newer version)"
+    )]
+    UnknownSection {
+        /// Image file.
+        path: PathBuf,
+        /// Kind.
+        kind: u32,
+    },
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding
+
+fn enc_process(p: &Process) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.i32(p.pid);
+    e.i32(p.ppid);
+    e.i32(p.pgid);
+    e.i32(p.sid);
+    e.str(&p.comm);
+    e.u64(p.cmdline.len() as u64);
+    for a in &p.cmdline {
+        e.str(a);
+    }
+    e.str(&p.exe);
+    e.str(&p.cwd);
+    e.u32(p.umask);
+    e.u32(p.personality);
+    for v in p.creds.uid.iter().chain(&p.creds.gid) {
+        e.u32(*v);
+    }
+    e.u64(p.creds.groups.len() as u64);
+    for g in &p.creds.groups {
+        e.u32(*g);
+    }
+    e.u64(p.rlimits.len() as u64);
+    for r in &p.rlimits {
+        e.u32(r.resource);
+        e.u64(r.soft);
+        e.u64(r.hard);
+    }
+    let m = &p.mm;
+    for v in [
+        m.start_code,
+        m.end_code,
+        m.start_data,
+        m.end_data,
+        m.start_brk,
+        m.brk,
+        m.start_stack,
+        m.arg_start,
+        m.arg_end,
+        m.env_start,
+        m.env_end,
+    ] {
+        e.u64(v);
+    }
+    e.u64(m.auxv.len() as u64);
+    for v in &m.auxv {
+        e.u64(*v);
+    }
+    e.u64(p.sigactions.len() as u64);
+    for a in &p.sigactions {
+        e.u32(a.sig);
+        e.u64(a.handler);
+        e.u64(a.flags);
+        e.u64(a.restorer);
+        e.u64(a.mask);
+    }
+    enc_siginfos(&mut e, &p.shared_pending);
+    e.bool(p.stopped);
+    e.into_vec()
+}
+
+fn enc_siginfos(e: &mut Enc, list: &[SigInfo]) {
+    e.u64(list.len() as u64);
+    for s in list {
+        e.bytes(&s.0);
+    }
+}
+
+fn enc_thread(t: &Thread) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.i32(t.tid);
+    e.str(&t.comm);
+    for v in t.regs.0 {
+        e.u64(v);
+    }
+    e.bytes(&t.xstate);
+    e.u64(t.sigmask);
+    enc_siginfos(&mut e, &t.pending);
+    e.bool(t.rseq.is_some());
+    if let Some(r) = t.rseq {
+        e.u64(r.ptr);
+        e.u32(r.len);
+        e.u32(r.sig);
+    }
+    e.u64(t.robust_list.0);
+    e.u64(t.robust_list.1);
+    e.u64(t.clear_child_tid);
+    e.u64(t.altstack.sp);
+    e.i32(t.altstack.flags);
+    e.u64(t.altstack.size);
+    e.into_vec()
+}
+
+fn enc_identity(e: &mut Enc, id: &FileIdentity) {
+    e.u64(id.dev);
+    e.u64(id.ino);
+    e.u64(id.size);
+    e.i64(id.mtime_ns);
+    e.u32(id.mode);
+}
+
+fn enc_regions(regions: &[Region]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u64(regions.len() as u64);
+    for r in regions {
+        e.u64(r.start);
+        e.u64(r.end);
+        e.u32(r.prot);
+        e.bool(r.shared);
+        e.u64(r.offset);
+        e.u32(r.advice);
+        e.bool(r.growsdown);
+        match &r.kind {
+            RegionKind::Anon => e.u8(0),
+            RegionKind::Heap => e.u8(1),
+            RegionKind::Stack => e.u8(2),
+            RegionKind::SharedAnon => e.u8(3),
+            RegionKind::File { path, identity } => {
+                e.u8(4);
+                e.str(path);
+                enc_identity(&mut e, identity);
+            }
+            RegionKind::Vdso => e.u8(5),
+            RegionKind::Vvar => e.u8(6),
+            RegionKind::VvarVclock => e.u8(7),
+            RegionKind::Vsyscall => e.u8(8),
+        }
+    }
+    e.into_vec()
+}
+
+fn enc_files(files: &[OpenFile]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u64(files.len() as u64);
+    for f in files {
+        e.u32(f.flags);
+        e.i64(f.pos);
+        match &f.kind {
+            FileKind::Regular {
+                path,
+                identity,
+                content,
+            } => {
+                e.u8(0);
+                e.str(path);
+                enc_identity(&mut e, identity);
+                e.bool(content.is_some());
+                if let Some(c) = content {
+                    e.bytes(c);
+                }
+            }
+            FileKind::Directory { path } => {
+                e.u8(1);
+                e.str(path);
+            }
+            FileKind::Device { path, rdev } => {
+                e.u8(2);
+                e.str(path);
+                e.u64(*rdev);
+            }
+            FileKind::Pipe {
+                ino,
+                read_end,
+                data,
+                capacity,
+            } => {
+                e.u8(3);
+                e.u64(*ino);
+                e.bool(*read_end);
+                e.bytes(data);
+                e.u32(*capacity);
+            }
+            FileKind::Fifo { path, data } => {
+                e.u8(4);
+                e.str(path);
+                e.bytes(data);
+            }
+        }
+    }
+    e.into_vec()
+}
+
+fn enc_fds(fds: &[Fd]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u64(fds.len() as u64);
+    for f in fds {
+        e.i32(f.fd);
+        e.bool(f.cloexec);
+        e.u32(f.file);
+    }
+    e.into_vec()
+}
+
+fn enc_meta(m: &Meta) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.str(&m.engine_version);
+    e.str(&m.kernel);
+    e.str(&m.hostname);
+    e.u64(m.created_unix);
+    e.u64(m.frozen_us);
+    e.into_vec()
+}
+
+fn enc_pagemap(runs: &[PageRun]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u64(runs.len() as u64);
+    for r in runs {
+        e.u64(r.addr);
+        e.u64(r.pages);
+    }
+    e.into_vec()
+}
+
+/// Writes one process image: metadata first, then the page stream, then the page map.
+#[derive(Debug)]
+pub struct Writer {
+    inner: ImageWriter,
+    compress: bool,
+}
+
+impl Writer {
+    /// Start an image at `path` (written under a temporary name until [`Writer::commit`]).
+    pub fn create(path: &Path, compress: bool) -> Result<Writer, ImageError> {
+        Ok(Writer {
+            inner: ImageWriter::create(path)?,
+            compress,
+        })
+    }
+
+    /// Write every metadata section of `image` (all but PAGES and PAGEMAP).
+    pub fn metadata(&mut self, image: &Image) -> Result<(), ImageError> {
+        self.inner
+            .section(kind::META, false, &enc_meta(&image.meta))?;
+        self.inner
+            .section(kind::PROCESS, false, &enc_process(&image.process))?;
+        for t in &image.threads {
+            self.inner.section(kind::THREAD, false, &enc_thread(t))?;
+        }
+        self.inner
+            .section(kind::REGIONS, false, &enc_regions(&image.regions))?;
+        self.inner
+            .section(kind::FILES, self.compress, &enc_files(&image.files))?;
+        self.inner.section(kind::FDS, false, &enc_fds(&image.fds))?;
+        Ok(())
+    }
+
+    /// A stream for the page data.
+    pub fn pages(&mut self) -> Result<container::SectionStream<'_>, ImageError> {
+        Ok(self.inner.stream(kind::PAGES, self.compress)?)
+    }
+
+    /// Write the page map, END, fsync and rename into place; returns the file size.
+    pub fn commit(mut self, pagemap: &[PageRun]) -> Result<u64, ImageError> {
+        self.inner
+            .section(kind::PAGEMAP, false, &enc_pagemap(pagemap))?;
+        Ok(self.inner.commit()?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding
+
+struct Ctx<'a> {
+    path: &'a Path,
+    section: &'static str,
+}
+
+impl Ctx<'_> {
+    fn wire(&self) -> impl Fn(WireError) -> ImageError + '_ {
+        move |source| ImageError::Decode {
+            path: self.path.to_owned(),
+            section: self.section,
+            source,
+        }
+    }
+    fn invalid(&self, what: impl Into<String>) -> ImageError {
+        ImageError::Invalid {
+            path: self.path.to_owned(),
+            section: self.section,
+            what: what.into(),
+        }
+    }
+}
+
+fn dec_siginfos(d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<Vec<SigInfo>, ImageError> {
+    let n = d.count(1 << 16).map_err(cx.wire())?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let raw: [u8; SIGINFO_SIZE] = d
+            .bytes()
+            .map_err(cx.wire())?
+            .try_into()
+            .map_err(|_| cx.invalid("a siginfo is not 128 bytes"))?;
+        let info = SigInfo(raw);
+        if !(1..=NSIG as i32).contains(&info.signo()) {
+            return Err(cx.invalid(format!(
+                "pending signal number {} is out of range",
+                info.signo()
+            )));
+        }
+        out.push(info);
+    }
+    Ok(out)
+}
+
+fn dec_process(data: &[u8], cx: &Ctx<'_>) -> Result<Process, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let mut p = Process {
+        pid: d.i32().map_err(&w)?,
+        ppid: d.i32().map_err(&w)?,
+        pgid: d.i32().map_err(&w)?,
+        sid: d.i32().map_err(&w)?,
+        comm: d.str().map_err(&w)?.to_owned(),
+        ..Process::default()
+    };
+    let n = d.count(1 << 20).map_err(&w)?;
+    for _ in 0..n {
+        p.cmdline.push(d.str().map_err(&w)?.to_owned());
+    }
+    p.exe = d.str().map_err(&w)?.to_owned();
+    p.cwd = d.str().map_err(&w)?.to_owned();
+    p.umask = d.u32().map_err(&w)?;
+    p.personality = d.u32().map_err(&w)?;
+    for i in 0..4 {
+        p.creds.uid[i] = d.u32().map_err(&w)?;
+    }
+    for i in 0..4 {
+        p.creds.gid[i] = d.u32().map_err(&w)?;
+    }
+    let n = d.count(1 << 16).map_err(&w)?;
+    for _ in 0..n {
+        p.creds.groups.push(d.u32().map_err(&w)?);
+    }
+    let n = d.count(64).map_err(&w)?;
+    for _ in 0..n {
+        p.rlimits.push(Rlimit {
+            resource: d.u32().map_err(&w)?,
+            soft: d.u64().map_err(&w)?,
+            hard: d.u64().map_err(&w)?,
+        });
+    }
+    let mut mm = [0u64; 11];
+    for v in &mut mm {
+        *v = d.u64().map_err(&w)?;
+    }
+    let [
+        start_code,
+        end_code,
+        start_data,
+        end_data,
+        start_brk,
+        brk,
+        start_stack,
+        arg_start,
+        arg_end,
+        env_start,
+        env_end,
+    ] = mm;
+    let n = d.count(1 << 12).map_err(&w)?;
+    let mut auxv = Vec::with_capacity(n);
+    for _ in 0..n {
+        auxv.push(d.u64().map_err(&w)?);
+    }
+    p.mm = MmLayout {
+        start_code,
+        end_code,
+        start_data,
+        end_data,
+        start_brk,
+        brk,
+        start_stack,
+        arg_start,
+        arg_end,
+        env_start,
+        env_end,
+        auxv,
+    };
+    let n = d.count(u64::from(NSIG)).map_err(&w)?;
+    for _ in 0..n {
+        let a = SigAction {
+            sig: d.u32().map_err(&w)?,
+            handler: d.u64().map_err(&w)?,
+            flags: d.u64().map_err(&w)?,
+            restorer: d.u64().map_err(&w)?,
+            mask: d.u64().map_err(&w)?,
+        };
+        if !(1..=NSIG).contains(&a.sig)
+            || a.sig == libc::SIGKILL as u32
+            || a.sig == libc::SIGSTOP as u32
+        {
+            return Err(cx.invalid(format!("sigaction for signal {} cannot be restored", a.sig)));
+        }
+        p.sigactions.push(a);
+    }
+    p.shared_pending = dec_siginfos(&mut d, cx)?;
+    p.stopped = d.bool().map_err(&w)?;
+    d.finish().map_err(&w)?;
+    if p.pid <= 0 {
+        return Err(cx.invalid(format!("PID {} is not valid", p.pid)));
+    }
+    if p.umask > 0o777 {
+        return Err(cx.invalid(format!("umask {:o} is not valid", p.umask)));
+    }
+    if p.mm.auxv.len() % 2 != 0 {
+        return Err(cx.invalid("the auxiliary vector has an odd number of words"));
+    }
+    Ok(p)
+}
+
+fn dec_thread(data: &[u8], cx: &Ctx<'_>) -> Result<Thread, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let mut t = Thread {
+        tid: d.i32().map_err(&w)?,
+        comm: d.str().map_err(&w)?.to_owned(),
+        ..Thread::default()
+    };
+    for v in &mut t.regs.0 {
+        *v = d.u64().map_err(&w)?;
+    }
+    t.xstate = d.bytes().map_err(&w)?.to_vec();
+    t.sigmask = d.u64().map_err(&w)?;
+    t.pending = dec_siginfos(&mut d, cx)?;
+    if d.bool().map_err(&w)? {
+        t.rseq = Some(Rseq {
+            ptr: d.u64().map_err(&w)?,
+            len: d.u32().map_err(&w)?,
+            sig: d.u32().map_err(&w)?,
+        });
+    }
+    t.robust_list = (d.u64().map_err(&w)?, d.u64().map_err(&w)?);
+    t.clear_child_tid = d.u64().map_err(&w)?;
+    t.altstack = AltStack {
+        sp: d.u64().map_err(&w)?,
+        flags: d.i32().map_err(&w)?,
+        size: d.u64().map_err(&w)?,
+    };
+    d.finish().map_err(&w)?;
+    if t.tid <= 0 {
+        return Err(cx.invalid(format!("TID {} is not valid", t.tid)));
+    }
+    if t.xstate.len() > crate::sys::ptrace::XSTATE_MAX || t.xstate.len() < 576 {
+        return Err(cx.invalid(format!(
+            "thread {}: XSAVE area of {} bytes is not valid",
+            t.tid,
+            t.xstate.len()
+        )));
+    }
+    Ok(t)
+}
+
+fn dec_identity(d: &mut Dec<'_>) -> Result<FileIdentity, WireError> {
+    Ok(FileIdentity {
+        dev: d.u64()?,
+        ino: d.u64()?,
+        size: d.u64()?,
+        mtime_ns: d.i64()?,
+        mode: d.u32()?,
+    })
+}
+
+fn dec_path(d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<String, ImageError> {
+    let p = d.str().map_err(cx.wire())?;
+    if !p.starts_with('/') || p.contains('\0') {
+        return Err(cx.invalid(format!("path `{p}` is not absolute")));
+    }
+    Ok(p.to_owned())
+}
+
+fn dec_regions(data: &[u8], cx: &Ctx<'_>) -> Result<Vec<Region>, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let n = d.count(MAX_REGIONS).map_err(&w)?;
+    let mut out: Vec<Region> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = d.u64().map_err(&w)?;
+        let end = d.u64().map_err(&w)?;
+        let prot = d.u32().map_err(&w)?;
+        let shared = d.bool().map_err(&w)?;
+        let offset = d.u64().map_err(&w)?;
+        let advice = d.u32().map_err(&w)?;
+        let growsdown = d.bool().map_err(&w)?;
+        let kind = match d.u8().map_err(&w)? {
+            0 => RegionKind::Anon,
+            1 => RegionKind::Heap,
+            2 => RegionKind::Stack,
+            3 => RegionKind::SharedAnon,
+            4 => RegionKind::File {
+                path: dec_path(&mut d, cx)?,
+                identity: dec_identity(&mut d).map_err(&w)?,
+            },
+            5 => RegionKind::Vdso,
+            6 => RegionKind::Vvar,
+            7 => RegionKind::VvarVclock,
+            8 => RegionKind::Vsyscall,
+            k => return Err(cx.invalid(format!("unknown region kind {k}"))),
+        };
+        let r = Region {
+            start,
+            end,
+            prot,
+            shared,
+            offset,
+            kind,
+            advice,
+            growsdown,
+        };
+        let aligned = |v: u64| v % PAGE_SIZE == 0;
+        if !(aligned(start) && aligned(end) && aligned(offset) && start < end) {
+            return Err(cx.invalid(format!(
+                "region {start:#x}-{end:#x} is not a page-aligned range"
+            )));
+        }
+        if end > USER_TOP && r.kind != RegionKind::Vsyscall {
+            return Err(cx.invalid(format!(
+                "region {start:#x}-{end:#x} lies outside user space"
+            )));
+        }
+        if prot & !(libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u32 != 0
+            || advice & !advice::ALL != 0
+        {
+            return Err(cx.invalid(format!(
+                "region {start:#x}-{end:#x} has unknown protection or advice bits"
+            )));
+        }
+        if out.last().is_some_and(|prev| prev.end > start) {
+            return Err(cx.invalid(format!(
+                "region {start:#x}-{end:#x} overlaps the previous one or is out of order"
+            )));
+        }
+        out.push(r);
+    }
+    d.finish().map_err(&w)?;
+    Ok(out)
+}
+
+fn dec_files(data: &[u8], cx: &Ctx<'_>) -> Result<Vec<OpenFile>, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let n = d.count(MAX_FDS).map_err(&w)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let flags = d.u32().map_err(&w)?;
+        let pos = d.i64().map_err(&w)?;
+        let kind = match d.u8().map_err(&w)? {
+            0 => {
+                let path = dec_path(&mut d, cx)?;
+                let identity = dec_identity(&mut d).map_err(&w)?;
+                let content = if d.bool().map_err(&w)? {
+                    Some(d.bytes().map_err(&w)?.to_vec())
+                } else {
+                    None
+                };
+                FileKind::Regular {
+                    path,
+                    identity,
+                    content,
+                }
+            }
+            1 => FileKind::Directory {
+                path: dec_path(&mut d, cx)?,
+            },
+            2 => FileKind::Device {
+                path: dec_path(&mut d, cx)?,
+                rdev: d.u64().map_err(&w)?,
+            },
+            3 => FileKind::Pipe {
+                ino: d.u64().map_err(&w)?,
+                read_end: d.bool().map_err(&w)?,
+                data: d.bytes().map_err(&w)?.to_vec(),
+                capacity: d.u32().map_err(&w)?,
+            },
+            4 => FileKind::Fifo {
+                path: dec_path(&mut d, cx)?,
+                data: d.bytes().map_err(&w)?.to_vec(),
+            },
+            k => return Err(cx.invalid(format!("unknown file kind {k}"))),
+        };
+        if pos < 0 {
+            return Err(cx.invalid(format!("file offset {pos} is negative")));
+        }
+        out.push(OpenFile { flags, pos, kind });
+    }
+    d.finish().map_err(&w)?;
+    Ok(out)
+}
+
+fn dec_fds(data: &[u8], files: usize, cx: &Ctx<'_>) -> Result<Vec<Fd>, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let n = d.count(MAX_FDS).map_err(&w)?;
+    let mut out: Vec<Fd> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let fd = Fd {
+            fd: d.i32().map_err(&w)?,
+            cloexec: d.bool().map_err(&w)?,
+            file: d.u32().map_err(&w)?,
+        };
+        if !(0..MAX_FD_NUMBER).contains(&fd.fd) || fd.file as usize >= files {
+            return Err(cx.invalid(format!(
+                "descriptor {} (file #{}) is out of range",
+                fd.fd, fd.file
+            )));
+        }
+        if out.iter().any(|f| f.fd == fd.fd) {
+            return Err(cx.invalid(format!("descriptor {} appears twice", fd.fd)));
+        }
+        out.push(fd);
+    }
+    d.finish().map_err(&w)?;
+    Ok(out)
+}
+
+fn dec_meta(data: &[u8], cx: &Ctx<'_>) -> Result<Meta, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let m = Meta {
+        engine_version: d.str().map_err(&w)?.to_owned(),
+        kernel: d.str().map_err(&w)?.to_owned(),
+        hostname: d.str().map_err(&w)?.to_owned(),
+        created_unix: d.u64().map_err(&w)?,
+        frozen_us: d.u64().map_err(&w)?,
+    };
+    d.finish().map_err(&w)?;
+    Ok(m)
+}
+
+fn dec_pagemap(data: &[u8], regions: &[Region], cx: &Ctx<'_>) -> Result<Vec<PageRun>, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let n = d.count(u64::MAX).map_err(&w)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let run = PageRun {
+            addr: d.u64().map_err(&w)?,
+            pages: d.u64().map_err(&w)?,
+        };
+        let end = run
+            .pages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|len| run.addr.checked_add(len));
+        // A run may cross from one region into the next (.data into .bss); every byte must
+        // lie in a region whose pages the image may carry.
+        let inside = end.is_some_and(|end| {
+            let mut cursor = run.addr;
+            while cursor < end {
+                let Some(r) = regions.iter().find(|r| r.start <= cursor && cursor < r.end) else {
+                    return false;
+                };
+                if r.is_special() || (r.shared && matches!(r.kind, RegionKind::File { .. })) {
+                    return false;
+                }
+                cursor = r.end;
+            }
+            true
+        });
+        if run.addr % PAGE_SIZE != 0 || run.pages == 0 || !inside {
+            return Err(cx.invalid(format!(
+                "page run at {:#x} ({} pages) is not inside a restorable region",
+                run.addr, run.pages
+            )));
+        }
+        out.push(run);
+    }
+    d.finish().map_err(&w)?;
+    Ok(out)
+}
+
+/// An opened image: every record decoded and validated; page data ready to stream.
+#[derive(Debug)]
+pub struct Reader {
+    inner: ImageReader,
+    image: Image,
+    pages: Option<SectionInfo>,
+}
+
+impl Reader {
+    /// Open `path`, verify the container, decode and validate every record.
+    pub fn open(path: &Path) -> Result<Reader, ImageError> {
+        let inner = ImageReader::open(path)?;
+        let mut meta = None;
+        let mut process = None;
+        let mut threads = Vec::new();
+        let mut regions = None;
+        let mut files = None;
+        let mut fds_raw = None;
+        let mut pagemap_raw = None;
+        let mut pages = None;
+        for info in inner.sections() {
+            let section = kind::name(info.kind);
+            let cx = Ctx { path, section };
+            match info.kind {
+                kind::PAGES => {
+                    pages = Some(info.clone());
+                    continue;
+                }
+                container::END_KIND => continue,
+                k if k & kind::OPTIONAL != 0 => continue,
+                kind::META
+                | kind::PROCESS
+                | kind::THREAD
+                | kind::REGIONS
+                | kind::FILES
+                | kind::FDS
+                | kind::PAGEMAP => {}
+                k => {
+                    return Err(ImageError::UnknownSection {
+                        path: path.to_owned(),
+                        kind: k,
+                    });
+                }
+            }
+            let data = inner.read(info, MAX_META_SECTION)?;
+            match info.kind {
+                kind::META => meta = Some(dec_meta(&data, &cx)?),
+                kind::PROCESS => process = Some(dec_process(&data, &cx)?),
+                kind::THREAD => {
+                    if threads.len() >= MAX_THREADS {
+                        return Err(cx.invalid("too many threads"));
+                    }
+                    threads.push(dec_thread(&data, &cx)?);
+                }
+                kind::REGIONS => regions = Some(dec_regions(&data, &cx)?),
+                kind::FILES => files = Some(dec_files(&data, &cx)?),
+                kind::FDS => fds_raw = Some(data),
+                _ => pagemap_raw = Some(data),
+            }
+        }
+        let missing = |section| ImageError::Missing {
+            path: path.to_owned(),
+            section,
+        };
+        let meta = meta.ok_or_else(|| missing("META"))?;
+        let process = process.ok_or_else(|| missing("PROCESS"))?;
+        let regions = regions.ok_or_else(|| missing("REGIONS"))?;
+        let files = files.ok_or_else(|| missing("FILES"))?;
+        let fds = dec_fds(
+            &fds_raw.ok_or_else(|| missing("FDS"))?,
+            files.len(),
+            &Ctx {
+                path,
+                section: "FDS",
+            },
+        )?;
+        let pagemap = dec_pagemap(
+            &pagemap_raw.ok_or_else(|| missing("PAGEMAP"))?,
+            &regions,
+            &Ctx {
+                path,
+                section: "PAGEMAP",
+            },
+        )?;
+        let cx = Ctx {
+            path,
+            section: "THREAD",
+        };
+        if threads.first().map(|t| t.tid) != Some(process.pid) {
+            return Err(cx.invalid("the first thread is not the thread-group leader"));
+        }
+        for (i, t) in threads.iter().enumerate() {
+            if threads[..i].iter().any(|o| o.tid == t.tid) {
+                return Err(cx.invalid(format!("thread {} appears twice", t.tid)));
+            }
+        }
+        let total: u64 = pagemap
+            .iter()
+            .map(|r| r.pages)
+            .sum::<u64>()
+            .saturating_mul(PAGE_SIZE);
+        let stored = pages.as_ref().map_or(0, |p| p.raw_len);
+        if total != stored {
+            return Err(Ctx {
+                path,
+                section: "PAGEMAP",
+            }
+            .invalid(format!(
+                "maps {total} bytes of pages but PAGES holds {stored}"
+            )));
+        }
+        let image = Image {
+            meta,
+            process,
+            threads,
+            regions,
+            files,
+            fds,
+            pagemap,
+        };
+        Ok(Reader {
+            inner,
+            image,
+            pages,
+        })
+    }
+
+    /// The decoded image.
+    pub fn image(&self) -> &Image {
+        &self.image
+    }
+
+    /// The page data as a reader that checks its checksum at the end.
+    pub fn pages(&self) -> Result<Option<container::SectionRead>, ImageError> {
+        self.pages
+            .as_ref()
+            .map(|p| self.inner.stream(p))
+            .transpose()
+            .map_err(ImageError::from)
+    }
+
+    /// Size of the image file's sections, and whether each passes its checksum.
+    pub fn verify(&self) -> Vec<(u32, u64, Result<(), ContainerError>)> {
+        self.inner
+            .sections()
+            .iter()
+            .map(|s| (s.kind, s.stored_len, self.inner.verify(s)))
+            .collect()
+    }
+
+    /// The container reader.
+    pub fn container(&self) -> &ImageReader {
+        &self.inner
+    }
+}

@@ -1,0 +1,432 @@
+//! The state of a checkpointed process, as it is written to and read from a context file.
+//!
+//! These are plain data: `dump` fills them from a frozen process, `image` encodes them,
+//! `restore` validates and applies them. Nothing here touches the system.
+
+/// Size of one page on x86-64; the engine refuses images taken with another size.
+pub const PAGE_SIZE: u64 = 4096;
+/// Number of classic and real-time signals (1..=64).
+pub const NSIG: u32 = 64;
+/// Size of a kernel `siginfo_t`.
+pub const SIGINFO_SIZE: usize = 128;
+
+/// Everything about one process except its page contents, which are streamed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Where and when the image was taken.
+    pub meta: Meta,
+    /// Process-wide state.
+    pub process: Process,
+    /// Every thread, the thread-group leader first.
+    pub threads: Vec<Thread>,
+    /// Every memory region in address order.
+    pub regions: Vec<Region>,
+    /// Open file descriptions, referred to by index from `fds`.
+    pub files: Vec<OpenFile>,
+    /// The descriptor table.
+    pub fds: Vec<Fd>,
+    /// Runs of saved pages, in the order their bytes appear in the page data.
+    pub pagemap: Vec<PageRun>,
+}
+
+/// Provenance of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// Version of the engine that wrote the image.
+    pub engine_version: String,
+    /// Kernel release the process ran on (`uname -r`).
+    pub kernel: String,
+    /// Host name of the node.
+    pub hostname: String,
+    /// Seconds since the epoch at checkpoint time.
+    pub created_unix: u64,
+    /// Wall time the process was frozen while dumping, in microseconds.
+    pub frozen_us: u64,
+}
+
+/// Real, effective, saved and filesystem IDs, plus supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Creds {
+    /// UIDs: real, effective, saved, filesystem.
+    pub uid: [u32; 4],
+    /// GIDs: real, effective, saved, filesystem.
+    pub gid: [u32; 4],
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// The `mm` fields the kernel reports in `/proc/PID/stat` and restores with `PR_SET_MM_MAP`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MmLayout {
+    /// Start of the text segment.
+    pub start_code: u64,
+    /// End of the text segment.
+    pub end_code: u64,
+    /// Start of the data segment.
+    pub start_data: u64,
+    /// End of the data segment.
+    pub end_data: u64,
+    /// Start of the heap.
+    pub start_brk: u64,
+    /// Current program break.
+    pub brk: u64,
+    /// Start of the main stack.
+    pub start_stack: u64,
+    /// Start of the argument strings.
+    pub arg_start: u64,
+    /// End of the argument strings.
+    pub arg_end: u64,
+    /// Start of the environment strings.
+    pub env_start: u64,
+    /// End of the environment strings.
+    pub env_end: u64,
+    /// The auxiliary vector as `u64` words (pairs of type and value).
+    pub auxv: Vec<u64>,
+}
+
+/// A resource limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_*` number.
+    pub resource: u32,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// A signal disposition as the kernel's `struct sigaction` (x86-64 layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigAction {
+    /// Signal number, 1..=64.
+    pub sig: u32,
+    /// Handler address, or 0 (`SIG_DFL`) / 1 (`SIG_IGN`).
+    pub handler: u64,
+    /// `SA_*` flags.
+    pub flags: u64,
+    /// `sa_restorer` (the libc trampoline that calls `rt_sigreturn`).
+    pub restorer: u64,
+    /// Signals blocked while the handler runs.
+    pub mask: u64,
+}
+
+/// A queued signal: the kernel's 128-byte `siginfo_t`, kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigInfo(pub [u8; SIGINFO_SIZE]);
+
+impl SigInfo {
+    /// `si_signo`.
+    pub fn signo(&self) -> i32 {
+        i32::from_ne_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
+    }
+    /// `si_code`.
+    pub fn code(&self) -> i32 {
+        i32::from_ne_bytes([self.0[8], self.0[9], self.0[10], self.0[11]])
+    }
+}
+
+/// Process-wide state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Process {
+    /// PID (in the checkpointer's PID namespace).
+    pub pid: i32,
+    /// Parent PID at checkpoint time.
+    pub ppid: i32,
+    /// Process group.
+    pub pgid: i32,
+    /// Session.
+    pub sid: i32,
+    /// `comm` of the process.
+    pub comm: String,
+    /// Command line, lossily decoded.
+    pub cmdline: Vec<String>,
+    /// Path of the executable.
+    pub exe: String,
+    /// Working directory.
+    pub cwd: String,
+    /// File mode creation mask.
+    pub umask: u32,
+    /// `personality(2)` flags.
+    pub personality: u32,
+    /// Credentials.
+    pub creds: Creds,
+    /// Resource limits.
+    pub rlimits: Vec<Rlimit>,
+    /// Address-space layout fields.
+    pub mm: MmLayout,
+    /// Dispositions of every signal but SIGKILL and SIGSTOP.
+    pub sigactions: Vec<SigAction>,
+    /// Signals pending for the whole process.
+    pub shared_pending: Vec<SigInfo>,
+    /// The process was in a group stop (SIGSTOP/SIGTSTP) when frozen.
+    pub stopped: bool,
+}
+
+/// x86-64 general registers in the order of the kernel's `struct user_regs_struct`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Regs(pub [u64; 27]);
+
+/// Field indices into [`Regs`].
+#[allow(missing_docs)]
+pub mod reg {
+    pub const R15: usize = 0;
+    pub const R14: usize = 1;
+    pub const R13: usize = 2;
+    pub const R12: usize = 3;
+    pub const RBP: usize = 4;
+    pub const RBX: usize = 5;
+    pub const R11: usize = 6;
+    pub const R10: usize = 7;
+    pub const R9: usize = 8;
+    pub const R8: usize = 9;
+    pub const RAX: usize = 10;
+    pub const RCX: usize = 11;
+    pub const RDX: usize = 12;
+    pub const RSI: usize = 13;
+    pub const RDI: usize = 14;
+    pub const ORIG_RAX: usize = 15;
+    pub const RIP: usize = 16;
+    pub const CS: usize = 17;
+    pub const EFLAGS: usize = 18;
+    pub const RSP: usize = 19;
+    pub const SS: usize = 20;
+    pub const FS_BASE: usize = 21;
+    pub const GS_BASE: usize = 22;
+    pub const DS: usize = 23;
+    pub const ES: usize = 24;
+    pub const FS: usize = 25;
+    pub const GS: usize = 26;
+}
+
+impl Regs {
+    /// Instruction pointer.
+    pub fn rip(&self) -> u64 {
+        self.0[reg::RIP]
+    }
+    /// Stack pointer.
+    pub fn rsp(&self) -> u64 {
+        self.0[reg::RSP]
+    }
+}
+
+/// A thread's alternate signal stack (`stack_t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AltStack {
+    /// Base of the stack.
+    pub sp: u64,
+    /// `SS_*` flags.
+    pub flags: i32,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A thread's rseq registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rseq {
+    /// Address of `struct rseq`.
+    pub ptr: u64,
+    /// Registered length.
+    pub len: u32,
+    /// Abort signature.
+    pub sig: u32,
+}
+
+/// Per-thread state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Thread {
+    /// Thread ID.
+    pub tid: i32,
+    /// Thread name (`comm`).
+    pub comm: String,
+    /// General registers, with an interrupted system call already turned into its restart.
+    pub regs: Regs,
+    /// The XSAVE area (x87, SSE, AVX, AVX-512, ...), as PTRACE_GETREGSET returns it.
+    pub xstate: Vec<u8>,
+    /// Blocked signals.
+    pub sigmask: u64,
+    /// Signals pending for this thread only.
+    pub pending: Vec<SigInfo>,
+    /// rseq registration, if any.
+    pub rseq: Option<Rseq>,
+    /// Robust futex list head and length.
+    pub robust_list: (u64, u64),
+    /// `clear_child_tid` (set_tid_address), which `pthread_join` relies on.
+    pub clear_child_tid: u64,
+    /// Alternate signal stack.
+    pub altstack: AltStack,
+}
+
+/// Identity of a file, to notice it changed between checkpoint and restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileIdentity {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// `st_mode`.
+    pub mode: u32,
+}
+
+/// What backs a memory region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionKind {
+    /// Private anonymous memory.
+    Anon,
+    /// The `brk` heap.
+    Heap,
+    /// The main thread's stack.
+    Stack,
+    /// Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`).
+    SharedAnon,
+    /// A file mapping, by reference.
+    File {
+        /// Path of the file.
+        path: String,
+        /// What the file was at checkpoint time.
+        identity: FileIdentity,
+    },
+    /// `[vdso]`: not saved, moved to its address.
+    Vdso,
+    /// `[vvar]`: not saved, moved to its address.
+    Vvar,
+    /// `[vvar_vclock]`: not saved, moved to its address.
+    VvarVclock,
+    /// `[vsyscall]`: fixed by the kernel, left alone.
+    Vsyscall,
+}
+
+/// `madvise` advice recorded from `VmFlags` and re-applied on restart.
+pub mod advice {
+    /// `dd`: MADV_DONTDUMP.
+    pub const DONTDUMP: u32 = 1 << 0;
+    /// `dc`: MADV_DONTFORK.
+    pub const DONTFORK: u32 = 1 << 1;
+    /// `wf`: MADV_WIPEONFORK.
+    pub const WIPEONFORK: u32 = 1 << 2;
+    /// `hg`: MADV_HUGEPAGE.
+    pub const HUGEPAGE: u32 = 1 << 3;
+    /// `nh`: MADV_NOHUGEPAGE.
+    pub const NOHUGEPAGE: u32 = 1 << 4;
+    /// `mg`: MADV_MERGEABLE.
+    pub const MERGEABLE: u32 = 1 << 5;
+    /// All known bits.
+    pub const ALL: u32 = (1 << 6) - 1;
+}
+
+/// One memory region (a VMA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// `PROT_READ | PROT_WRITE | PROT_EXEC` bits.
+    pub prot: u32,
+    /// `MAP_SHARED` (otherwise private).
+    pub shared: bool,
+    /// Offset into the file, in bytes.
+    pub offset: u64,
+    /// What backs it.
+    pub kind: RegionKind,
+    /// `advice::*` bits.
+    pub advice: u32,
+    /// `MAP_GROWSDOWN`.
+    pub growsdown: bool,
+}
+
+impl Region {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    /// Whether the region is empty (never true for a valid region).
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+    /// Whether the kernel provides this region itself.
+    pub fn is_special(&self) -> bool {
+        matches!(
+            self.kind,
+            RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock | RegionKind::Vsyscall
+        )
+    }
+}
+
+/// What an open file description refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file, by reference; `content` is set when it was deleted while open.
+    Regular {
+        /// Path at checkpoint time (without the ` (deleted)` suffix).
+        path: String,
+        /// What the file was at checkpoint time.
+        identity: FileIdentity,
+        /// Whole content of a deleted file.
+        content: Option<Vec<u8>>,
+    },
+    /// A directory.
+    Directory {
+        /// Path.
+        path: String,
+    },
+    /// A character device such as /dev/null or a terminal.
+    Device {
+        /// Path.
+        path: String,
+        /// Device number.
+        rdev: u64,
+    },
+    /// One end of an anonymous pipe.
+    Pipe {
+        /// Pipe inode, shared by both ends.
+        ino: u64,
+        /// This description is the read end.
+        read_end: bool,
+        /// Bytes buffered in the pipe (saved once, on the read end).
+        data: Vec<u8>,
+        /// Pipe capacity (`F_GETPIPE_SZ`).
+        capacity: u32,
+    },
+    /// A named pipe.
+    Fifo {
+        /// Path.
+        path: String,
+        /// Bytes buffered in it.
+        data: Vec<u8>,
+    },
+}
+
+/// An open file description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFile {
+    /// `O_*` status flags and access mode (as in fdinfo `flags`, without `O_CLOEXEC`).
+    pub flags: u32,
+    /// File offset.
+    pub pos: i64,
+    /// What it refers to.
+    pub kind: FileKind,
+}
+
+/// One descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fd {
+    /// Descriptor number.
+    pub fd: i32,
+    /// `FD_CLOEXEC`.
+    pub cloexec: bool,
+    /// Index into [`Image::files`].
+    pub file: u32,
+}
+
+/// A run of consecutive saved pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRun {
+    /// Address of the first page.
+    pub addr: u64,
+    /// Number of pages.
+    pub pages: u64,
+}

@@ -1,0 +1,1309 @@
+//! Restart: rebuild a process from a context file.
+//!
+//! 1. Decode and validate the image; decide credentials (restored only when the caller is
+//!    root and the image file is owned by root or by the UID it claims).
+//! 2. Open every file as the caller (permission checks apply), check identities, recreate
+//!    pipes with their bytes; descriptors the stub needs are placed above every target.
+//! 3. clone3 a stub (with `set_tid` for the original PID), which moves descriptors into
+//!    place, enters cwd, sets umask/personality/session and stops under ptrace.
+//! 4. By injected system calls through the stub's `[vdso]`: unregister the stub's rseq,
+//!    unmap all its memory, move `[vvar]`/`[vvar_vclock]`/`[vdso]` to their recorded
+//!    addresses, map every region, write the pages with process_vm_writev, set protections
+//!    and advice, restore the mm layout (PR_SET_MM_MAP), sigactions, threads (clone3 with
+//!    `set_tid`), per-thread state, pending signals and credentials.
+//! 5. Set every thread's registers, XSAVE area and mask, and detach.
+//!
+//! Until step 5 completes, a guard kills the stub on any error: a failed restart leaves no
+//! half-built process behind (Architecture Invariant).
+
+use crate::image::{self, ImageError};
+use crate::model::*;
+use crate::procfs::{self, ProcError};
+use crate::sys::{self, process::StubSession};
+use crate::tracee::{self, After, Injector, TraceError, regs_to};
+use nix::errno::Errno;
+use nix::fcntl::{self, FcntlArg, OFlag};
+use nix::sys::ptrace::{self, Options};
+use nix::sys::signal::{self, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::uio::{RemoteIoVec, process_vm_writev};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, IoSlice, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Failures of a restart. No process is left behind after any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum RestartError {
+    /// The image is unusable.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The original PID is taken.
+    #[error("PID {pid} is in use{holder}; restart with --no-restore-pid to get a new PID")]
+    PidInUse {
+        /// PID.
+        pid: i32,
+        /// Who holds it, as ` (by \`comm\`)`.
+        holder: String,
+    },
+    /// clone3 with set_tid was refused.
+    #[error(
+        "cannot create PID {pid}: {source} (restoring a PID needs CAP_CHECKPOINT_RESTORE; use --no-restore-pid)"
+    )]
+    SetTid {
+        /// PID.
+        pid: i32,
+        /// Cause.
+        source: Errno,
+    },
+    /// Creating the stub failed.
+    #[error("cannot create the restart process: {source}")]
+    Spawn {
+        /// Cause.
+        source: Errno,
+    },
+    /// The stub failed while setting itself up.
+    #[error("the restart process failed to {step}: {source}")]
+    Stub {
+        /// What it was doing.
+        step: &'static str,
+        /// Cause.
+        source: Errno,
+    },
+    /// A file the process had open cannot be opened.
+    #[error("descriptor {fd}: cannot open {path}: {source}")]
+    OpenFile {
+        /// Descriptor in the process.
+        fd: i32,
+        /// Path.
+        path: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// A mapped file cannot be used.
+    #[error("mapping at {start:#x}: {path}: {what}")]
+    MappedFile {
+        /// Address.
+        start: u64,
+        /// Path.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// The image's credentials may not be restored by this caller.
+    #[error(
+        "{path} is owned by UID {owner} but claims UID {claimed}; refusing to restore those credentials"
+    )]
+    Credentials {
+        /// Image.
+        path: PathBuf,
+        /// File owner.
+        owner: u32,
+        /// UID in the image.
+        claimed: u32,
+    },
+    /// The kernel's special mappings differ from the image's.
+    #[error(
+        "this kernel's {what} differs from the image's ({detail}); restart on the kernel that took the checkpoint"
+    )]
+    Vdso {
+        /// Which mapping.
+        what: &'static str,
+        /// Sizes or presence.
+        detail: String,
+    },
+    /// No free address range for temporary mappings.
+    #[error("no free address range of {size} bytes for the restorer's scratch memory")]
+    NoGap {
+        /// Size wanted.
+        size: u64,
+    },
+    /// An injected system call failed.
+    #[error("injected {call} failed: {source}")]
+    Inject {
+        /// The call.
+        call: String,
+        /// errno.
+        source: Errno,
+    },
+    /// Writing restored memory failed.
+    #[error("cannot write restored memory at {addr:#x}: {source}")]
+    WriteMemory {
+        /// Address.
+        addr: u64,
+        /// Cause.
+        source: Errno,
+    },
+    /// Reading page data failed (including a checksum mismatch).
+    #[error("{path}: cannot read page data: {source}")]
+    ReadPages {
+        /// Image.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// A local system call failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// What failed.
+        op: String,
+        /// Cause.
+        source: Errno,
+    },
+    /// ptrace failed.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// /proc could not be read.
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+}
+
+/// How to restart.
+#[derive(Debug, Clone)]
+pub struct RestartOptions {
+    /// Recreate the original PID and TIDs (clone3 `set_tid`).
+    pub restore_pid: bool,
+    /// What the restored process does: run, stay stopped, or be killed.
+    pub after: After,
+}
+
+impl Default for RestartOptions {
+    fn default() -> Self {
+        RestartOptions {
+            restore_pid: true,
+            after: After::Run,
+        }
+    }
+}
+
+/// Progress of page writing.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Bytes restored.
+    pub done: u64,
+    /// Bytes to restore.
+    pub total: u64,
+}
+
+/// A restarted process.
+#[derive(Debug)]
+pub struct Restored {
+    /// Its PID (a child of the caller).
+    pub pid: Pid,
+    /// Things that were restored differently than they were (a reattached stream, a
+    /// changed file); each names the descriptor or path.
+    pub warnings: Vec<String>,
+}
+
+fn sys_err(op: impl Into<String>) -> impl FnOnce(Errno) -> RestartError {
+    let op = op.into();
+    move |source| RestartError::Sys { op, source }
+}
+
+/// x86-64 system call numbers used by the restorer.
+mod nr {
+    pub const MMAP: i64 = 9;
+    pub const MPROTECT: i64 = 10;
+    pub const MUNMAP: i64 = 11;
+    pub const RT_SIGACTION: i64 = 13;
+    pub const MREMAP: i64 = 25;
+    pub const MADVISE: i64 = 28;
+    pub const CLOSE: i64 = 3;
+    pub const LSEEK: i64 = 8;
+    pub const SETRESUID: i64 = 117;
+    pub const SETRESGID: i64 = 119;
+    pub const SETGROUPS: i64 = 116;
+    pub const RT_SIGQUEUEINFO: i64 = 129;
+    pub const SIGALTSTACK: i64 = 131;
+    pub const PRCTL: i64 = 157;
+    pub const SET_TID_ADDRESS: i64 = 218;
+    pub const OPENAT: i64 = 257;
+    pub const SET_ROBUST_LIST: i64 = 273;
+    pub const DUP3: i64 = 292;
+    pub const RT_TGSIGQUEUEINFO: i64 = 297;
+    pub const RSEQ: i64 = 334;
+    pub const CLONE3: i64 = 435;
+}
+
+/// Scratch memory in the stub for syscall arguments.
+const SCRATCH: u64 = 64 * 1024;
+/// Top of the 47-bit user address space.
+const USER_TOP_47: u64 = 0x7fff_ffff_f000;
+
+/// Kills the stub unless disarmed.
+struct StubGuard {
+    pid: Pid,
+    armed: bool,
+}
+
+impl Drop for StubGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = signal::kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, Some(WaitPidFlag::__WALL));
+        }
+    }
+}
+
+/// A descriptor prepared for the stub.
+struct Prepared {
+    fd: OwnedFd,
+    target: RawFd,
+    cloexec: bool,
+}
+
+/// A file to open inside the stub by injection (paths under `/proc/PID` of the process).
+struct LateOpen {
+    target: RawFd,
+    path: String,
+    flags: u32,
+    pos: i64,
+    cloexec: bool,
+}
+
+/// Flags worth passing to open(2) again: access mode and status flags, never creation.
+fn reopen_flags(flags: u32) -> OFlag {
+    let keep = libc::O_ACCMODE
+        | libc::O_APPEND
+        | libc::O_NONBLOCK
+        | libc::O_DIRECT
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_NOATIME
+        | libc::O_LARGEFILE
+        | libc::O_DIRECTORY
+        | libc::O_NOFOLLOW;
+    OFlag::from_bits_truncate((flags as i32) & keep) | OFlag::O_CLOEXEC
+}
+
+fn is_tty_path(path: &str) -> bool {
+    path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console"
+}
+
+/// A new descriptor for one of our own standard streams (0, 1, 2).
+fn dup_own(fd: RawFd) -> Result<OwnedFd, RestartError> {
+    let dup = match fd {
+        0 => io::stdin().as_fd().try_clone_to_owned(),
+        1 => io::stdout().as_fd().try_clone_to_owned(),
+        _ => io::stderr().as_fd().try_clone_to_owned(),
+    };
+    dup.map_err(|e| RestartError::Sys {
+        op: format!("dup of our descriptor {fd}"),
+        source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })
+}
+
+/// Restart the process saved in `path`.
+pub fn restart(
+    path: &Path,
+    opts: &RestartOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Restored, RestartError> {
+    let reader = image::Reader::open(path)?;
+    let img = reader.image();
+    let mut warnings = Vec::new();
+    let caller = sys::process::geteuid();
+    let restore_creds = if caller == 0 {
+        let owner = fs::metadata(path)
+            .map_err(|e| RestartError::ReadPages {
+                path: path.to_owned(),
+                source: e,
+            })?
+            .uid();
+        let claimed = img.process.creds.uid[0];
+        if owner != 0 && owner != claimed {
+            return Err(RestartError::Credentials {
+                path: path.to_owned(),
+                owner,
+                claimed,
+            });
+        }
+        claimed != 0 || img.process.creds.gid != [0; 4] || !img.process.creds.groups.is_empty()
+    } else {
+        false
+    };
+
+    // Files, opened as the caller.
+    let (prepared, late) = prepare_files(img, &mut warnings)?;
+    let max_target = img.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
+    let first_free = max_target + 1;
+    let mut moves = Vec::new();
+    let mut holders: Vec<OwnedFd> = Vec::new();
+    let lift = |fd: &OwnedFd| {
+        sys::process::dup_above(fd.as_fd(), first_free).map_err(sys_err("F_DUPFD_CLOEXEC"))
+    };
+    for p in &prepared {
+        let high = lift(&p.fd)?;
+        moves.push((high.as_raw_fd(), p.target, p.cloexec));
+        holders.push(high);
+    }
+    drop(prepared);
+    // Files for mappings, one descriptor per distinct (path, writable).
+    let mut map_fds: Vec<(String, bool, OwnedFd)> = Vec::new();
+    for r in &img.regions {
+        let RegionKind::File {
+            path: fpath,
+            identity,
+        } = &r.kind
+        else {
+            continue;
+        };
+        let writable = r.shared && r.prot & libc::PROT_WRITE as u32 != 0;
+        if map_fds.iter().any(|(p, w, _)| p == fpath && *w == writable) {
+            continue;
+        }
+        let flags = if writable {
+            OFlag::O_RDWR
+        } else {
+            OFlag::O_RDONLY
+        };
+        let fd =
+            fcntl::open(fpath.as_str(), flags | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
+                RestartError::MappedFile {
+                    start: r.start,
+                    path: fpath.clone(),
+                    what: format!("cannot open: {e}"),
+                }
+            })?;
+        let md = fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
+            RestartError::MappedFile {
+                start: r.start,
+                path: fpath.clone(),
+                what: e.to_string(),
+            }
+        })?;
+        let now = crate::dump::identity(&md);
+        if (now.dev, now.ino) != (identity.dev, identity.ino)
+            || now.size != identity.size
+            || now.mtime_ns != identity.mtime_ns
+        {
+            let what = "has changed since the checkpoint (inode, size or modification time differ)"
+                .to_owned();
+            if r.prot & libc::PROT_EXEC as u32 != 0 {
+                return Err(RestartError::MappedFile {
+                    start: r.start,
+                    path: fpath.clone(),
+                    what,
+                });
+            }
+            warnings.push(format!("mapped file {fpath} {what}"));
+        }
+        map_fds.push((fpath.clone(), writable, lift(&fd)?));
+    }
+    let exe_fd = if caller == 0 {
+        fcntl::open(
+            img.process.exe.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .map(|fd| lift(&fd))
+        .transpose()?
+    } else {
+        None
+    };
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe2"))?;
+    let err_w = lift(&err_w)?;
+    let map_raw: Vec<RawFd> = map_fds.iter().map(|(_, _, fd)| fd.as_raw_fd()).collect();
+    let mut keep = map_raw.clone();
+    keep.extend(exe_fd.as_ref().map(|f| f.as_raw_fd()));
+
+    let session = if img.process.sid == img.process.pid {
+        StubSession::Leader
+    } else if img.process.pgid == img.process.pid {
+        StubSession::GroupLeader
+    } else {
+        StubSession::Inherit
+    };
+    let cwd = CString::new(img.process.cwd.clone()).map_err(|_| RestartError::Sys {
+        op: "cwd contains NUL".into(),
+        source: Errno::EINVAL,
+    })?;
+    let plan = sys::process::StubPlan {
+        set_tid: opts.restore_pid.then_some(img.process.pid),
+        moves: &moves,
+        keep: &keep,
+        first_free,
+        cwd: &cwd,
+        umask: img.process.umask,
+        personality: img.process.personality,
+        session,
+        error_fd: err_w.as_raw_fd(),
+    };
+    let pid = match sys::process::spawn_stub(&plan) {
+        Ok(pid) => pid,
+        Err(Errno::EEXIST) => {
+            let holder = procfs::stat(img.process.pid)
+                .map(|s| format!(" (by `{}`)", s.comm))
+                .unwrap_or_default();
+            return Err(RestartError::PidInUse {
+                pid: img.process.pid,
+                holder,
+            });
+        }
+        Err(source @ (Errno::EPERM | Errno::EINVAL)) if opts.restore_pid => {
+            return Err(RestartError::SetTid {
+                pid: img.process.pid,
+                source,
+            });
+        }
+        Err(source) => return Err(RestartError::Spawn { source }),
+    };
+    let mut guard = StubGuard { pid, armed: true };
+    drop(holders);
+    drop(err_w);
+    match waitpid(pid, Some(WaitPidFlag::__WALL)).map_err(sys_err("waitpid"))? {
+        WaitStatus::Stopped(_, Signal::SIGSTOP) => {}
+        _ => {
+            guard.armed = false;
+            let mut msg = [0u8; 8];
+            let n = nix::unistd::read(&err_r, &mut msg).unwrap_or(0);
+            let step = u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+            let errno = Errno::from_raw(i32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]));
+            use sys::process::stub_step as s;
+            let step = match (n, step) {
+                (8, s::DUP) => "set up its descriptors",
+                (8, s::CHDIR) => "enter its working directory",
+                (8, s::PERSONALITY) => "set its personality",
+                (8, s::SESSION) => "create its session",
+                (8, s::TRACEME) => "accept ptrace",
+                _ => "start",
+            };
+            return Err(RestartError::Stub {
+                step,
+                source: errno,
+            });
+        }
+    }
+    ptrace::setoptions(
+        pid,
+        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_TRACECLONE | Options::PTRACE_O_EXITKILL,
+    )
+    .map_err(sys_err("PTRACE_SETOPTIONS"))?;
+    sys::ptrace::set_sigmask(pid, u64::MAX).map_err(sys_err("PTRACE_SETSIGMASK"))?;
+
+    let mut r = Restorer {
+        pid,
+        img,
+        inj: Injector::new(pid, 0)?,
+        scratch: 0,
+        restore_pid: opts.restore_pid,
+    };
+    let map_fd_of = |path: &str, writable: bool| {
+        map_fds
+            .iter()
+            .find(|(p, w, _)| p == path && *w == writable)
+            .map(|(_, _, fd)| fd.as_raw_fd())
+    };
+    r.address_space(&map_fd_of, &reader, path, progress)?;
+    for &fd in map_raw.iter().chain([&plan.error_fd]) {
+        r.call("close", nr::CLOSE, &[fd as u64])?;
+    }
+    r.late_opens(&late)?;
+    r.mm(exe_fd.as_ref().map(|f| f.as_raw_fd()), &mut warnings)?;
+    if let Some(fd) = &exe_fd {
+        r.call("close", nr::CLOSE, &[fd.as_raw_fd() as u64])?;
+    }
+    r.sigactions()?;
+    let tids = r.threads()?;
+    r.pending(&tids)?;
+    if restore_creds {
+        r.creds(&tids)?;
+    }
+    r.call("munmap", nr::MUNMAP, &[r.scratch, SCRATCH])?;
+    for rl in &img.process.rlimits {
+        if let Err(e) = sys::process::set_rlimit(pid, rl.resource, rl.soft, rl.hard) {
+            warnings.push(format!("resource limit {} not restored: {e}", rl.resource));
+        }
+    }
+    for (t, &tid) in img.threads.iter().zip(&tids) {
+        sys::ptrace::set_xstate(tid, &t.xstate).map_err(sys_err(format!(
+            "PTRACE_SETREGSET(NT_X86_XSTATE) on thread {tid}"
+        )))?;
+        ptrace::setregs(tid, regs_to(&t.regs))
+            .map_err(sys_err(format!("PTRACE_SETREGS on thread {tid}")))?;
+        sys::ptrace::set_sigmask(tid, t.sigmask)
+            .map_err(sys_err(format!("PTRACE_SETSIGMASK on thread {tid}")))?;
+    }
+    match opts.after {
+        After::Kill => {
+            guard.armed = true;
+            drop(guard);
+            return Ok(Restored { pid, warnings });
+        }
+        After::Stop => signal::kill(pid, Signal::SIGSTOP).map_err(sys_err("kill"))?,
+        _ if img.process.stopped => signal::kill(pid, Signal::SIGSTOP).map_err(sys_err("kill"))?,
+        _ => {}
+    }
+    for &tid in &tids {
+        ptrace::detach(tid, None).map_err(sys_err(format!("PTRACE_DETACH on thread {tid}")))?;
+    }
+    guard.armed = false;
+    Ok(Restored { pid, warnings })
+}
+
+/// Open every file description of the image as the caller.
+fn prepare_files(
+    img: &Image,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Prepared>, Vec<LateOpen>), RestartError> {
+    let mut opened: Vec<Option<OwnedFd>> = (0..img.files.len()).map(|_| None).collect();
+    let mut late = Vec::new();
+    let fds_of = |file: usize| {
+        img.fds
+            .iter()
+            .filter(move |f| f.file as usize == file)
+            .map(|f| f.fd)
+    };
+    let std_only = |file: usize| fds_of(file).all(|fd| (0..=2).contains(&fd));
+    let proc_prefix = format!("/proc/{}/", img.process.pid);
+    for (i, f) in img.files.iter().enumerate() {
+        if opened[i].is_some() {
+            continue;
+        }
+        let first_fd = fds_of(i).next().unwrap_or(-1);
+        let open_err = |path: &str| {
+            let path = path.to_owned();
+            move |e: Errno| RestartError::OpenFile {
+                fd: first_fd,
+                path,
+                source: e.into(),
+            }
+        };
+        let fd = match &f.kind {
+            FileKind::Regular { path, .. } if path.starts_with(&proc_prefix) => {
+                for fd in fds_of(i) {
+                    let cloexec = img.fds.iter().any(|x| x.fd == fd && x.cloexec);
+                    late.push(LateOpen {
+                        target: fd,
+                        path: path.clone(),
+                        flags: f.flags,
+                        pos: f.pos,
+                        cloexec,
+                    });
+                }
+                continue;
+            }
+            FileKind::Regular {
+                path,
+                identity,
+                content: Some(content),
+            } => {
+                let fd = nix::sys::memfd::memfd_create(
+                    c"lifeboat-deleted",
+                    nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+                )
+                .map_err(open_err(path))?;
+                write_all(&fd, content).map_err(open_err(path))?;
+                let _ = identity;
+                warnings.push(format!("descriptor {first_fd}: {path} was deleted; restored from the image as an anonymous file"));
+                fd
+            }
+            FileKind::Regular {
+                path,
+                identity,
+                content: None,
+            } => {
+                let fd = fcntl::open(path.as_str(), reopen_flags(f.flags), Mode::empty())
+                    .map_err(open_err(path))?;
+                let md =
+                    fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
+                        RestartError::OpenFile {
+                            fd: first_fd,
+                            path: path.clone(),
+                            source: e,
+                        }
+                    })?;
+                let now = crate::dump::identity(&md);
+                if (now.dev, now.ino) != (identity.dev, identity.ino) {
+                    warnings.push(format!("descriptor {first_fd}: {path} was replaced by another file since the checkpoint"));
+                } else if now.size != identity.size || now.mtime_ns != identity.mtime_ns {
+                    warnings.push(format!("descriptor {first_fd}: {path} changed since the checkpoint (size {} -> {})", identity.size, now.size));
+                }
+                fd
+            }
+            FileKind::Directory { path } => fcntl::open(
+                path.as_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(open_err(path))?,
+            FileKind::Device { path, .. } if is_tty_path(path) && std_only(i) => dup_own(first_fd)?,
+            FileKind::Device { path, .. } => {
+                match fcntl::open(path.as_str(), reopen_flags(f.flags), Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(e) if is_tty_path(path) => {
+                        warnings.push(format!(
+                            "descriptor {first_fd}: terminal {path} is gone ({e}); using /dev/null"
+                        ));
+                        fcntl::open("/dev/null", reopen_flags(f.flags), Mode::empty())
+                            .map_err(open_err("/dev/null"))?
+                    }
+                    Err(e) => return Err(open_err(path)(e)),
+                }
+            }
+            FileKind::Pipe { ino, read_end, .. } => {
+                let peer = img.files.iter().position(|o| matches!(&o.kind, FileKind::Pipe { ino: pi, read_end: pr, .. } if pi == ino && pr != read_end));
+                match peer {
+                    None if std_only(i) => dup_own(first_fd)?,
+                    _ => {
+                        let (r, w) =
+                            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe2"))?;
+                        let reader = if *read_end {
+                            f
+                        } else {
+                            peer.map_or(f, |p| &img.files[p])
+                        };
+                        if let FileKind::Pipe { data, capacity, .. } = &reader.kind {
+                            if *capacity as usize > 65536 {
+                                let _ =
+                                    fcntl::fcntl(w.as_fd(), FcntlArg::F_SETPIPE_SZ(*capacity as _));
+                            }
+                            write_all(&w, data).map_err(sys_err("refilling a pipe"))?;
+                        }
+                        let (mine, theirs) = if *read_end { (r, w) } else { (w, r) };
+                        match peer {
+                            Some(p) => opened[p] = Some(theirs),
+                            None => warnings.push(format!("descriptor {first_fd}: the other end of its pipe was outside the process; it is now closed")),
+                        }
+                        mine
+                    }
+                }
+            }
+            FileKind::Fifo { path, data } => {
+                let helper = fcntl::open(
+                    path.as_str(),
+                    OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(open_err(path))?;
+                let fd = fcntl::open(
+                    format!("/proc/self/fd/{}", helper.as_raw_fd()).as_str(),
+                    reopen_flags(f.flags) | OFlag::O_NONBLOCK,
+                    Mode::empty(),
+                )
+                .map_err(open_err(path))?;
+                let queued = sys::process::fionread(helper.as_fd()).unwrap_or(0);
+                if queued == 0 && !data.is_empty() {
+                    write_all(&helper, data).map_err(sys_err("refilling a FIFO"))?;
+                }
+                fd
+            }
+        };
+        opened[i] = Some(fd);
+    }
+    // Status flags (O_NONBLOCK, O_APPEND) and offsets on the descriptions we created.
+    let mut out = Vec::new();
+    for (i, f) in img.files.iter().enumerate() {
+        let Some(fd) = &opened[i] else { continue };
+        let status =
+            OFlag::from_bits_truncate(f.flags as i32) & (OFlag::O_NONBLOCK | OFlag::O_APPEND);
+        if !matches!(&f.kind, FileKind::Device { path, .. } if is_tty_path(path))
+            && !matches!(f.kind, FileKind::Pipe { .. } if std_only(i))
+        {
+            let _ = fcntl::fcntl(fd.as_fd(), FcntlArg::F_SETFL(status));
+        }
+        if matches!(f.kind, FileKind::Regular { .. }) {
+            nix::unistd::lseek(fd, f.pos, nix::unistd::Whence::SeekSet).map_err(|e| {
+                RestartError::OpenFile {
+                    fd: fds_of(i).next().unwrap_or(-1),
+                    path: format!("{:?}", f.kind),
+                    source: e.into(),
+                }
+            })?;
+        }
+        for fd_entry in img.fds.iter().filter(|x| x.file as usize == i) {
+            let dup = fd.try_clone().map_err(|e| RestartError::Sys {
+                op: "dup".into(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            })?;
+            out.push(Prepared {
+                fd: dup,
+                target: fd_entry.fd,
+                cloexec: fd_entry.cloexec,
+            });
+        }
+    }
+    Ok((out, late))
+}
+
+fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+struct Restorer<'a> {
+    pid: Pid,
+    img: &'a Image,
+    inj: Injector,
+    scratch: u64,
+    restore_pid: bool,
+}
+
+impl Restorer<'_> {
+    fn call(&mut self, what: &str, nr: i64, args: &[u64]) -> Result<u64, RestartError> {
+        self.inj
+            .call(nr, args)?
+            .map_err(|source| RestartError::Inject {
+                call: what.to_owned(),
+                source,
+            })
+    }
+
+    fn poke(&self, addr: u64, data: &[u8]) -> Result<(), RestartError> {
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len: data.len(),
+        }];
+        let n = process_vm_writev(self.pid, &[IoSlice::new(data)], &remote)
+            .map_err(|source| RestartError::WriteMemory { addr, source })?;
+        if n != data.len() {
+            return Err(RestartError::WriteMemory {
+                addr,
+                source: Errno::EFAULT,
+            });
+        }
+        Ok(())
+    }
+
+    /// Replace the stub's address space with the image's.
+    fn address_space(
+        &mut self,
+        map_fd: &dyn Fn(&str, bool) -> Option<RawFd>,
+        reader: &image::Reader,
+        path: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), RestartError> {
+        let img = self.img;
+        let stub_maps = procfs::maps(self.pid.as_raw())?;
+        let ip = tracee::find_syscall_insn(self.pid, &stub_maps)?;
+        self.inj.set_ip(ip);
+        if let Some(rseq) =
+            sys::ptrace::rseq_config(self.pid).map_err(sys_err("PTRACE_GET_RSEQ_CONFIGURATION"))?
+        {
+            self.call(
+                "rseq(unregister)",
+                nr::RSEQ,
+                &[rseq.ptr, u64::from(rseq.len), 1, u64::from(rseq.sig)],
+            )?;
+        }
+        // The kernel's special mappings: same kinds and sizes in the stub and the image.
+        let specials = [
+            ("[vvar]", RegionKind::Vvar),
+            ("[vvar_vclock]", RegionKind::VvarVclock),
+            ("[vdso]", RegionKind::Vdso),
+        ];
+        let mut moves = Vec::new();
+        for (name, kind) in &specials {
+            let now = stub_maps.iter().find(|m| m.name.as_deref() == Some(*name));
+            let then = img.regions.iter().find(|r| r.kind == *kind);
+            match (now, then) {
+                (Some(n), Some(t)) if n.end - n.start == t.len() => {
+                    moves.push((n.start, t.start, t.len(), *kind == RegionKind::Vdso))
+                }
+                (None, None) => {}
+                (n, t) => {
+                    return Err(RestartError::Vdso {
+                        what: name,
+                        detail: format!(
+                            "here {:?} bytes, in the image {:?}",
+                            n.map(|m| m.end - m.start),
+                            t.map(Region::len)
+                        ),
+                    });
+                }
+            }
+        }
+        // Unmap everything of the stub but the special mappings.
+        let mut keep: Vec<(u64, u64)> = stub_maps
+            .iter()
+            .filter(|m| {
+                m.name
+                    .as_deref()
+                    .is_some_and(|n| specials.iter().any(|s| s.0 == n) || n == "[vsyscall]")
+            })
+            .map(|m| (m.start, m.end))
+            .collect();
+        keep.sort_unstable();
+        let mut cursor = 0u64;
+        for &(s, e) in keep.iter().filter(|(s, _)| *s < USER_TOP_47) {
+            if s > cursor {
+                self.call("munmap", nr::MUNMAP, &[cursor, s - cursor])?;
+            }
+            cursor = e;
+        }
+        if cursor < USER_TOP_47 {
+            self.call("munmap", nr::MUNMAP, &[cursor, USER_TOP_47 - cursor])?;
+        }
+        // Move the special mappings through a temporary area that overlaps neither layout.
+        let total: u64 = moves.iter().map(|m| m.2).sum();
+        let mut busy: Vec<(u64, u64)> = img.regions.iter().map(|r| (r.start, r.end)).collect();
+        busy.extend(keep.iter().copied());
+        let tmp = find_gap(&busy, total).ok_or(RestartError::NoGap { size: total })?;
+        let mut at = tmp;
+        let mut staged = Vec::new();
+        for &(from, to, len, is_vdso) in &moves {
+            self.call(
+                "mremap",
+                nr::MREMAP,
+                &[
+                    from,
+                    len,
+                    len,
+                    (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                    at,
+                ],
+            )?;
+            if is_vdso {
+                self.inj.set_ip(ip - from + at);
+            }
+            staged.push((at, to, len, is_vdso));
+            at += len;
+        }
+        for &(from, to, len, is_vdso) in &staged {
+            self.call(
+                "mremap",
+                nr::MREMAP,
+                &[
+                    from,
+                    len,
+                    len,
+                    (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                    to,
+                ],
+            )?;
+            if is_vdso {
+                self.inj
+                    .set_ip(ip - moves.iter().find(|m| m.3).map_or(0, |m| m.0) + to);
+            }
+        }
+        busy.retain(|b| !keep.contains(b));
+        self.scratch = find_gap(&busy, SCRATCH).ok_or(RestartError::NoGap { size: SCRATCH })?;
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+        self.call(
+            "mmap(scratch)",
+            nr::MMAP,
+            &[self.scratch, SCRATCH, prot, flags, u64::MAX, 0],
+        )?;
+
+        // Map every region, writable while its pages are written.
+        let has_pages = |r: &Region| {
+            img.pagemap
+                .iter()
+                .any(|p| p.addr < r.end && p.addr + p.pages * PAGE_SIZE > r.start)
+        };
+        for r in img.regions.iter().filter(|r| !r.is_special()) {
+            let filled = has_pages(r);
+            let prot = if filled {
+                r.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
+            } else {
+                r.prot
+            };
+            let mut flags = libc::MAP_FIXED
+                | if r.shared {
+                    libc::MAP_SHARED
+                } else {
+                    libc::MAP_PRIVATE
+                };
+            if r.growsdown {
+                flags |= libc::MAP_GROWSDOWN;
+            }
+            let fd = match &r.kind {
+                RegionKind::File { path, .. } => {
+                    map_fd(path, r.shared && r.prot & libc::PROT_WRITE as u32 != 0)
+                        .map_or(u64::MAX, |fd| fd as u64)
+                }
+                _ => {
+                    flags |= libc::MAP_ANONYMOUS;
+                    u64::MAX
+                }
+            };
+            let got = self.call(
+                &format!("mmap of {:#x}-{:#x}", r.start, r.end),
+                nr::MMAP,
+                &[
+                    r.start,
+                    r.len(),
+                    u64::from(prot),
+                    flags as u64,
+                    fd,
+                    r.offset,
+                ],
+            )?;
+            if got != r.start {
+                return Err(RestartError::Inject {
+                    call: format!("mmap of {:#x}", r.start),
+                    source: Errno::EFAULT,
+                });
+            }
+        }
+        // Page contents.
+        let total = img.pagemap.iter().map(|p| p.pages * PAGE_SIZE).sum();
+        if let Some(mut pages) = reader.pages()? {
+            let mut buf = vec![0u8; 8 << 20];
+            let mut done = 0;
+            for run in &img.pagemap {
+                let mut addr = run.addr;
+                let mut left = run.pages * PAGE_SIZE;
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    pages
+                        .read_exact(&mut buf[..n])
+                        .map_err(|source| RestartError::ReadPages {
+                            path: path.to_owned(),
+                            source,
+                        })?;
+                    self.poke(addr, &buf[..n])?;
+                    addr += n as u64;
+                    left -= n as u64;
+                    done += n as u64;
+                    progress(Progress { done, total });
+                }
+            }
+            // Reaching the end verifies the checksum of the whole page stream.
+            let mut rest = Vec::new();
+            pages
+                .read_to_end(&mut rest)
+                .map_err(|source| RestartError::ReadPages {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        }
+        for r in img.regions.iter().filter(|r| !r.is_special()) {
+            if has_pages(r) && r.prot != r.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32 {
+                self.call(
+                    "mprotect",
+                    nr::MPROTECT,
+                    &[r.start, r.len(), u64::from(r.prot)],
+                )?;
+            }
+            for (bit, advice) in [
+                (advice::DONTDUMP, libc::MADV_DONTDUMP),
+                (advice::DONTFORK, libc::MADV_DONTFORK),
+                (advice::WIPEONFORK, libc::MADV_WIPEONFORK),
+                (advice::HUGEPAGE, libc::MADV_HUGEPAGE),
+                (advice::NOHUGEPAGE, libc::MADV_NOHUGEPAGE),
+                (advice::MERGEABLE, libc::MADV_MERGEABLE),
+            ] {
+                if r.advice & bit != 0 {
+                    // Advice is a hint; a kernel without THP or KSM refusing it is harmless.
+                    let _ = self
+                        .inj
+                        .call(nr::MADVISE, &[r.start, r.len(), advice as u64])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn late_opens(&mut self, late: &[LateOpen]) -> Result<(), RestartError> {
+        let old = format!("/proc/{}/", self.img.process.pid);
+        let new = format!("/proc/{}/", self.pid);
+        for l in late {
+            let path =
+                CString::new(l.path.replacen(&old, &new, 1)).map_err(|_| RestartError::Sys {
+                    op: "path with NUL".into(),
+                    source: Errno::EINVAL,
+                })?;
+            self.poke(self.scratch, path.as_bytes_with_nul())?;
+            let flags = reopen_flags(l.flags).bits() as u64;
+            let fd = self.call(
+                &format!("open of {}", l.path),
+                nr::OPENAT,
+                &[libc::AT_FDCWD as i64 as u64, self.scratch, flags, 0],
+            )?;
+            if fd != l.target as u64 {
+                self.call(
+                    "dup3",
+                    nr::DUP3,
+                    &[
+                        fd,
+                        l.target as u64,
+                        if l.cloexec { libc::O_CLOEXEC as u64 } else { 0 },
+                    ],
+                )?;
+                self.call("close", nr::CLOSE, &[fd])?;
+            }
+            self.call("lseek", nr::LSEEK, &[l.target as u64, l.pos as u64, 0])?;
+        }
+        Ok(())
+    }
+
+    /// `PR_SET_MM_MAP`: brk, code/data/stack bounds, arguments, environment, auxv, exe.
+    fn mm(
+        &mut self,
+        exe_fd: Option<RawFd>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), RestartError> {
+        let m = &self.img.process.mm;
+        let auxv_addr = self.scratch + 4096;
+        let mut map = Vec::with_capacity(104);
+        for v in [
+            m.start_code,
+            m.end_code,
+            m.start_data,
+            m.end_data,
+            m.start_brk,
+            m.brk,
+            m.start_stack,
+            m.arg_start,
+            m.arg_end,
+            m.env_start,
+            m.env_end,
+            auxv_addr,
+        ] {
+            map.extend_from_slice(&v.to_ne_bytes());
+        }
+        let auxv: Vec<u8> = m.auxv.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        map.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
+        map.extend_from_slice(&exe_fd.map_or(u32::MAX, |fd| fd as u32).to_ne_bytes());
+        self.poke(self.scratch, &map)?;
+        self.poke(auxv_addr, &auxv)?;
+        let r = self.inj.call(
+            nr::PRCTL,
+            &[
+                libc::PR_SET_MM as u64,
+                libc::PR_SET_MM_MAP as u64,
+                self.scratch,
+                map.len() as u64,
+                0,
+            ],
+        )?;
+        if let Err(e) = r {
+            warnings.push(format!(
+                "memory layout (brk, arguments, exe link) not restored: PR_SET_MM_MAP: {e}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn sigactions(&mut self) -> Result<(), RestartError> {
+        for sig in 1..=NSIG {
+            if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
+                continue;
+            }
+            let a = self
+                .img
+                .process
+                .sigactions
+                .iter()
+                .find(|a| a.sig == sig)
+                .copied()
+                .unwrap_or(SigAction {
+                    sig,
+                    handler: 0,
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                });
+            let bytes: Vec<u8> = [a.handler, a.flags, a.restorer, a.mask]
+                .iter()
+                .flat_map(|v| v.to_ne_bytes())
+                .collect();
+            self.poke(self.scratch, &bytes)?;
+            self.call(
+                &format!("rt_sigaction({sig})"),
+                nr::RT_SIGACTION,
+                &[u64::from(sig), self.scratch, 0, 8],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Per-thread state of the leader, then every other thread created and set up.
+    fn threads(&mut self) -> Result<Vec<Pid>, RestartError> {
+        let img = self.img;
+        self.thread_state(&img.threads[0])?;
+        let mut tids = vec![self.pid];
+        for t in &img.threads[1..] {
+            let flags = (libc::CLONE_VM
+                | libc::CLONE_FS
+                | libc::CLONE_FILES
+                | libc::CLONE_SIGHAND
+                | libc::CLONE_THREAD
+                | libc::CLONE_SYSVSEM) as u64;
+            let tid_addr = self.scratch + 512;
+            let mut args = [0u64; 11];
+            args[0] = flags;
+            if self.restore_pid {
+                args[8] = tid_addr;
+                args[9] = 1;
+            }
+            let bytes: Vec<u8> = args.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            self.poke(self.scratch, &bytes)?;
+            self.poke(tid_addr, &t.tid.to_ne_bytes())?;
+            let new = match self
+                .inj
+                .call(nr::CLONE3, &[self.scratch, bytes.len() as u64])?
+            {
+                Ok(tid) => Pid::from_raw(tid as i32),
+                Err(Errno::EEXIST) => {
+                    return Err(RestartError::PidInUse {
+                        pid: t.tid,
+                        holder: " (as a thread ID)".into(),
+                    });
+                }
+                Err(source) => {
+                    return Err(RestartError::Inject {
+                        call: format!("clone3 of thread {}", t.tid),
+                        source,
+                    });
+                }
+            };
+            tracee::wait_new_thread(new)?;
+            let ip = self.inj_ip();
+            let leader = std::mem::replace(&mut self.inj, Injector::new(new, ip)?);
+            let r = self.thread_state(t);
+            self.inj = leader;
+            r?;
+            tids.push(new);
+        }
+        Ok(tids)
+    }
+
+    fn inj_ip(&self) -> u64 {
+        self.inj.ip()
+    }
+
+    /// State only a thread can set for itself.
+    fn thread_state(&mut self, t: &Thread) -> Result<(), RestartError> {
+        self.call(
+            "set_robust_list",
+            nr::SET_ROBUST_LIST,
+            &[t.robust_list.0, t.robust_list.1.max(24)],
+        )?;
+        self.call("set_tid_address", nr::SET_TID_ADDRESS, &[t.clear_child_tid])?;
+        if let Some(r) = t.rseq {
+            self.call(
+                "rseq",
+                nr::RSEQ,
+                &[r.ptr, u64::from(r.len), 0, u64::from(r.sig)],
+            )?;
+        }
+        let alt = &t.altstack;
+        if alt.flags & libc::SS_DISABLE == 0 || alt.sp != 0 {
+            let flags = if alt.flags & libc::SS_DISABLE != 0 {
+                libc::SS_DISABLE
+            } else {
+                alt.flags & (1 << 31) /* SS_AUTODISARM */
+            };
+            let mut b = Vec::with_capacity(24);
+            b.extend_from_slice(&alt.sp.to_ne_bytes());
+            b.extend_from_slice(&(flags as u32 as u64).to_ne_bytes());
+            b.extend_from_slice(&alt.size.to_ne_bytes());
+            self.poke(self.scratch, &b)?;
+            self.call("sigaltstack", nr::SIGALTSTACK, &[self.scratch, 0])?;
+        }
+        let mut name = t.comm.as_bytes().to_vec();
+        name.truncate(15);
+        name.push(0);
+        self.poke(self.scratch, &name)?;
+        self.call(
+            "prctl(PR_SET_NAME)",
+            nr::PRCTL,
+            &[libc::PR_SET_NAME as u64, self.scratch],
+        )?;
+        Ok(())
+    }
+
+    /// Queue the pending signals again (from the leader, so the kernel accepts any si_code).
+    fn pending(&mut self, tids: &[Pid]) -> Result<(), RestartError> {
+        let pid = self.pid.as_raw() as u64;
+        for s in &self.img.process.shared_pending {
+            self.poke(self.scratch, &s.0)?;
+            self.call(
+                "rt_sigqueueinfo",
+                nr::RT_SIGQUEUEINFO,
+                &[pid, s.signo() as u64, self.scratch],
+            )?;
+        }
+        for (t, tid) in self.img.threads.iter().zip(tids) {
+            for s in &t.pending {
+                self.poke(self.scratch, &s.0)?;
+                self.call(
+                    "rt_tgsigqueueinfo",
+                    nr::RT_TGSIGQUEUEINFO,
+                    &[pid, tid.as_raw() as u64, s.signo() as u64, self.scratch],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop to the image's credentials in every thread (only when the caller is root).
+    fn creds(&mut self, tids: &[Pid]) -> Result<(), RestartError> {
+        let c = &self.img.process.creds;
+        let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+        self.poke(self.scratch, &groups)?;
+        let ip = self.inj.ip();
+        for &tid in tids {
+            let mut inj = Injector::new(tid, ip)?;
+            let mut call = |what: &str, nr: i64, args: &[u64]| -> Result<u64, RestartError> {
+                inj.call(nr, args)?.map_err(|source| RestartError::Inject {
+                    call: what.to_owned(),
+                    source,
+                })
+            };
+            call(
+                "setgroups",
+                nr::SETGROUPS,
+                &[c.groups.len() as u64, self.scratch],
+            )?;
+            call(
+                "setresgid",
+                nr::SETRESGID,
+                &[
+                    u64::from(c.gid[0]),
+                    u64::from(c.gid[1]),
+                    u64::from(c.gid[2]),
+                ],
+            )?;
+            call(
+                "setresuid",
+                nr::SETRESUID,
+                &[
+                    u64::from(c.uid[0]),
+                    u64::from(c.uid[1]),
+                    u64::from(c.uid[2]),
+                ],
+            )?;
+        }
+        // Changing credentials clears the dumpable flag; the process was dumpable.
+        self.call(
+            "prctl(PR_SET_DUMPABLE)",
+            nr::PRCTL,
+            &[libc::PR_SET_DUMPABLE as u64, 1],
+        )?;
+        Ok(())
+    }
+}
+
+/// Lowest page-aligned gap of `size` bytes above 64 KiB and below the 47-bit top that
+/// overlaps none of `busy`.
+fn find_gap(busy: &[(u64, u64)], size: u64) -> Option<u64> {
+    let mut spans: Vec<(u64, u64)> = busy.to_vec();
+    spans.sort_unstable();
+    // Prefer high addresses below the usual mmap base, away from the heap.
+    let mut candidate = 0x2000_0000_0000u64;
+    for &(s, e) in &spans {
+        if e <= candidate {
+            continue;
+        }
+        if s >= candidate + size {
+            break;
+        }
+        candidate = e.max(candidate);
+    }
+    (candidate + size <= USER_TOP_47).then_some(candidate)
+}
