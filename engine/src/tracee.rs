@@ -309,7 +309,11 @@ impl Frozen {
             })
         };
         match after {
-            After::Kill => return send(Signal::SIGKILL),
+            After::Kill => {
+                send(Signal::SIGKILL)?;
+                wait_dead(pid);
+                return Ok(());
+            }
             After::Stop => send(Signal::SIGSTOP)?,
             After::Run if self.group_stopped => send(Signal::SIGSTOP)?,
             After::Run | After::Term => {}
@@ -336,6 +340,17 @@ impl Drop for Frozen {
                 let _ = signal::kill(self.pid, Signal::SIGSTOP);
             }
             self.detach_all();
+        }
+    }
+}
+
+/// Wait (up to 5 s) until a killed process has exited, so that its caller can restart it
+/// at once; its parent still has to reap it before the PID is free again.
+fn wait_dead(pid: Pid) {
+    for _ in 0..500 {
+        match procfs::stat(pid.as_raw()) {
+            Ok(st) if st.state != 'Z' && st.state != 'X' => std::thread::sleep(std::time::Duration::from_millis(10)),
+            _ => return,
         }
     }
 }
