@@ -75,6 +75,13 @@ pub enum Command {
         /// Context file.
         file: PathBuf,
     },
+    /// Watch a real workload get saved and restarted (python3 needed; no root-only
+    /// hardware): start it, checkpoint it, kill it, restart it, compare the result.
+    Demo {
+        /// Directory for the context file [default: a new directory under $TMPDIR].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Check that this kernel offers everything the engine needs (like `criu check`).
     Check {
         /// Print JSON instead of text.

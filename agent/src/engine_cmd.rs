@@ -19,6 +19,7 @@ pub fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Restart(args) => restart(&args),
         Command::Inspect { json, file } => inspect(&file, json),
         Command::Check { json } => check(json),
+        Command::Demo { dir } => crate::demo::run(dir),
     }
 }
 

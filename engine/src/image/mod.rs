@@ -824,7 +824,7 @@ impl Reader {
             let cx = Ctx { path, section };
             match info.kind {
                 kind::PAGES => {
-                    pages = Some(info.clone());
+                    pages = Some(*info);
                     continue;
                 }
                 container::END_KIND => continue,

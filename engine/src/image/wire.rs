@@ -577,6 +577,36 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_input_never_panics() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for len in 0..200usize {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly small bytes, so lengths and counts are sometimes plausible.
+                    if x % 3 == 0 { x as u8 } else { (x % 4) as u8 }
+                })
+                .collect();
+            let mut d = Dec::new(&buf);
+            let decoded = (|| -> Result<(), WireError> {
+                let n = d.count(16)?;
+                for _ in 0..n {
+                    d.bool()?;
+                    d.opt_str()?;
+                    d.bytes()?;
+                    d.i64()?;
+                }
+                Ok(())
+            })();
+            if decoded.is_ok() {
+                let _ = d.finish();
+            }
+        }
+    }
+
+    #[test]
     fn messages_name_the_offset() {
         let msg = WireError::CountTooLarge {
             offset: 12,
