@@ -464,21 +464,11 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
 
     let stat = procfs::stat(pid)?;
     let status = procfs::status(pid)?;
-    let mut rlimits = Vec::new();
-    for resource in 0..16u32 {
-        let (soft, hard) = sys::process::get_rlimit(frozen.pid(), resource).map_err(|source| {
-            TraceError::Ptrace {
-                op: "prlimit",
-                tid: pid,
-                source,
-            }
-        })?;
-        rlimits.push(Rlimit {
-            resource,
-            soft,
-            hard,
-        });
-    }
+    let rlimits = procfs::limits(pid)?
+        .into_iter()
+        .zip(0u32..)
+        .map(|((soft, hard), resource)| Rlimit { resource, soft, hard })
+        .collect();
     let shared_pending =
         sys::ptrace::peek_siginfo(leader, true).map_err(|source| TraceError::Ptrace {
             op: "PTRACE_PEEKSIGINFO",

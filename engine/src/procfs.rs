@@ -400,6 +400,29 @@ pub fn fdinfo(pid: i32, fd: i32) -> Result<FdInfo, ProcError> {
     Ok(info)
 }
 
+/// `/proc/PID/limits` as `(soft, hard)` per `RLIMIT_*` number, in the kernel's row order
+/// (fs/proc/base.c `lnames`); `unlimited` is `RLIM_INFINITY`. Readable wherever ptrace
+/// is allowed, unlike prlimit(2), which needs CAP_SYS_RESOURCE for other users.
+pub fn limits(pid: i32) -> Result<Vec<(u64, u64)>, ProcError> {
+    let path = path(pid, "limits");
+    let text = read(&path)?;
+    let value = |s: &str| -> Result<u64, ProcError> {
+        match s.trim() {
+            "unlimited" => Ok(u64::MAX),
+            v => v.parse().map_err(|_| parse_err(&path, format!("bad limit `{v}`"))),
+        }
+    };
+    // Columns: name (26 wide), soft (21), hard (21), units.
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let soft = line.get(26..47).ok_or_else(|| parse_err(&path, format!("short line `{line}`")))?;
+            let hard = line.get(47..68).ok_or_else(|| parse_err(&path, format!("short line `{line}`")))?;
+            Ok((value(soft)?, value(hard)?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,7 +449,7 @@ mod tests {
     fn own_process() {
         let me = std::process::id() as i32;
         let st = stat(me).unwrap();
-        assert_eq!(st.state, 'R');
+        assert!("RS".contains(st.state), "state {}", st.state);
         assert!(
             maps(me)
                 .unwrap()
@@ -434,5 +457,9 @@ mod tests {
                 .any(|m| m.name.as_deref() == Some("[stack]"))
         );
         assert!(!numbered(me, "task").unwrap().is_empty());
+        let lim = limits(me).unwrap();
+        assert_eq!(lim.len(), 16);
+        let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(lim[7], nofile);
     }
 }

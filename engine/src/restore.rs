@@ -511,15 +511,19 @@ pub fn restart(
     r.sigactions()?;
     let tids = r.threads()?;
     r.pending(&tids)?;
-    if restore_creds {
-        r.creds(&tids)?;
-    }
-    r.call("munmap", nr::MUNMAP, &[r.scratch, SCRATCH])?;
+    // Limits while the stub still has the caller's credentials (prlimit of a process of
+    // another user needs CAP_SYS_RESOURCE); raising a hard limit needs it anyway.
+    // Limits while the stub still has the caller's credentials (prlimit of another user's
+    // process needs CAP_SYS_RESOURCE, as does raising a hard limit).
     for rl in &img.process.rlimits {
         if let Err(e) = sys::process::set_rlimit(pid, rl.resource, rl.soft, rl.hard) {
             warnings.push(format!("resource limit {} not restored: {e}", rl.resource));
         }
     }
+    if restore_creds {
+        r.creds(&tids)?;
+    }
+    r.call("munmap", nr::MUNMAP, &[r.scratch, SCRATCH])?;
     for (t, &tid) in img.threads.iter().zip(&tids) {
         sys::ptrace::set_xstate(tid, &t.xstate).map_err(sys_err(format!(
             "PTRACE_SETREGSET(NT_X86_XSTATE) on thread {tid}"

@@ -531,6 +531,9 @@ fn dec_process(data: &[u8], cx: &Ctx<'_>) -> Result<Process, ImageError> {
     if p.pid <= 0 {
         return Err(cx.invalid(format!("PID {} is not valid", p.pid)));
     }
+    if !p.cwd.starts_with('/') || p.cwd.contains('\0') {
+        return Err(cx.invalid(format!("working directory `{}` is not an absolute path", p.cwd)));
+    }
     if p.umask > 0o777 {
         return Err(cx.invalid(format!("umask {:o} is not valid", p.umask)));
     }
@@ -952,5 +955,118 @@ impl Reader {
     /// The container reader.
     pub fn container(&self) -> &ImageReader {
         &self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn sample() -> Image {
+        let mut regs = Regs::default();
+        regs.0[reg::RIP] = 0x40_1000;
+        let thread = |tid| Thread { tid, comm: "t".into(), regs, xstate: vec![7; 1024], sigmask: 1 << 9, ..Thread::default() };
+        Image {
+            meta: Meta { engine_version: "0.1.0".into(), kernel: "6.18".into(), hostname: "n1".into(), created_unix: 1, frozen_us: 2 },
+            process: Process {
+                pid: 100,
+                ppid: 1,
+                pgid: 100,
+                sid: 100,
+                comm: "app".into(),
+                cmdline: vec!["app".into(), "--x".into()],
+                exe: "/bin/app".into(),
+                cwd: "/tmp".into(),
+                umask: 0o22,
+                creds: Creds { uid: [1000; 4], gid: [1000; 4], groups: vec![1000, 27] },
+                rlimits: vec![Rlimit { resource: 7, soft: 1024, hard: 4096 }],
+                mm: MmLayout { brk: 0x60_0000, auxv: vec![6, 4096, 0, 0], ..MmLayout::default() },
+                sigactions: vec![SigAction { sig: 10, handler: 0x40_2000, flags: 4, restorer: 0x40_3000, mask: 0 }],
+                ..Process::default()
+            },
+            threads: vec![thread(100), thread(101)],
+            regions: vec![
+                Region { start: 0x40_0000, end: 0x40_2000, prot: 5, shared: false, offset: 0, kind: RegionKind::File { path: "/bin/app".into(), identity: FileIdentity::default() }, advice: 0, growsdown: false },
+                Region { start: 0x60_0000, end: 0x60_4000, prot: 3, shared: false, offset: 0, kind: RegionKind::Heap, advice: advice::HUGEPAGE, growsdown: false },
+            ],
+            files: vec![
+                OpenFile { flags: 2, pos: 5, kind: FileKind::Regular { path: "/tmp/log".into(), identity: FileIdentity::default(), content: None } },
+                OpenFile { flags: 0, pos: 0, kind: FileKind::Pipe { ino: 9, read_end: true, data: b"abc".to_vec(), capacity: 65536 } },
+            ],
+            fds: vec![Fd { fd: 1, cloexec: false, file: 0 }, Fd { fd: 5, cloexec: true, file: 1 }],
+            pagemap: vec![PageRun { addr: 0x60_1000, pages: 2 }],
+        }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lifeboat-image-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn write(path: &Path, img: &Image, pages: &[u8]) {
+        let mut w = Writer::create(path, false).unwrap();
+        w.metadata(img).unwrap();
+        let mut s = w.pages().unwrap();
+        s.write_all(pages).unwrap();
+        s.finish().unwrap();
+        w.commit(&img.pagemap).unwrap();
+    }
+
+    use std::fs;
+
+    #[test]
+    fn round_trip() {
+        let path = tmp("round-trip");
+        let img = sample();
+        write(&path, &img, &[0xab; 8192]);
+        let r = Reader::open(&path).unwrap();
+        assert_eq!(r.image(), &img);
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut r.pages().unwrap().unwrap(), &mut data).unwrap();
+        assert_eq!(data, vec![0xab; 8192]);
+        assert!(r.verify().iter().all(|(_, _, ok)| ok.is_ok()));
+    }
+
+    /// Well-formed, correctly checksummed images whose content is refused, with the message.
+    #[test]
+    fn invalid_content_is_refused() {
+        let check = |name: &str, edit: &dyn Fn(&mut Image), expect: &str| {
+            let path = tmp(name);
+            let mut img = sample();
+            edit(&mut img);
+            write(&path, &img, &[0xab; 8192]);
+            let err = Reader::open(&path).unwrap_err().to_string();
+            assert!(err.contains(expect), "{name}: `{err}` lacks `{expect}`");
+        };
+        check("run-outside", &|i| i.pagemap[0].addr = 0x70_0000, "is not inside a restorable region");
+        check("run-vdso", &|i| i.regions[1].kind = RegionKind::Vdso, "not inside a restorable region");
+        check("kernel-address", &|i| i.regions[1].end = 0xffff_8000_0000_0000, "outside user space");
+        check("unaligned", &|i| i.regions[1].start = 0x60_0001, "page-aligned");
+        check("overlap", &|i| i.regions[0].end = 0x60_1000, "overlaps");
+        check("sigkill", &|i| i.process.sigactions[0].sig = 9, "signal 9 cannot be restored");
+        check("fd-range", &|i| i.fds[0].fd = -1, "out of range");
+        check("fd-file", &|i| i.fds[0].file = 7, "out of range");
+        check("fd-twice", &|i| i.fds[1].fd = 1, "appears twice");
+        check("leader", &|i| i.threads.swap(0, 1), "thread-group leader");
+        check("xstate", &|i| i.threads[0].xstate.clear(), "XSAVE area");
+        check("umask", &|i| i.process.umask = 0o7777, "umask");
+        check("relative-path", &|i| i.process.cwd = "tmp".into(), "not an absolute path");
+        check("pages-short", &|i| i.pagemap[0].pages = 1, "PAGES holds");
+    }
+
+    #[test]
+    fn corrupt_file_is_refused() {
+        let path = tmp("corrupt");
+        write(&path, &sample(), &[0xab; 8192]);
+        let mut bytes = fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+        let err = Reader::open(&path).map(|r| r.verify().into_iter().find_map(|(_, _, r)| r.err())).unwrap_or_else(|e| Some(ContainerError::BadMagic { path: PathBuf::from(e.to_string()) }));
+        assert!(err.is_some(), "a flipped byte went unnoticed");
+        fs::write(&path, &bytes[..n - 100]).unwrap();
+        assert!(Reader::open(&path).unwrap_err().to_string().contains("truncated") || Reader::open(&path).is_err());
     }
 }

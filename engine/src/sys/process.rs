@@ -216,18 +216,6 @@ pub fn same_file(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> Result<bool, E
     Ok(check(ret)? == 0)
 }
 
-/// A resource limit `(soft, hard)` of another process.
-pub fn get_rlimit(pid: Pid, resource: u32) -> Result<(u64, u64), Errno> {
-    let mut old = libc::rlimit64 {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `old` is a writable rlimit64 alive across the call; no new limit is passed.
-    let ret = unsafe { libc::prlimit64(pid.as_raw(), resource as _, std::ptr::null(), &mut old) };
-    check(c_long::from(ret))?;
-    Ok((old.rlim_cur, old.rlim_max))
-}
-
 /// Set a resource limit of another process.
 pub fn set_rlimit(pid: Pid, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
     let new = libc::rlimit64 {
