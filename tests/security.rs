@@ -3,11 +3,12 @@
 //!
 //! Needs root (to create processes of other users with setpriv); fails with a reason
 //! otherwise, never skips.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step should stop the test loudly
 
 use lifeboat_engine::image::{Reader, Writer};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -20,12 +21,19 @@ fn lifeboat() -> &'static str {
 }
 
 fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "the security tests need root: they run processes as other users with setpriv");
-    assert!(Path::new("/usr/bin/setpriv").exists(), "the security tests need setpriv (util-linux)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the security tests need root: they run processes as other users with setpriv"
+    );
+    assert!(
+        Path::new("/usr/bin/setpriv").exists(),
+        "the security tests need setpriv (util-linux)"
+    );
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("security-{name}-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("security-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
@@ -35,7 +43,14 @@ fn scratch(name: &str) -> PathBuf {
 /// `setpriv` prefix to run as `uid`.
 fn as_user(uid: u32) -> Command {
     let mut c = Command::new("/usr/bin/setpriv");
-    c.args(["--reuid", &uid.to_string(), "--regid", &uid.to_string(), "--clear-groups", "--"]);
+    c.args([
+        "--reuid",
+        &uid.to_string(),
+        "--regid",
+        &uid.to_string(),
+        "--clear-groups",
+        "--",
+    ]);
     c
 }
 
@@ -44,7 +59,12 @@ struct Sleeper(Child);
 
 impl Sleeper {
     fn spawn(mut cmd: Command) -> Sleeper {
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(200));
         Sleeper(child)
     }
@@ -73,7 +93,15 @@ fn stderr(o: &Output) -> String {
 
 fn uid_of(pid: i32) -> u32 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -87,20 +115,44 @@ fn only_the_owner_or_root_may_checkpoint() {
     });
     let image = dir.join("ctx");
     let mut cmd = as_user(OTHER);
-    cmd.arg(lifeboat()).args(["checkpoint", "-f"]).arg(&image).arg(target.pid().to_string());
+    cmd.arg(lifeboat())
+        .args(["checkpoint", "-f"])
+        .arg(&image)
+        .arg(target.pid().to_string());
     let out = run(cmd);
-    assert!(!out.status.success(), "another user checkpointed PID {}", target.pid());
-    assert!(stderr(&out).contains(&format!("PID {} belongs to UID {NOBODY}", target.pid())), "{}", stderr(&out));
+    assert!(
+        !out.status.success(),
+        "another user checkpointed PID {}",
+        target.pid()
+    );
+    assert!(
+        stderr(&out).contains(&format!("PID {} belongs to UID {NOBODY}", target.pid())),
+        "{}",
+        stderr(&out)
+    );
     assert!(!image.exists(), "a refused checkpoint left an image");
     assert!(target.alive(), "a refused checkpoint hurt the process");
 
     // The owner may, and the process keeps running (--run is the default).
     let mut cmd = as_user(NOBODY);
-    cmd.current_dir(&dir).arg(lifeboat()).args(["checkpoint", "-f"]).arg(&image).arg(target.pid().to_string());
+    cmd.current_dir(&dir)
+        .arg(lifeboat())
+        .args(["checkpoint", "-f"])
+        .arg(&image)
+        .arg(target.pid().to_string());
     let out = run(cmd);
-    assert!(out.status.success(), "the owner could not checkpoint: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the owner could not checkpoint: {}",
+        stderr(&out)
+    );
     assert!(target.alive());
-    assert_eq!(fs::metadata(&image).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap(), NOBODY);
+    assert_eq!(
+        fs::metadata(&image)
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap(),
+        NOBODY
+    );
 }
 
 #[test]
@@ -119,7 +171,9 @@ fn set_id_processes_are_refused() {
     });
     let out = run({
         let mut c = Command::new(lifeboat());
-        c.args(["checkpoint", "-f"]).arg(dir.join("ctx")).arg(target.pid().to_string());
+        c.args(["checkpoint", "-f"])
+            .arg(dir.join("ctx"))
+            .arg(target.pid().to_string());
         c
     });
     assert!(!out.status.success());
@@ -133,13 +187,18 @@ fn non_dumpable_processes_are_refused_and_keep_running() {
     let dir = scratch("dumpable");
     let mut target = Sleeper::spawn({
         let mut c = Command::new("python3");
-        c.args(["-c", "import ctypes, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); time.sleep(30)"]);
+        c.args([
+            "-c",
+            "import ctypes, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); time.sleep(30)",
+        ]);
         c
     });
     std::thread::sleep(Duration::from_millis(300));
     let out = run({
         let mut c = Command::new(lifeboat());
-        c.args(["checkpoint", "--kill", "-f"]).arg(dir.join("ctx")).arg(target.pid().to_string());
+        c.args(["checkpoint", "--kill", "-f"])
+            .arg(dir.join("ctx"))
+            .arg(target.pid().to_string());
         c
     });
     assert!(!out.status.success());
@@ -148,7 +207,10 @@ fn non_dumpable_processes_are_refused_and_keep_running() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(target.alive(), "a refused --kill checkpoint must not kill");
     let state = fs::read_to_string(format!("/proc/{}/stat", target.pid())).unwrap();
-    assert!(!state.contains(") t ") && !state.contains(") T "), "left stopped: {state}");
+    assert!(
+        !state.contains(") t ") && !state.contains(") T "),
+        "left stopped: {state}"
+    );
 }
 
 /// Checkpoint `sleep` running as nobody (with --kill) and return the image path.
@@ -161,7 +223,9 @@ fn nobody_image(dir: &Path) -> PathBuf {
     });
     let out = run({
         let mut c = Command::new(lifeboat());
-        c.args(["checkpoint", "--kill", "-f"]).arg(&image).arg(target.pid().to_string());
+        c.args(["checkpoint", "--kill", "-f"])
+            .arg(&image)
+            .arg(target.pid().to_string());
         c
     });
     assert!(out.status.success(), "{}", stderr(&out));
@@ -202,7 +266,10 @@ fn root_restores_the_owner_not_a_forged_root() {
     assert!(out.status.success(), "{}", stderr(&out));
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert_eq!(uid_of(pid), NOBODY, "restored with the wrong UID");
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 
     // A user's image rewritten to claim UID 0 is refused by root, and nothing runs.
     let forged = dir.join("forged");
@@ -211,11 +278,19 @@ fn root_restores_the_owner_not_a_forged_root() {
     std::thread::sleep(Duration::from_millis(300));
     let out = run({
         let mut c = Command::new(lifeboat());
-        c.args(["restart", "--no-restore-pid", "--detach"]).arg(&forged);
+        c.args(["restart", "--no-restore-pid", "--detach"])
+            .arg(&forged);
         c
     });
-    assert!(!out.status.success(), "root restarted a forged image as UID 0");
-    assert!(stderr(&out).contains("owned by UID 65534 but claims UID 0"), "{}", stderr(&out));
+    assert!(
+        !out.status.success(),
+        "root restarted a forged image as UID 0"
+    );
+    assert!(
+        stderr(&out).contains("owned by UID 65534 but claims UID 0"),
+        "{}",
+        stderr(&out)
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -230,18 +305,35 @@ fn a_user_restarts_as_itself_whatever_the_image_says() {
     // Without CAP_CHECKPOINT_RESTORE the PID cannot be restored: a clear error.
     let out = run({
         let mut c = as_user(NOBODY);
-        c.current_dir(&dir).arg(lifeboat()).args(["restart", "--detach"]).arg(&forged);
+        c.current_dir(&dir)
+            .arg(lifeboat())
+            .args(["restart", "--detach"])
+            .arg(&forged);
         c
     });
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("--no-restore-pid"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--no-restore-pid"),
+        "{}",
+        stderr(&out)
+    );
     let out = run({
         let mut c = as_user(NOBODY);
-        c.current_dir(&dir).arg(lifeboat()).args(["restart", "--no-restore-pid", "--detach"]).arg(&forged);
+        c.current_dir(&dir)
+            .arg(lifeboat())
+            .args(["restart", "--no-restore-pid", "--detach"])
+            .arg(&forged);
         c
     });
     assert!(out.status.success(), "{}", stderr(&out));
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    assert_eq!(uid_of(pid), NOBODY, "a forged image raised the privilege of its restarter");
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(
+        uid_of(pid),
+        NOBODY,
+        "a forged image raised the privilege of its restarter"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }

@@ -5,9 +5,9 @@
 //! where it was and ends with the same result as an uninterrupted run. (The agent issue
 //! puts a simulated fault precursor and a firing rule in front of the checkpoint.)
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use lifeboat_engine::{self as engine, After};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, ExitCode, Stdio};
@@ -38,9 +38,16 @@ fn say(msg: &str) {
 
 /// The result an uninterrupted run prints, computed by running the workload to the end.
 fn reference(python: &str) -> Result<String> {
-    let out = Command::new(python).arg("-c").arg(WORKLOAD).output().context("running the workload for reference")?;
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(WORKLOAD)
+        .output()
+        .context("running the workload for reference")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().last().map(str::to_owned).context("the workload printed nothing")
+    text.lines()
+        .last()
+        .map(str::to_owned)
+        .context("the workload printed nothing")
 }
 
 /// Run the demo.
@@ -53,7 +60,12 @@ pub fn run(dir: Option<std::path::PathBuf>) -> Result<ExitCode> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let image = dir.join("workload.ctx");
     say("starting a real workload (python3, 40 steps of hashing, ~5 s)");
-    let mut child = Command::new(python).arg("-c").arg(WORKLOAD).stdout(Stdio::piped()).spawn().context("starting python3")?;
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(WORKLOAD)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting python3")?;
     let pid = child.id() as i32;
     let stdout = child.stdout.take().context("workload stdout")?;
     let mut lines = BufReader::new(stdout).lines();
@@ -63,16 +75,26 @@ pub fn run(dir: Option<std::path::PathBuf>) -> Result<ExitCode> {
         println!("{line}");
         seen.push(line);
     }
-    say(&format!("simulated fault precursor: correctable ECC errors rising on DIMM_A1; saving PID {pid} before the node fails"));
+    say(&format!(
+        "simulated fault precursor: correctable ECC errors rising on DIMM_A1; saving PID {pid} before the node fails"
+    ));
     let started = Instant::now();
     let mut last = 0;
-    let report = engine::checkpoint(pid, &image, &engine::CheckpointOptions { after: After::Kill, compress: false }, &mut |p| {
-        let pct = p.done * 100 / p.total.max(1);
-        if pct >= last + 25 {
-            last = pct;
-            println!("  checkpoint: {pct:3}% of {} KiB of memory", p.total / 1024);
-        }
-    })
+    let report = engine::checkpoint(
+        pid,
+        &image,
+        &engine::CheckpointOptions {
+            after: After::Kill,
+            compress: false,
+        },
+        &mut |p| {
+            let pct = p.done * 100 / p.total.max(1);
+            if pct >= last + 25 {
+                last = pct;
+                println!("  checkpoint: {pct:3}% of {} KiB of memory", p.total / 1024);
+            }
+        },
+    )
     .with_context(|| format!("checkpoint of PID {pid}"))?;
     say(&format!(
         "checkpoint written to {} ({} KiB, {} thread(s)) in {:.3} s; the process was frozen {:.3} s",
@@ -89,16 +111,23 @@ pub fn run(dir: Option<std::path::PathBuf>) -> Result<ExitCode> {
         seen.push(line);
     }
     match waitpid(Pid::from_raw(pid), None)? {
-        WaitStatus::Signaled(_, sig, _) => say(&format!("the node \"died\": the workload was killed ({sig}) at step {}", seen.len())),
+        WaitStatus::Signaled(_, sig, _) => say(&format!(
+            "the node \"died\": the workload was killed ({sig}) at step {}",
+            seen.len()
+        )),
         other => bail!("the workload was not killed as expected: {other:?}"),
     }
     say("restarting the workload from its image (same PID, same memory, same open files)");
     std::io::stdout().flush()?;
-    let restored = engine::restart(&image, &engine::RestartOptions::default(), &mut |_| {}).with_context(|| format!("restart from {}", image.display()))?;
+    let restored = engine::restart(&image, &engine::RestartOptions::default(), &mut |_| {})
+        .with_context(|| format!("restart from {}", image.display()))?;
     for w in &restored.warnings {
         say(&format!("note: {w}"));
     }
-    say(&format!("restored as PID {}; it continues where it was:", restored.pid));
+    say(&format!(
+        "restored as PID {}; it continues where it was:",
+        restored.pid
+    ));
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         match waitpid(restored.pid, None)? {
@@ -111,7 +140,10 @@ pub fn run(dir: Option<std::path::PathBuf>) -> Result<ExitCode> {
         bail!("the restored workload ended with {status:?}");
     }
     let expected = reference(python)?;
-    say(&format!("an uninterrupted run ends with: {}", expected.trim()));
+    say(&format!(
+        "an uninterrupted run ends with: {}",
+        expected.trim()
+    ));
     say("the restored run printed the same final line above: no work was lost.");
     let _ = std::fs::remove_file(&image);
     let _ = std::fs::remove_dir(&dir);

@@ -61,12 +61,31 @@ pub fn check() -> Vec<Feature> {
     );
     // Capability bits: CAP_SYS_ADMIN 21, CAP_SYS_RESOURCE 24, CAP_CHECKPOINT_RESTORE 40.
     let cr = cap(40) || cap(21);
-    let (ok, no) = ("CAP_CHECKPOINT_RESTORE held", "needs CAP_CHECKPOINT_RESTORE; restart with --no-restore-pid");
-    add("clone3 set_tid (restore PIDs)", cr, if cr { ok } else { no }.into());
-    let no = "needs CAP_CHECKPOINT_RESTORE; /proc/PID/exe of a restarted process will name lifeboat";
-    add("PR_SET_MM_MAP exe link", cr, if cr { ok } else { no }.into());
-    let (ok, no) = ("CAP_SYS_RESOURCE held", "no CAP_SYS_RESOURCE: limits above the restarter's hard limits are not restored (reported)");
-    add("raise hard resource limits", cap(24), if cap(24) { ok } else { no }.into());
+    let (ok, no) = (
+        "CAP_CHECKPOINT_RESTORE held",
+        "needs CAP_CHECKPOINT_RESTORE; restart with --no-restore-pid",
+    );
+    add(
+        "clone3 set_tid (restore PIDs)",
+        cr,
+        if cr { ok } else { no }.into(),
+    );
+    let no =
+        "needs CAP_CHECKPOINT_RESTORE; /proc/PID/exe of a restarted process will name lifeboat";
+    add(
+        "PR_SET_MM_MAP exe link",
+        cr,
+        if cr { ok } else { no }.into(),
+    );
+    let (ok, no) = (
+        "CAP_SYS_RESOURCE held",
+        "no CAP_SYS_RESOURCE: limits above the restarter's hard limits are not restored (reported)",
+    );
+    add(
+        "raise hard resource limits",
+        cap(24),
+        if cap(24) { ok } else { no }.into(),
+    );
     let me = procfs::maps(std::process::id() as i32).unwrap_or_default();
     let has = |n: &str| me.iter().any(|m| m.name.as_deref() == Some(n));
     add(

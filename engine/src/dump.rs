@@ -467,7 +467,11 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
     let rlimits = procfs::limits(pid)?
         .into_iter()
         .zip(0u32..)
-        .map(|((soft, hard), resource)| Rlimit { resource, soft, hard })
+        .map(|((soft, hard), resource)| Rlimit {
+            resource,
+            soft,
+            hard,
+        })
         .collect();
     let shared_pending =
         sys::ptrace::peek_siginfo(leader, true).map_err(|source| TraceError::Ptrace {

@@ -409,15 +409,21 @@ pub fn limits(pid: i32) -> Result<Vec<(u64, u64)>, ProcError> {
     let value = |s: &str| -> Result<u64, ProcError> {
         match s.trim() {
             "unlimited" => Ok(u64::MAX),
-            v => v.parse().map_err(|_| parse_err(&path, format!("bad limit `{v}`"))),
+            v => v
+                .parse()
+                .map_err(|_| parse_err(&path, format!("bad limit `{v}`"))),
         }
     };
     // Columns: name (26 wide), soft (21), hard (21), units.
     text.lines()
         .skip(1)
         .map(|line| {
-            let soft = line.get(26..47).ok_or_else(|| parse_err(&path, format!("short line `{line}`")))?;
-            let hard = line.get(47..68).ok_or_else(|| parse_err(&path, format!("short line `{line}`")))?;
+            let soft = line
+                .get(26..47)
+                .ok_or_else(|| parse_err(&path, format!("short line `{line}`")))?;
+            let hard = line
+                .get(47..68)
+                .ok_or_else(|| parse_err(&path, format!("short line `{line}`")))?;
             Ok((value(soft)?, value(hard)?))
         })
         .collect()
@@ -459,7 +465,8 @@ mod tests {
         assert!(!numbered(me, "task").unwrap().is_empty());
         let lim = limits(me).unwrap();
         assert_eq!(lim.len(), 16);
-        let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        let nofile =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
         assert_eq!(lim[7], nofile);
     }
 }

@@ -304,6 +304,7 @@ pub fn restart(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Restored, RestartError> {
     let reader = image::Reader::open(path)?;
+    reader.verify_pages()?;
     let img = reader.image();
     let mut warnings = Vec::new();
     let caller = sys::process::geteuid();

@@ -349,7 +349,9 @@ impl Drop for Frozen {
 fn wait_dead(pid: Pid) {
     for _ in 0..500 {
         match procfs::stat(pid.as_raw()) {
-            Ok(st) if st.state != 'Z' && st.state != 'X' => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Ok(st) if st.state != 'Z' && st.state != 'X' => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
             _ => return,
         }
     }
