@@ -82,6 +82,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Show every fault-precursor reading this node offers, and which sources are absent.
+    Sensors(crate::sensors_cmd::SensorsArgs),
+    /// Check trigger rules, and backtest them on recorded traces.
+    #[command(subcommand)]
+    Rules(crate::rules_cmd::RulesCommand),
     /// Check that this kernel offers everything the engine needs (like `criu check`).
     Check {
         /// Print JSON instead of text.

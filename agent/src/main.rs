@@ -4,6 +4,8 @@
 mod cli;
 mod demo;
 mod engine_cmd;
+mod rules_cmd;
+mod sensors_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,0 +1,1 @@
+//! End-to-end tests of `lifeboat sensors` against fixture sysfs trees (issue 3).
