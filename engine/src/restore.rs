@@ -297,6 +297,16 @@ fn dup_own(fd: RawFd) -> Result<OwnedFd, RestartError> {
     })
 }
 
+/// A process killed by `checkpoint --kill` lingers as a zombie until its parent reaps
+/// it; an init that reaps lazily can hold the PID for a moment. Wait up to two seconds
+/// for such a zombie to go before trying to take its PID.
+fn wait_for_zombie_reaped(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while procfs::stat(pid).is_ok_and(|s| s.state == 'Z') && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Restart the process saved in `path`.
 pub fn restart(
     path: &Path,
@@ -435,11 +445,20 @@ pub fn restart(
         session,
         error_fd: err_w.as_raw_fd(),
     };
+    if opts.restore_pid {
+        wait_for_zombie_reaped(img.process.pid);
+    }
     let pid = match sys::process::spawn_stub(&plan) {
         Ok(pid) => pid,
         Err(Errno::EEXIST) => {
             let holder = procfs::stat(img.process.pid)
-                .map(|s| format!(" (by `{}`)", s.comm))
+                .map(|s| match s.state {
+                    'Z' => format!(
+                        " (by a zombie `{}` that its parent, PID {}, has not reaped yet)",
+                        s.comm, s.ppid
+                    ),
+                    _ => format!(" (by `{}`)", s.comm),
+                })
                 .unwrap_or_default();
             return Err(RestartError::PidInUse {
                 pid: img.process.pid,
