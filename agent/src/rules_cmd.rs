@@ -1,20 +1,41 @@
 //! `lifeboat rules check|test`: validate rule files and backtest them on recorded traces.
 
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
+use lifeboat_sensors::TracePoint;
+use lifeboat_triggers::backtest::{Expectations, replay};
+use lifeboat_triggers::eval::fmt_num;
+use lifeboat_triggers::{Action, Config, Diagnostic, Diagnostics, Event, EventKind, fmt_time};
 
 /// Subcommands of `rules`.
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
     /// Validate a rules file; exit 0 if it is good, else print each error with its line.
+    ///
+    /// Errors and warnings are printed as FILE:LINE:COL: followed by the offending line.
+    /// Warnings alone do not fail the check.
     Check {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
         /// Rules file (TOML).
         file: PathBuf,
     },
     /// Replay a recorded trace through the rules and print when each would fire and clear.
+    ///
+    /// With --expect, compare the events with an expectations file and exit 1 when they
+    /// differ (like `promtool test rules`). Expectations are TOML:
+    ///   quiet = ["cpu-overheat"]          # rules that must never fire
+    ///   [[event]]                          # every firing/cleared event of the rule, in order
+    ///   rule = "memory-uncorrected"
+    ///   kind = "firing"                    # pending | firing | cleared
+    ///   at = "2025-11-25T12:00:00Z"
+    #[command(verbatim_doc_comment)]
     Test {
         /// Rules file (TOML).
         #[arg(long, value_name = "FILE")]
@@ -22,10 +43,298 @@ pub enum RulesCommand {
         /// Trace of readings (JSON Lines, as `lifeboat agent --record` writes).
         #[arg(long, value_name = "TRACE")]
         trace: PathBuf,
+        /// Expected events (TOML); exit 1 if the replay differs.
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
+        /// Print each event as one JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Run `lifeboat rules ...`.
 pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
-    anyhow::bail!("lifeboat rules is being built (issue 4): {cmd:?}")
+    match cmd {
+        RulesCommand::Check { json, file } => check(&file, json),
+        RulesCommand::Test {
+            rules,
+            trace,
+            expect,
+            json,
+        } => test(&rules, &trace, expect.as_deref(), json),
+    }
+}
+
+fn read(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+fn diag_json(d: &Diagnostic) -> serde_json::Value {
+    serde_json::json!({
+        "file": d.path,
+        "line": d.line,
+        "col": d.col,
+        "message": d.message,
+        "help": d.help,
+    })
+}
+
+fn check(file: &Path, json: bool) -> Result<ExitCode> {
+    let text = read(file, "rules file")?;
+    let result = Config::from_str(&text, file);
+    let (errors, warnings) = match &result {
+        Ok(c) => (Vec::new(), c.warnings.clone()),
+        Err(d) => (d.errors.clone(), d.warnings.clone()),
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        let rules: Vec<&str> = match &result {
+            Ok(c) => c.rules.iter().map(|r| r.name.as_str()).collect(),
+            Err(_) => Vec::new(),
+        };
+        let v = serde_json::json!({
+            "file": file.display().to_string(),
+            "ok": result.is_ok(),
+            "errors": errors.iter().map(diag_json).collect::<Vec<_>>(),
+            "warnings": warnings.iter().map(diag_json).collect::<Vec<_>>(),
+            "rules": rules,
+        });
+        writeln!(out, "{v}")?;
+        return Ok(exit(result.is_ok()));
+    }
+    let diags = Diagnostics { errors, warnings };
+    if !diags.errors.is_empty() || !diags.warnings.is_empty() {
+        eprintln!("{diags}\n");
+    }
+    match result {
+        Ok(config) => {
+            writeln!(
+                out,
+                "{}: OK: {} rules ({})",
+                file.display(),
+                config.rules.len(),
+                diags.summary()
+            )?;
+            for rule in &config.rules {
+                writeln!(out, "  {} ({}): {}", rule.name, rule.severity, describe(&rule.when))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(_) => {
+            eprintln!("{}: FAILED: {}", file.display(), diags.summary());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn describe(c: &lifeboat_triggers::Condition) -> String {
+    use lifeboat_triggers::Condition;
+    match c {
+        Condition::Check(check) => check.to_string(),
+        Condition::Any(cs) => format!(
+            "any of [{}]",
+            cs.iter().map(describe).collect::<Vec<_>>().join("; ")
+        ),
+        Condition::All(cs) => format!(
+            "all of [{}]",
+            cs.iter().map(describe).collect::<Vec<_>>().join("; ")
+        ),
+    }
+}
+
+fn read_trace(path: &Path) -> Result<Vec<TracePoint>> {
+    let text = read(path, "trace")?;
+    let mut points = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let p: TracePoint = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: invalid trace line", path.display(), i + 1))?;
+        points.push(p);
+    }
+    Ok(points)
+}
+
+fn load_config(rules: &Path) -> Result<std::result::Result<Config, Diagnostics>> {
+    let text = read(rules, "rules file")?;
+    Ok(Config::from_str(&text, rules))
+}
+
+fn fmt_offset(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
+    let mut out = String::from("+");
+    if h > 0 {
+        let _ = write!(out, "{h}h");
+    }
+    if h > 0 || m > 0 {
+        let _ = write!(out, "{m:02}m");
+    }
+    let _ = write!(out, "{s:02}s");
+    out
+}
+
+fn action_text(a: &Action, config: &Config) -> String {
+    match a {
+        Action::Drain => format!("drain the node: {}", config.drain.command.join(" ")),
+        other => other.to_string(),
+    }
+}
+
+fn test(rules: &Path, trace: &Path, expect: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let config = match load_config(rules)? {
+        Ok(c) => c,
+        Err(diags) => {
+            eprintln!("{diags}\n");
+            eprintln!("{}: FAILED: {}", rules.display(), diags.summary());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for w in &config.warnings {
+        eprintln!("{w}\n");
+    }
+    let expectations = match expect {
+        Some(path) => {
+            let text = read(path, "expectations file")?;
+            match Expectations::from_str(&text, path, &config) {
+                Ok(e) => Some(e),
+                Err(diags) => {
+                    eprintln!("{diags}\n");
+                    eprintln!("{}: FAILED: {}", path.display(), diags.summary());
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        None => None,
+    };
+    let points = read_trace(trace)?;
+    let events = replay(&config, &points);
+    let mut out = std::io::stdout().lock();
+    if json {
+        for e in &events {
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
+        }
+    } else {
+        print_timeline(&mut out, &config, rules, trace, &points, &events)?;
+    }
+    let Some(expectations) = expectations else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mismatches = expectations.check(&events);
+    if mismatches.is_empty() {
+        if !json {
+            writeln!(
+                out,
+                "\nexpectations met: {} events, {} quiet rules",
+                expectations.events.len(),
+                expectations.quiet.len()
+            )?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    out.flush()?;
+    eprintln!("\nFAILED: the replay differs from the expectations:");
+    for m in &mismatches {
+        eprintln!("{m}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+fn print_timeline(
+    out: &mut impl std::io::Write,
+    config: &Config,
+    rules: &Path,
+    trace: &Path,
+    points: &[TracePoint],
+    events: &[Event],
+) -> Result<()> {
+    let start = points.iter().map(|p| p.t).fold(f64::INFINITY, f64::min);
+    let end = points.iter().map(|p| p.t).fold(f64::NEG_INFINITY, f64::max);
+    if points.is_empty() {
+        writeln!(out, "trace {}: empty", trace.display())?;
+    } else {
+        writeln!(
+            out,
+            "trace {}: {} readings from {} to {} ({})",
+            trace.display(),
+            points.len(),
+            fmt_time(start),
+            fmt_time(end),
+            fmt_offset(end - start)
+        )?;
+    }
+    writeln!(
+        out,
+        "rules {}: {} rules\n",
+        rules.display(),
+        config.rules.len()
+    )?;
+    for e in events {
+        let label = match e.kind {
+            EventKind::Pending => "PENDING",
+            EventKind::Firing => "FIRING ",
+            EventKind::Cleared => "CLEARED",
+        };
+        writeln!(
+            out,
+            "{}  {:>10}  {label}  {} ({})",
+            fmt_time(e.t),
+            fmt_offset(e.t - start),
+            e.rule,
+            e.severity
+        )?;
+        if e.kind != EventKind::Cleared {
+            for m in e.matches.iter().take(3) {
+                writeln!(out, "      {m}")?;
+            }
+            if e.matches.len() > 3 {
+                writeln!(out, "      ... and {} more series", e.matches.len() - 3)?;
+            }
+        } else {
+            writeln!(out, "      fired at {} ({})", fmt_time(e.since), fmt_offset(e.since - start))?;
+        }
+        for a in &e.actions {
+            writeln!(out, "      would {}", action_text(a, config))?;
+        }
+    }
+    if events.is_empty() {
+        writeln!(out, "no rule fired")?;
+    }
+    writeln!(out, "\nsummary:")?;
+    let width = config.rules.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    for rule in &config.rules {
+        let fired: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.rule == rule.name && e.kind == EventKind::Firing)
+            .collect();
+        match fired.first() {
+            None => writeln!(out, "  {:width$}  quiet", rule.name)?,
+            Some(first) => {
+                let peak = fired
+                    .iter()
+                    .flat_map(|e| e.matches.iter().map(|m| m.value))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                writeln!(
+                    out,
+                    "  {:width$}  fired {}x, first at {} ({}), peak {}",
+                    rule.name,
+                    fired.len(),
+                    fmt_time(first.t),
+                    fmt_offset(first.t - start),
+                    fmt_num(peak)
+                )?;
+            }
+        }
+    }
+    Ok(())
 }

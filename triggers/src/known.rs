@@ -1,0 +1,225 @@
+//! The reading names and labels each sensor source is known to produce.
+//!
+//! Validation uses this table to catch selectors that can never match. The policy, for
+//! forward compatibility with newer sensor readers:
+//! - an unknown source is an error (the set of sources is closed: [`Source::ALL`]);
+//! - a name that belongs to *another* source (`source = "edac"`, `name = "temp_celsius"`)
+//!   is an error: it can never match;
+//! - a name unknown to every source is a warning for closed sources (a typo is likely,
+//!   but a newer reader may add names), and accepted silently for open ones: rasdaemon
+//!   and lm_sensors (whose names grow with their tables) and InfiniBand `hw_*` counters
+//!   (driver-specific);
+//! - an unknown label key is a warning.
+
+use lifeboat_sensors::{Kind, Source};
+
+/// What is known about one source.
+#[derive(Debug)]
+pub struct SourceInfo {
+    /// The source.
+    pub source: Source,
+    /// Known reading names and their kinds.
+    pub names: &'static [(&'static str, Kind)],
+    /// Name prefixes accepted without warning (driver-specific counters).
+    pub open_prefixes: &'static [&'static str],
+    /// True if any name is accepted without warning.
+    pub open: bool,
+    /// Label keys the readings carry.
+    pub labels: &'static [&'static str],
+}
+
+use Kind::{Counter as C, Gauge as G};
+
+const EDAC: &[(&str, Kind)] = &[
+    ("mc_ce_count", C),
+    ("mc_ue_count", C),
+    ("mc_ce_noinfo_count", C),
+    ("mc_ue_noinfo_count", C),
+    ("mc_size_bytes", G),
+    ("dimm_ce_count", C),
+    ("dimm_ue_count", C),
+    ("dimm_size_bytes", G),
+];
+
+const HWMON: &[(&str, Kind)] = &[
+    ("temp_celsius", G),
+    ("temp_max_celsius", G),
+    ("temp_crit_celsius", G),
+    ("temp_emergency_celsius", G),
+    ("temp_crit_alarm", G),
+    ("temp_max_alarm", G),
+    ("fan_rpm", G),
+    ("fan_min_rpm", G),
+    ("fan_alarm", G),
+    ("in_volts", G),
+    ("in_min_volts", G),
+    ("in_max_volts", G),
+    ("in_alarm", G),
+    ("power_watts", G),
+];
+
+const THERMAL: &[(&str, Kind)] = &[("zone_temp_celsius", G), ("zone_trip_celsius", G)];
+
+const INFINIBAND: &[(&str, Kind)] = &[
+    ("symbol_error", C),
+    ("port_rcv_errors", C),
+    ("link_error_recovery", C),
+    ("link_downed", C),
+    ("local_link_integrity_errors", C),
+    ("excessive_buffer_overrun_errors", C),
+    ("port_rcv_remote_physical_errors", C),
+    ("port_xmit_discards", C),
+    ("VL15_dropped", C),
+    ("port_xmit_data", C),
+    ("port_rcv_data", C),
+    ("port_xmit_packets", C),
+    ("port_rcv_packets", C),
+    ("port_xmit_wait", C),
+    ("port_rcv_constraint_errors", C),
+    ("port_xmit_constraint_errors", C),
+    ("port_rcv_switch_relay_errors", C),
+    ("port_multicast_rcv_packets", C),
+    ("port_multicast_xmit_packets", C),
+    ("port_unicast_rcv_packets", C),
+    ("port_unicast_xmit_packets", C),
+    ("multicast_rcv_packets", C),
+    ("multicast_xmit_packets", C),
+    ("unicast_rcv_packets", C),
+    ("unicast_xmit_packets", C),
+    ("port_state", G),
+    ("port_phys_state", G),
+    ("port_rate_bytes_per_second", G),
+];
+
+const NETDEV: &[(&str, Kind)] = &[
+    ("rx_crc_errors", C),
+    ("rx_frame_errors", C),
+    ("rx_missed_errors", C),
+    ("tx_carrier_errors", C),
+    ("rx_errors", C),
+    ("tx_errors", C),
+    ("rx_dropped", C),
+    ("tx_dropped", C),
+    ("rx_fifo_errors", C),
+    ("tx_fifo_errors", C),
+    ("rx_length_errors", C),
+    ("rx_over_errors", C),
+    ("tx_aborted_errors", C),
+    ("tx_heartbeat_errors", C),
+    ("tx_window_errors", C),
+    ("collisions", C),
+];
+
+const PCIE_AER: &[(&str, Kind)] = &[
+    ("aer_correctable", C),
+    ("aer_nonfatal", C),
+    ("aer_fatal", C),
+    ("aer_correctable_errors", C),
+    ("aer_fatal_errors", C),
+    ("aer_nonfatal_errors", C),
+    ("aer_rootport_correctable_errors", C),
+    ("aer_rootport_fatal_errors", C),
+    ("aer_rootport_nonfatal_errors", C),
+];
+
+const RASDAEMON: &[(&str, Kind)] = &[
+    ("mc_events", C),
+    ("aer_events", C),
+    ("mce_records", C),
+    ("extlog_events", C),
+];
+
+const HOST: &[(&str, Kind)] = &[
+    ("load1", G),
+    ("load5", G),
+    ("load15", G),
+    ("memory_total_bytes", G),
+    ("memory_available_bytes", G),
+];
+
+/// What is known about `source`.
+pub fn info(source: Source) -> SourceInfo {
+    let (names, open_prefixes, open, labels): (_, &[&str], bool, &[&str]) = match source {
+        Source::Edac => (
+            EDAC,
+            &[],
+            false,
+            &[
+                "controller",
+                "mc_name",
+                "dimm",
+                "dimm_label",
+                "dimm_location",
+            ],
+        ),
+        Source::Hwmon => (HWMON, &[], false, &["chip", "chip_name", "sensor", "label"]),
+        Source::Thermal => (THERMAL, &[], false, &["zone", "type", "trip", "trip_type"]),
+        Source::Infiniband => (INFINIBAND, &["hw_"], false, &["device", "port"]),
+        Source::Netdev => (NETDEV, &[], false, &["device"]),
+        Source::PcieAer => (PCIE_AER, &[], false, &["device", "error"]),
+        Source::Rasdaemon => (
+            RASDAEMON,
+            &[],
+            true,
+            &["err_type", "dimm_label", "device"],
+        ),
+        Source::LmSensors => (&[], &[], true, &[]),
+        Source::Host => (HOST, &[], false, &[]),
+    };
+    SourceInfo {
+        source,
+        names,
+        open_prefixes,
+        open,
+        labels,
+    }
+}
+
+impl SourceInfo {
+    /// The kind of a known name.
+    pub fn kind_of(&self, name: &str) -> Option<Kind> {
+        self.names.iter().find(|(n, _)| *n == name).map(|&(_, k)| k)
+    }
+
+    /// True if `name` is accepted without warning.
+    pub fn accepts(&self, name: &str) -> bool {
+        self.open
+            || self.kind_of(name).is_some()
+            || self.open_prefixes.iter().any(|p| name.starts_with(p))
+    }
+
+    /// True if readings of this source may carry labels not in [`SourceInfo::labels`].
+    pub fn open_labels(&self) -> bool {
+        self.open
+    }
+}
+
+/// The sources (other than `except`) that produce `name`.
+pub fn sources_of(name: &str, except: Source) -> Vec<Source> {
+    Source::ALL
+        .into_iter()
+        .filter(|&s| s != except && info(s).kind_of(name).is_some())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_has_an_entry_and_names_are_unique_per_source() {
+        for s in Source::ALL {
+            let i = info(s);
+            let mut names: Vec<_> = i.names.iter().map(|(n, _)| *n).collect();
+            names.sort_unstable();
+            let before = names.len();
+            names.dedup();
+            assert_eq!(before, names.len(), "duplicate name in {s}");
+        }
+        assert_eq!(info(Source::Edac).kind_of("dimm_ce_count"), Some(Kind::Counter));
+        assert!(info(Source::Infiniband).accepts("hw_rx_icrc_encapsulated"));
+        assert!(info(Source::Rasdaemon).accepts("devlink_events"));
+        assert!(!info(Source::Edac).accepts("temp_celsius"));
+        assert_eq!(sources_of("temp_celsius", Source::Edac), vec![Source::Hwmon]);
+    }
+}
