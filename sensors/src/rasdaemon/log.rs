@@ -438,14 +438,16 @@ fn aer(body: &str, timestamp: Option<String>) -> Result<AerEvent, String> {
     let rest = rest.trim();
     if let Some(k) = rest.strip_prefix("PCIe Bus Error: severity=") {
         // Kernel form: severity=Corrected, Receiver Error, TLP Header=Not available
-        let (sev, errs) = k.split_once(", ").unwrap_or((k, ""));
+        // (kernel include/ras/ras_event.h: "Corrected", "Fatal", "Uncorrected, non-fatal").
+        let (err_type, errs) = [
+            ("Corrected, ", "Corrected"),
+            ("Uncorrected, non-fatal, ", "Uncorrected (Non-Fatal)"),
+            ("Fatal, ", "Uncorrected (Fatal)"),
+        ]
+        .iter()
+        .find_map(|(p, t)| k.strip_prefix(p).map(|rest| (*t, rest)))
+        .ok_or_else(|| format!("unknown severity in {k:?}"))?;
         let msg = errs.split(", TLP Header").next().unwrap_or("").trim();
-        let err_type = match sev {
-            "Corrected" => "Corrected",
-            "Uncorrected, non-fatal" => "Uncorrected (Non-Fatal)",
-            "Fatal" | "Uncorrected, fatal" => "Uncorrected (Fatal)",
-            other => return Err(format!("unknown severity {other:?}")),
-        };
         return Ok(AerEvent {
             timestamp,
             device: device.to_string(),
