@@ -231,7 +231,8 @@ impl<'a> Sink<'a> {
     pub fn toml(&mut self, err: &toml::de::Error) {
         let span = err.span().unwrap_or(0..0);
         let message = err.message().trim().replace('\n', "; ");
-        self.error(span, message);
+        let help = unknown_field_hint(&message);
+        self.emit(Level::Error, span, message, help);
     }
 
     pub fn has_errors(&self) -> bool {
@@ -242,6 +243,16 @@ impl<'a> Sink<'a> {
         self.diags.sort();
         self.diags
     }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`": a did-you-mean hint.
+fn unknown_field_hint(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (word, expected) = rest.split_once('`')?;
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    did_you_mean(word, candidates.iter().copied()).map(|c| format!("did you mean `{c}`?"))
 }
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
@@ -260,18 +271,29 @@ pub(crate) fn did_you_mean<'c>(
     best.filter(|&(d, _)| d <= limit).map(|(_, c)| c)
 }
 
+/// Optimal string alignment distance: insertions, deletions, substitutions and
+/// transpositions of neighbours each cost 1.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -292,7 +314,7 @@ mod tests {
         );
         check(
             "x = \"é\"\ntreshold = 3\n",
-            10..18,
+            9..17,
             "f.toml:2:1: error: bad\n  |\n2 | treshold = 3\n  | ^^^^^^^^",
         );
         check("é = 1", 2..3, "f.toml:1:2: error: bad\n  |\n1 | é = 1\n  |  ^");
@@ -304,5 +326,10 @@ mod tests {
         assert_eq!(did_you_mean("treshold", ["threshold", "above"]), Some("threshold"));
         assert_eq!(did_you_mean("edca", ["edac", "hwmon"]), Some("edac"));
         assert_eq!(did_you_mean("banana", ["edac", "hwmon"]), None);
+        assert_eq!(
+            unknown_field_hint("unknown field `intervall`, expected one of `interval`, `edac`"),
+            Some("did you mean `interval`?".to_owned())
+        );
+        assert_eq!(unknown_field_hint("unknown field `zzz`, expected `command`"), None);
     }
 }

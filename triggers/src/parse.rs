@@ -481,6 +481,12 @@ fn validate_condition(
     validate_check(sink, poll, raw.span(), c).map(Condition::Check)
 }
 
+/// The last line of a regex or glob error, without its `error: ` prefix.
+fn regex_error_line(e: &str) -> String {
+    let last = e.lines().last().unwrap_or_default().trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
+}
+
 fn kind_name(k: Kind) -> &'static str {
     match k {
         Kind::Counter => "counter",
@@ -615,7 +621,7 @@ fn validate_check(
                 Ok(p) => labels.push((key.clone(), p)),
                 Err(e) => {
                     let what = if regex { "regular expression" } else { "glob" };
-                    let e = e.lines().last().unwrap_or_default().trim().to_owned();
+                    let e = regex_error_line(&e);
                     sink.error(value.span(), format!("invalid {what} for label `{key}`: {e}"));
                     ok = false;
                 }
@@ -850,8 +856,7 @@ fn validate_target(sink: &mut Sink<'_>, raw: &Spanned<RawTarget>) -> Option<Targ
         (None, Some(r)) => match Pattern::regex(r.get_ref()) {
             Ok(p) => Some(p),
             Err(e) => {
-                let e = e.to_string();
-                let e = e.lines().last().unwrap_or_default().trim().to_owned();
+                let e = regex_error_line(&e.to_string());
                 sink.error(r.span(), format!("invalid regular expression for `comm_regex`: {e}"));
                 ok = false;
                 None

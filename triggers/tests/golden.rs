@@ -1,0 +1,94 @@
+//! Golden tests of validation messages: every file under `tests/fixtures/rules/bad/` must
+//! be rejected and every file under `tests/fixtures/rules/warnings/` accepted with
+//! warnings; the rendered diagnostics must equal `tests/golden/rules/<dir>/<name>.txt`.
+//! Re-bless with `LIFEBOAT_BLESS=1 cargo test -p lifeboat-triggers --test golden`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use lifeboat_triggers::Config;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bless() -> bool {
+    std::env::var_os("LIFEBOAT_BLESS").is_some_and(|v| v == "1")
+}
+
+/// Renders each fixture of `dir` and compares with its golden file; returns the number
+/// of fixtures checked.
+fn check_dir(dir: &str, expect_ok: bool) -> usize {
+    let fixtures = repo().join("tests/fixtures/rules").join(dir);
+    let golden_dir = repo().join("tests/golden/rules").join(dir);
+    let mut names: Vec<PathBuf> = fs::read_dir(&fixtures)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    names.sort();
+    let mut failures = Vec::new();
+    for path in &names {
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let shown = format!("tests/fixtures/rules/{dir}/{stem}.toml");
+        let text = fs::read_to_string(path).unwrap();
+        let rendered = match Config::from_str(&text, &shown) {
+            Ok(c) => {
+                assert!(expect_ok, "{shown}: accepted, but it is in bad/");
+                assert!(!c.warnings.is_empty(), "{shown}: no warning");
+                let mut s = String::new();
+                for w in &c.warnings {
+                    s.push_str(&format!("{w}\n\n"));
+                }
+                s
+            }
+            Err(d) => {
+                assert!(!expect_ok, "{shown}: rejected:\n{d}");
+                assert!(!d.errors.is_empty(), "{shown}: rejected without error");
+                format!("{d}\n\n{}\n", d.summary())
+            }
+        };
+        let golden = golden_dir.join(format!("{stem}.txt"));
+        if bless() {
+            fs::create_dir_all(&golden_dir).unwrap();
+            fs::write(&golden, &rendered).unwrap();
+            continue;
+        }
+        let want = fs::read_to_string(&golden).unwrap_or_default();
+        if want != rendered {
+            failures.push(format!(
+                "--- {}\n+++ actual\n{rendered}",
+                golden.display()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatch (re-bless with LIFEBOAT_BLESS=1):\n{}",
+        failures.join("\n")
+    );
+    names.len()
+}
+
+#[test]
+fn bad_rule_files_are_rejected_with_the_golden_messages() {
+    assert!(check_dir("bad", false) >= 15);
+}
+
+#[test]
+fn questionable_rule_files_are_accepted_with_the_golden_warnings() {
+    assert!(check_dir("warnings", true) >= 2);
+}
+
+#[test]
+fn the_shipped_configuration_is_clean() {
+    let path = repo().join("config/lifeboat.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let config = Config::from_str(&text, "config/lifeboat.toml").unwrap_or_else(|d| panic!("{d}"));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert!(config.rules.len() >= 8);
+    assert_eq!(
+        config.drain.command,
+        ["scontrol", "update", "nodename={node}", "state=drain", "reason={reason}"]
+    );
+}
