@@ -604,3 +604,281 @@ fn memory_failure(body: &str, timestamp: Option<String>) -> Result<MemoryFailure
         action_result: result.trim().to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SYSLOG: &str = "Jan 10 08:40:46 node01 rasdaemon[1157]: ";
+    const RFC3339: &str = "2024-01-10T08:40:46.123456+01:00 node01 rasdaemon[1157]: ";
+    const TRACE: &str = "           <...>-1183  [000]     0.007051: ";
+    const TRACE_NEW: &str = "           <...>-1183  [000] .....     0.007051: ";
+
+    /// What a line must give.
+    enum Want {
+        /// No event in the line.
+        Other,
+        /// A malformed event line whose reason contains this.
+        Bad(&'static str),
+        /// This event.
+        Event(RasEvent),
+    }
+
+    /// The one check: `line` parses as `want`, with every prefix combination rasdaemon
+    /// lines come with (none, syslog BSD, syslog RFC 3339, each with or without the
+    /// trace header of old and new libtraceevent).
+    fn check(body: &str, want: Want) {
+        for prefix in [
+            String::new(),
+            TRACE.to_string(),
+            format!("{SYSLOG}{TRACE}"),
+            format!("{RFC3339}{TRACE_NEW}"),
+            SYSLOG.to_string(),
+        ] {
+            let line = format!("{prefix}{body}");
+            let got = parse_line(&line);
+            match (&want, got) {
+                (Want::Other, None) => {}
+                (Want::Bad(reason), Some((_, Err(e)))) => {
+                    assert!(e.contains(reason), "{line:?}: error {e:?} lacks {reason:?}")
+                }
+                (Want::Event(ev), Some((_, Ok(got)))) => assert_eq!(&got, ev, "{line:?}"),
+                (_, got) => panic!("{line:?}: unexpected {got:?}"),
+            }
+        }
+    }
+
+    fn ts(s: &str) -> Option<String> {
+        Some(s.to_string())
+    }
+
+    #[test]
+    fn mc_event_old_new_and_kernel_forms() {
+        let dimm0 = McEvent {
+            timestamp: ts("2024-01-10 08:40:46 +0100"),
+            count: 1,
+            err_type: "Corrected".into(),
+            msg: "memory read error".into(),
+            label: Some("CPU_SrcID#0_MC#0_Chan#0_DIMM#0".into()),
+            mc: 0,
+            location: Some("0:0:-1".into()),
+            address: Some(0x5e0f_7f40),
+        };
+        // rasdaemon 0.6.x: timestamp, no level.
+        check(
+            "mc_event:            2024-01-10 08:40:46 +0100 1 Corrected error: memory read error on CPU_SrcID#0_MC#0_Chan#0_DIMM#0 (mc: 0 location: 0:0:-1 address: 0x5e0f7f40 grain: 32 syndrome: 0x0  err_code:0x0101:0x0090 socket:0 imc:0 rank:0 bg:0 ba:0 row:0x1 col:0x1)",
+            Want::Event(RasEvent::Mc(dimm0.clone())),
+        );
+        // Newer rasdaemon: a level word first; several errors.
+        check(
+            "mc_event: err 2024-01-10 08:40:46 +0100 3 Corrected errors: memory read error on CPU_SrcID#0_MC#0_Chan#0_DIMM#0 (mc: 0 location: 0:0:-1 address: 0x5e0f7f40 grain: 32)",
+            Want::Event(RasEvent::Mc(McEvent { count: 3, ..dimm0.clone() })),
+        );
+        // No label, no address, location of one layer; uncorrected.
+        check(
+            "mc_event: crit 2024-01-10 08:40:46 +0100 1 Uncorrected error: (mc: 2 location: 5 grain: 6)",
+            Want::Event(RasEvent::Mc(McEvent {
+                timestamp: ts("2024-01-10 08:40:46 +0100"),
+                count: 1,
+                err_type: "Uncorrected".into(),
+                msg: String::new(),
+                label: None,
+                mc: 2,
+                location: Some("5".into()),
+                address: None,
+            })),
+        );
+        // The kernel's own trace format (trace_pipe): no timestamp, `mc:0`.
+        check(
+            "mc_event: 1 Corrected error: memory scrubbing error on DIMM_B1 (mc:1 location:0:1:0 address:0x00001000 grain:6 syndrome:0x00000000 area:DRAM)",
+            Want::Event(RasEvent::Mc(McEvent {
+                timestamp: None,
+                count: 1,
+                err_type: "Corrected".into(),
+                msg: "memory scrubbing error".into(),
+                label: Some("DIMM_B1".into()),
+                mc: 1,
+                location: Some("0:1:0".into()),
+                address: Some(0x1000),
+            })),
+        );
+        check("mc_event: 2024-01-10 08:40:46 +0100 one Corrected error: x (mc: 0)", Want::Bad("COUNT TYPE"));
+        check("mc_event: 1 Corrected error: lost the controller", Want::Bad("(mc:"));
+        check("mc_event: 1 Corrected error: x (mc: zero)", Want::Bad("mc: N"));
+        check("mc_event: 1 Corrected error: x (mc: 0 address: 0xZZ)", Want::Bad("bad address"));
+    }
+
+    #[test]
+    fn aer_event_forms() {
+        let ev = |err_type: &str, msg: &str, timestamp: Option<String>| {
+            Want::Event(RasEvent::Aer(AerEvent {
+                timestamp,
+                device: "0000:3b:00.0".into(),
+                err_type: err_type.into(),
+                msg: msg.into(),
+            }))
+        };
+        check(
+            "aer_event:            2019-05-27 18:04:12 +0200 0000:3b:00.0 Receiver Error Corrected",
+            ev("Corrected", "Receiver Error", ts("2019-05-27 18:04:12 +0200")),
+        );
+        check(
+            "aer_event: crit 2019-05-27 18:04:12 +0200 0000:3b:00.0 (Ethernet controller: Mellanox Technologies MT28800 - vendor_id: 0x15b3 device_id: 0x1019) Completion Timeout TLP Header: 04000001 0000000f 3b000000 00000000 Uncorrected (Non-Fatal)",
+            ev(
+                "Uncorrected (Non-Fatal)",
+                "Completion Timeout TLP Header: 04000001 0000000f 3b000000 00000000",
+                ts("2019-05-27 18:04:12 +0200"),
+            ),
+        );
+        check(
+            "aer_event: emerg 2019-05-27 18:04:12 +0200 0000:3b:00.0 Malformed TLP Uncorrected (Fatal)",
+            ev("Uncorrected (Fatal)", "Malformed TLP", ts("2019-05-27 18:04:12 +0200")),
+        );
+        // Kernel trace format.
+        check(
+            "aer_event: 0000:3b:00.0 PCIe Bus Error: severity=Corrected, Receiver Error|Bad TLP, TLP Header=Not available",
+            ev("Corrected", "Receiver Error|Bad TLP", None),
+        );
+        check(
+            "aer_event: 0000:3b:00.0 PCIe Bus Error: severity=Uncorrected, non-fatal, Completion Timeout, TLP Header=Not available",
+            ev("Uncorrected (Non-Fatal)", "Completion Timeout", None),
+        );
+        check("aer_event: 2019-05-27 18:04:12 +0200 eth0 Receiver Error Corrected", Want::Bad("not a PCI address"));
+        check("aer_event: 0000:3b:00.0 Receiver Error Sort of bad", Want::Bad("no error type"));
+        check("aer_event: 0000:3b:00.0 PCIe Bus Error: severity=Meh, x", Want::Bad("unknown severity"));
+    }
+
+    #[test]
+    fn mce_record_intel_and_amd() {
+        let intel = "mce_record:          2020-06-01 10:00:00 +0000 bank=7, status= 8c00004000010091, Corrected error, no action required., mci=CECC, mca=MEMORY CONTROLLER RD_CHANNEL1_ERR Transaction: Memory read error, memory_channel=1,csrow=0, cpu_type= Intel Xeon v3 (Haswell) EP/EX, cpu= 0, socketid= 0, misc= 1460cc86, addr= 3d4a5f000, mcgstatus=0, mcgcap= 7000c16, apicid= 0";
+        let Some((_, Ok(RasEvent::Mce(m)))) = parse_line(intel) else {
+            panic!("{intel}")
+        };
+        assert_eq!((m.bank, m.bank_name.as_deref()), (7, None));
+        assert_eq!(m.error.as_deref(), Some("Corrected error"));
+        assert_eq!(m.field("status"), Some("8c00004000010091"));
+        assert_eq!((m.field("cpu"), m.field("socketid")), (Some("0"), Some("0")));
+        assert_eq!(m.timestamp.as_deref(), Some("2020-06-01 10:00:00 +0000"));
+        let amd = "mce_record: err 2021-02-08 11:24:51 +0100 Unified Memory Controller (bank=16), status= dc2040000000011b, Corrected error, no action required., mci=CECC, cpu_type= AMD Scalable MCA, cpu= 4, socketid= 0, addr= 3f5f2bd00, synd= 87028c0009400a07, ipid= 9600050f00, apicid= 4";
+        check(
+            amd,
+            Want::Event(match parse_line(amd) {
+                Some((_, Ok(ev))) => ev,
+                other => panic!("{other:?}"),
+            }),
+        );
+        let Some((_, Ok(RasEvent::Mce(m)))) = parse_line(amd) else {
+            panic!("{amd}")
+        };
+        assert_eq!((m.bank, m.bank_name.as_deref()), (16, Some("Unified Memory Controller")));
+        assert_eq!(m.field("cpu"), Some("4"));
+        check("mce_record: 2020-06-01 10:00:00 +0000 status= 0, cpu= 0", Want::Bad("no bank"));
+        check("mce_record: 2020-06-01 10:00:00 +0000 bank=seven, cpu= 0", Want::Bad("bad bank"));
+    }
+
+    #[test]
+    fn extlog_non_standard_and_arm() {
+        let generic = |severity: Option<&str>, text: &str| GenericEvent {
+            timestamp: ts("2026-11-20 13:00:00 +0000"),
+            severity: severity.map(str::to_string),
+            text: text.into(),
+        };
+        check(
+            "extlog_mem_event:    2026-11-20 13:00:00 +0000 1 corrected error: single-bit ECC, physical addr: 0x3f000, severity: corrected",
+            Want::Event(RasEvent::Extlog(generic(
+                Some("corrected"),
+                "1 corrected error: single-bit ECC, physical addr: 0x3f000, severity: corrected",
+            ))),
+        );
+        check(
+            "non_standard_event: 2026-11-20 13:00:00 +0000 sec_type: 2826cc9f-448c-4c2b-86b6-a95394b7ef33 severity: recoverable",
+            Want::Event(RasEvent::NonStandard(generic(
+                Some("recoverable"),
+                "sec_type: 2826cc9f-448c-4c2b-86b6-a95394b7ef33 severity: recoverable",
+            ))),
+        );
+        check(
+            "arm_event: 2026-11-20 13:00:00 +0000 error_count=1 affinity_level=2 mpidr=0x80000000",
+            Want::Event(RasEvent::Arm(generic(None, "error_count=1 affinity_level=2 mpidr=0x80000000"))),
+        );
+        check("extlog_mem_event: 2026-11-20 13:00:00 +0000", Want::Bad("empty body"));
+    }
+
+    #[test]
+    fn devlink_disk_and_memory_failure() {
+        check(
+            "devlink_health_report: err 2026-11-20 14:00:00 +0000 bus_name=pci dev_name=0000:3b:00.0 driver_name=mlx5_core reporter_name=tx: TX timeout on queue: 4, SQ: 0x1a8",
+            Want::Event(RasEvent::Devlink(DevlinkEvent {
+                timestamp: ts("2026-11-20 14:00:00 +0000"),
+                bus_name: "pci".into(),
+                dev_name: "0000:3b:00.0".into(),
+                driver_name: "mlx5_core".into(),
+                reporter_name: "tx".into(),
+                msg: "TX timeout on queue: 4, SQ: 0x1a8".into(),
+            })),
+        );
+        check("devlink_health_report: bus_name=pci driver_name=x", Want::Bad("dev_name="));
+        check(
+            "block_rq_error: 2026-11-20 15:00:00 +0000 8,0 R () 123456 + 8 I/O error [-5]",
+            Want::Event(RasEvent::DiskError(DiskErrorEvent {
+                timestamp: ts("2026-11-20 15:00:00 +0000"),
+                dev: "8:0".into(),
+                sector: 123_456,
+                nr_sector: 8,
+                error: Some("-5".into()),
+            })),
+        );
+        check(
+            "block_rq_complete: 259:1 WS () 42 + 16 error=-61",
+            Want::Event(RasEvent::DiskError(DiskErrorEvent {
+                timestamp: None,
+                dev: "259:1".into(),
+                sector: 42,
+                nr_sector: 16,
+                error: Some("-61".into()),
+            })),
+        );
+        check("block_rq_error: sda R 42 + 16", Want::Bad("MAJOR,MINOR"));
+        check("block_rq_error: 8,0 R 42 16", Want::Bad("SECTOR + NR"));
+        let mf = |page_type: &str, result: &str, timestamp| {
+            Want::Event(RasEvent::MemoryFailure(MemoryFailureEvent {
+                timestamp,
+                pfn: 0x12345,
+                page_type: page_type.into(),
+                action_result: result.into(),
+            }))
+        };
+        check(
+            "memory_failure_event: 2026-11-20 16:00:00 +0000 pfn 0x12345: recovery action for dirty LRU page: Recovered",
+            mf("dirty LRU page", "Recovered", ts("2026-11-20 16:00:00 +0000")),
+        );
+        check(
+            "memory_failure_event: pfn=0x12345 page_type=free buddy page action_result=Ignored",
+            mf("free buddy page", "Ignored", None),
+        );
+        check("memory_failure_event: pfn 12345 recovered", Want::Bad("bad pfn"));
+    }
+
+    #[test]
+    fn other_lines_are_not_events() {
+        check("rasdaemon: ras:mc_event event enabled", Want::Other);
+        check("rasdaemon: Recording aer_event events", Want::Other);
+        check("sshd[4242]: Accepted publickey for root", Want::Other);
+        check("", Want::Other);
+        // An event name inside a word is not an event.
+        check("xmc_event: 1 Corrected error: x (mc: 0)", Want::Other);
+    }
+
+    #[test]
+    fn parse_log_counts_and_skips() {
+        let text = "rasdaemon: start\n\
+                    mc_event: 1 Corrected error: x on A (mc: 0)\n\
+                    mc_event: garbage\n\
+                    aer_event: 0000:00:01.0 Receiver Error Corrected\n";
+        let p = parse_log(text);
+        assert_eq!(p.other, 1);
+        assert_eq!(p.events.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [2, 4]);
+        assert_eq!(p.malformed.len(), 1);
+        assert_eq!((p.malformed[0].line, p.malformed[0].event.as_str()), (3, "mc_event"));
+    }
+}
