@@ -82,6 +82,25 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Run the node daemon: poll sensors, evaluate rules, checkpoint processes at risk,
+    /// serve Prometheus metrics.
+    ///
+    /// Reads the configuration file (`[agent]` settings and the `[[rule]]`s), polls every
+    /// sensor source the node has, and when a rule fires carries out its actions
+    /// (checkpoint, drain, exec, log). Reloads the file on SIGHUP or when it changes; a
+    /// bad file is rejected and the running rules stay. Logs go to stderr; set
+    /// LIFEBOAT_LOG=debug for more.
+    ///
+    /// Endpoints (default 127.0.0.1:9847):
+    ///   GET  /metrics               Prometheus / OpenMetrics
+    ///   GET  /health                liveness
+    ///   GET  /api/v1/status         sources, rules, recent events
+    ///   GET  /api/v1/checkpoints    images in the store
+    ///   POST /api/v1/checkpoint     {"pid": N} with Authorization: Bearer TOKEN
+    ///
+    /// Example: lifeboat agent --config /etc/lifeboat/lifeboat.toml
+    #[command(verbatim_doc_comment)]
+    Agent(crate::daemon::AgentArgs),
     /// Show every fault-precursor reading this node offers, and which sources are absent.
     Sensors(crate::sensors_cmd::SensorsArgs),
     /// Check trigger rules, and backtest them on recorded traces.

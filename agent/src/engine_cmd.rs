@@ -20,6 +20,7 @@ pub fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Inspect { json, file } => inspect(&file, json),
         Command::Check { json } => check(json),
         Command::Demo { dir } => crate::demo::run(dir),
+        Command::Agent(args) => crate::daemon::run(&args),
         Command::Sensors(args) => crate::sensors_cmd::run(&args),
         Command::Rules(cmd) => crate::rules_cmd::run(cmd),
     }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod daemon;
 mod demo;
 mod engine_cmd;
 mod rules_cmd;

@@ -1,0 +1,258 @@
+//! Carrying out what a firing rule asks: checkpoint processes (on dedicated threads, a
+//! bounded number at once, never the same process twice at a time), drain the node,
+//! run a command, log. Every outcome is logged with structured fields and counted;
+//! a failed action never stops the agent.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+use lifeboat_engine::{After, CheckpointOptions};
+use lifeboat_triggers::ProcessInfo;
+use serde::Serialize;
+use tokio::sync::{Semaphore, oneshot};
+
+use super::metrics::{Metrics, label};
+use super::procs;
+use super::store::{Entry, Store};
+
+/// How long a drain or exec command may run before it is killed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs checkpoints for the agent.
+#[derive(Debug)]
+pub struct Checkpointer {
+    permits: Semaphore,
+    running: Mutex<HashSet<i32>>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    compress: bool,
+}
+
+/// What a checkpoint request came to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The process.
+    pub pid: i32,
+    /// `ok`, `failed` or `skipped`.
+    pub result: &'static str,
+    /// The image, when written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Image bytes.
+    pub bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Why it failed or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Checkpointer {
+    /// A checkpointer writing into `store`.
+    pub fn new(store: Store, max_concurrent: usize, compress: bool, metrics: Arc<Metrics>) -> Self {
+        let c = Checkpointer {
+            permits: Semaphore::new(max_concurrent.max(1)),
+            running: Mutex::new(HashSet::new()),
+            store,
+            metrics,
+            compress,
+        };
+        c.update_store_metrics();
+        c
+    }
+
+    /// The store images go to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Checkpoint one process, then apply `after`. `reason` is the rule (or `api`).
+    pub async fn checkpoint(
+        self: &Arc<Self>,
+        proc: ProcessInfo,
+        job: Option<String>,
+        after: After,
+        reason: String,
+    ) -> Outcome {
+        let pid = proc.pid;
+        if !self.lock_running().insert(pid) {
+            tracing::info!(pid, reason = %reason, "checkpoint already running for this process; not starting another");
+            return self.count(Outcome::skipped(
+                pid,
+                "a checkpoint of this process is already running",
+            ));
+        }
+        let outcome = match self.permits.acquire().await {
+            Ok(_permit) => match self.run_one(&proc, job, after, &reason).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(pid, comm = %proc.comm, reason = %reason, error = %format!("{e:#}"), "checkpoint failed; the process keeps running");
+                    Outcome {
+                        pid,
+                        result: "failed",
+                        path: None,
+                        bytes: 0,
+                        seconds: 0.0,
+                        error: Some(format!("{e:#}")),
+                    }
+                }
+            },
+            Err(_) => Outcome::skipped(pid, "the agent is shutting down"),
+        };
+        self.lock_running().remove(&pid);
+        self.count(outcome)
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, o: Outcome) -> Outcome {
+        self.metrics
+            .checkpoints
+            .get_or_create(&label("result", o.result))
+            .inc();
+        o
+    }
+
+    async fn run_one(
+        &self,
+        proc: &ProcessInfo,
+        job: Option<String>,
+        after: After,
+        reason: &str,
+    ) -> Result<Outcome> {
+        let pid = proc.pid;
+        let now = SystemTime::now();
+        let path =
+            self.store
+                .prepare(pid, &proc.comm, job.as_deref(), now, procs::rss_bytes(pid))?;
+        tracing::info!(pid, comm = %proc.comm, job = job.as_deref().unwrap_or(""), reason, path = %path.display(), "checkpoint started");
+        let opts = CheckpointOptions {
+            after,
+            compress: self.compress,
+        };
+        // ptrace belongs to the thread that attached: the whole checkpoint runs on one
+        // dedicated thread, never on the async runtime.
+        let (tx, rx) = oneshot::channel();
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name(format!("checkpoint-{pid}"))
+            .spawn(move || {
+                let started = Instant::now();
+                let r = lifeboat_engine::checkpoint(pid, &thread_path, &opts, &mut |_| {});
+                let _ = tx.send((r, started.elapsed()));
+            })
+            .context("cannot start a checkpoint thread")?;
+        let (result, elapsed) = rx
+            .await
+            .map_err(|_| anyhow!("the checkpoint thread died"))?;
+        let report =
+            result.with_context(|| format!("checkpoint of PID {pid} (`{}`)", proc.comm))?;
+        self.metrics
+            .checkpoint_duration
+            .observe(elapsed.as_secs_f64());
+        self.metrics
+            .checkpoint_frozen
+            .observe(report.frozen.as_secs_f64());
+        self.metrics.checkpoint_bytes.inc_by(report.bytes);
+        let entry = Entry {
+            time: humantime::format_rfc3339_millis(now).to_string(),
+            pid,
+            comm: proc.comm.clone(),
+            job,
+            reason: reason.to_owned(),
+            path: report.path.clone(),
+            bytes: report.bytes,
+            seconds: elapsed.as_secs_f64(),
+        };
+        let removed = self.store.commit(entry)?;
+        for old in &removed {
+            tracing::info!(path = %old.display(), "old image removed by retention");
+        }
+        self.update_store_metrics();
+        tracing::info!(
+            pid,
+            comm = %proc.comm,
+            reason,
+            path = %report.path.display(),
+            bytes = report.bytes,
+            seconds = elapsed.as_secs_f64(),
+            frozen_seconds = report.frozen.as_secs_f64(),
+            after = ?after,
+            "checkpoint written"
+        );
+        Ok(Outcome {
+            pid,
+            result: "ok",
+            path: Some(report.path),
+            bytes: report.bytes,
+            seconds: elapsed.as_secs_f64(),
+            error: None,
+        })
+    }
+
+    fn update_store_metrics(&self) {
+        if let Ok((bytes, n)) = self.store.usage() {
+            self.metrics
+                .store_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            self.metrics
+                .store_images
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Wait until running checkpoints are done (at shutdown), at most `limit`.
+    pub async fn drain_running(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.lock_running().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Outcome {
+    fn skipped(pid: i32, why: &str) -> Outcome {
+        Outcome {
+            pid,
+            result: "skipped",
+            path: None,
+            bytes: 0,
+            seconds: 0.0,
+            error: Some(why.to_owned()),
+        }
+    }
+}
+
+/// Run a drain or exec command with a timeout; `Err` carries its stderr.
+pub async fn run_command(argv: &[String], env: &[(String, String)]) -> Result<()> {
+    let (prog, args) = argv.split_first().context("the command is empty")?;
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "`{}` did not finish within {COMMAND_TIMEOUT:?}",
+                argv.join(" ")
+            )
+        })?
+        .with_context(|| format!("cannot run `{prog}`"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "`{}` failed ({}): {}",
+            argv.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

@@ -1,0 +1,145 @@
+//! The agent's HTTP face: `/metrics` for Prometheus, and a small API beside it.
+//!
+//! - `GET /metrics`: OpenMetrics text.
+//! - `GET /health`: `ok` while the agent runs.
+//! - `GET /api/v1/status`: sources found, rules loaded, recent events (JSON).
+//! - `GET /api/v1/checkpoints`: the images in this node's store (JSON).
+//! - `POST /api/v1/checkpoint` with `{"pid": N, "after": "run"|"stop"|"kill"}` and
+//!   `Authorization: Bearer TOKEN` (the token from the config file): checkpoint a
+//!   process now; answers when the image is written. Disabled without a token.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use lifeboat_engine::After;
+use serde::Deserialize;
+
+use super::Shared;
+
+/// The router over the agent's shared state.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/checkpoints", get(checkpoints))
+        .route("/api/v1/checkpoint", post(checkpoint))
+        .with_state(shared)
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let body = s.metrics.encode();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Response {
+    Json(s.status_doc()).into_response()
+}
+
+async fn checkpoints(State(s): State<Arc<Shared>>) -> Response {
+    match s.checkpointer.store().entries() {
+        Ok(entries) => Json(entries).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+    }
+}
+
+/// Body of `POST /api/v1/checkpoint`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    pid: i32,
+    #[serde(default)]
+    after: AfterArg,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AfterArg {
+    #[default]
+    Run,
+    Stop,
+    Kill,
+}
+
+async fn checkpoint(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Json<Request>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Some(token) = s.token() else {
+        return (
+            StatusCode::FORBIDDEN,
+            "checkpoint requests are disabled: set token or token_file in [agent]\n",
+        )
+            .into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong bearer token\n",
+        )
+            .into_response();
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let Some(proc) = super::procs::read(req.pid) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no process {} that can be checkpointed\n", req.pid),
+        )
+            .into_response();
+    };
+    let after = match req.after {
+        AfterArg::Run => After::Run,
+        AfterArg::Stop => After::Stop,
+        AfterArg::Kill => After::Kill,
+    };
+    let job = s.job_of(&proc);
+    tracing::info!(pid = req.pid, "checkpoint requested through the API");
+    let outcome = s
+        .checkpointer
+        .checkpoint(proc, job, after, "api".into())
+        .await;
+    let code = match outcome.result {
+        "ok" => StatusCode::OK,
+        "skipped" => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, Json(outcome)).into_response()
+}
+
+/// Compare secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}
