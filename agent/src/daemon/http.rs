@@ -32,16 +32,33 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format
+/// for everyone else.
+async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let body = s.metrics.encode();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            super::metrics::to_classic_text(&body),
+        )
+            .into_response()
+    }
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {

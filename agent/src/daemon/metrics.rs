@@ -109,6 +109,44 @@ impl Metrics {
     }
 }
 
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, for clients
+/// that do not ask for OpenMetrics (promtool, curl, older scrapers). The two differ only
+/// in a few places (OpenMetrics 1.0 spec, "Overall structure"; Prometheus "Exposition
+/// formats"): a counter's family is named with its `_total` suffix, `info` becomes a
+/// gauge named `_info`, and there are no `# UNIT` or `# EOF` lines.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // Emitted with the TYPE line, once the family's classic name is known.
+            help = Some(rest);
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_owned(), kind),
+                _ => (name.to_owned(), "untyped"),
+            };
+            if let Some(h) = help.take() {
+                let text = h.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -326,6 +364,16 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+        let classic = to_classic_text(&text);
+        assert!(
+            classic.contains("# TYPE lifeboat_edac_dimm_ce_count_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE lifeboat_build_info gauge\n"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# EOF"));
     }
 
     #[test]
