@@ -190,6 +190,12 @@ impl Db {
         }))
     }
 
+    /// The last row id counted in `table`.
+    #[cfg(test)]
+    pub(crate) fn last_id(&self, table: &str) -> Option<i64> {
+        self.last_id.get(table).copied()
+    }
+
     /// The file this reader has open.
     pub(crate) fn path(&self) -> &Path {
         &self.path

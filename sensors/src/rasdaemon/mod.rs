@@ -240,3 +240,144 @@ fn severity(e: &log::GenericEvent) -> Vec<(&'static str, String)> {
         .map(|s| ("severity", s.to_ascii_lowercase()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    fn temp_root(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lifeboat-ras-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// (name, labels as k=v joined by ',', value) of every reading, for comparing.
+    fn summary(scan: &Scan) -> Vec<String> {
+        scan.readings
+            .iter()
+            .map(|r| {
+                let l: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{}{{{}}} {}", r.name, l.join(","), r.value)
+            })
+            .collect()
+    }
+
+    fn create_db(path: &Path) -> Connection {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let db = Connection::open(path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE mc_event (id INTEGER PRIMARY KEY, timestamp TEXT, err_count INTEGER, err_type TEXT, err_msg TEXT, label TEXT, mc INTEGER, top_layer INTEGER, middle_layer INTEGER, lower_layer INTEGER, address INTEGER, grain INTEGER, syndrome INTEGER, driver_detail TEXT);
+             CREATE TABLE aer_event (id INTEGER PRIMARY KEY, timestamp TEXT, dev_name TEXT, err_type TEXT, err_msg TEXT);",
+        )
+        .unwrap();
+        db
+    }
+
+    fn add_mc(db: &Connection, count: i64, ty: &str, label: &str) {
+        db.execute(
+            "INSERT INTO mc_event (timestamp, err_count, err_type, err_msg, label, mc) VALUES ('t', ?1, ?2, 'memory read error', ?3, 0)",
+            rusqlite::params![count, ty, label],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn database_is_read_incrementally_with_cumulative_counts() {
+        let dir = temp_root("db");
+        let root = Root::new(&dir);
+        let path = RasdaemonSensor::db_path(&root);
+        let mut sensor = RasdaemonSensor::new();
+        assert!(!sensor.read(&root).present, "no database yet: absent");
+
+        let db = create_db(&path);
+        let scan = sensor.read(&root);
+        assert!(scan.present && scan.readings.is_empty() && scan.errors.is_empty(), "{scan:?}");
+
+        add_mc(&db, 1, "Corrected", "DIMM_A1");
+        add_mc(&db, 2, "Corrected", "DIMM_A1");
+        let scan = sensor.read(&root);
+        assert_eq!(
+            summary(&scan),
+            [
+                "mc_errors{dimm_label=DIMM_A1,err_type=Corrected} 3",
+                "mc_events{dimm_label=DIMM_A1,err_type=Corrected} 2",
+            ]
+        );
+        assert_eq!(sensor.db.as_ref().unwrap().last_id("mc_event"), Some(2));
+
+        add_mc(&db, 1, "Uncorrected", "");
+        let scan = sensor.read(&root);
+        assert_eq!(
+            summary(&scan),
+            [
+                "mc_errors{dimm_label=DIMM_A1,err_type=Corrected} 3",
+                "mc_errors{err_type=Uncorrected} 1",
+                "mc_events{dimm_label=DIMM_A1,err_type=Corrected} 2",
+                "mc_events{err_type=Uncorrected} 1",
+            ]
+        );
+        assert_eq!(sensor.db.as_ref().unwrap().last_id("mc_event"), Some(3));
+
+        // A new database file (rasdaemon reinstalled, file replaced): counts start over.
+        drop(db);
+        std::fs::remove_file(&path).unwrap();
+        let db = create_db(&path);
+        add_mc(&db, 5, "Corrected", "DIMM_B1");
+        let scan = sensor.read(&root);
+        assert_eq!(
+            summary(&scan),
+            [
+                "mc_errors{dimm_label=DIMM_B1,err_type=Corrected} 5",
+                "mc_events{dimm_label=DIMM_B1,err_type=Corrected} 1",
+            ]
+        );
+
+        // A database that is not one: a counted error naming the path, not a panic.
+        drop(db);
+        std::fs::write(&path, b"this is not sqlite").unwrap();
+        let scan = sensor.read(&root);
+        assert!(scan.present);
+        assert!(!scan.errors.is_empty(), "{scan:?}");
+        assert!(scan.errors.iter().all(|e| e.path() == path), "{:?}", scan.errors);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_is_read_incrementally_by_whole_lines_and_restarts_when_rotated() {
+        let dir = temp_root("log");
+        let root = Root::new(&dir);
+        let mut sensor = RasdaemonSensor::new();
+        let path = sensor.log_path(&root);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let line = "mc_event: 2024-01-10 08:40:46 +0100 1 Corrected error: x on A1 (mc: 0)\n";
+        std::fs::write(&path, line.repeat(2)).unwrap();
+        let scan = sensor.read(&root);
+        assert_eq!(
+            summary(&scan),
+            [
+                "mc_errors{dimm_label=A1,err_type=Corrected} 2",
+                "mc_events{dimm_label=A1,err_type=Corrected} 2",
+                "log_malformed_lines{} 0",
+            ]
+        );
+        // Half a line is left for the next poll; a malformed line is counted.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"mc_event: bogus\nmc_event: 1 Corrected err").unwrap();
+        let scan = sensor.read(&root);
+        assert_eq!(scan.readings[0].value, 2.0);
+        assert_eq!(scan.readings[2].value, 1.0, "{scan:?}");
+        assert_eq!(scan.errors.len(), 1);
+        assert!(matches!(&scan.errors[0], SensorError::LogLine { line: 3, .. }), "{:?}", scan.errors);
+        f.write_all(b"or: y on A1 (mc: 0)\n").unwrap();
+        let scan = sensor.read(&root);
+        assert_eq!(scan.readings[0].value, 3.0, "{scan:?}");
+        // Rotated: the file is shorter than what was read; count it from the start.
+        std::fs::write(&path, line).unwrap();
+        let scan = sensor.read(&root);
+        assert_eq!(scan.readings[0].value, 1.0, "{scan:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
