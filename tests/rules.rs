@@ -39,8 +39,9 @@ fn text(b: &[u8]) -> String {
 fn golden(name: &str, actual: &str) {
     let path = repo().join("tests/golden/rules").join(name);
     if bless() {
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, actual).unwrap();
+        let dir = path.parent().expect("golden files live in a directory");
+        fs::create_dir_all(dir).expect("create golden directory");
+        fs::write(&path, actual).expect("write golden file");
         return;
     }
     let want = fs::read_to_string(&path).unwrap_or_default();
@@ -158,7 +159,10 @@ impl Node {
             out.push(mc("mc_ce_count", self.dimm_ce.iter().sum()));
             out.push(mc("mc_ue_count", self.dimm_ue.iter().sum()));
             for (i, (dimm, label)) in DIMMS.iter().enumerate() {
-                for (name, v) in [("dimm_ce_count", self.dimm_ce[i]), ("dimm_ue_count", self.dimm_ue[i])] {
+                for (name, v) in [
+                    ("dimm_ce_count", self.dimm_ce[i]),
+                    ("dimm_ue_count", self.dimm_ue[i]),
+                ] {
                     out.push(
                         Reading::counter(Source::Edac, name, v)
                             .label("controller", "0")
@@ -179,9 +183,17 @@ impl Node {
             out.push(ib("link_downed", self.link_downed, true));
             out.push(ib("link_error_recovery", self.link_error_recovery, true));
             out.push(ib("port_state", self.port_state, false));
-            out.push(Reading::counter(Source::Netdev, "rx_crc_errors", self.rx_crc).label("device", "eno1"));
-            for (name, v) in [("aer_fatal_errors", self.aer_fatal), ("aer_nonfatal_errors", self.aer_nonfatal)] {
-                out.push(Reading::counter(Source::PcieAer, name, v).label("device", "0000:3b:00.0"));
+            out.push(
+                Reading::counter(Source::Netdev, "rx_crc_errors", self.rx_crc)
+                    .label("device", "eno1"),
+            );
+            for (name, v) in [
+                ("aer_fatal_errors", self.aer_fatal),
+                ("aer_nonfatal_errors", self.aer_nonfatal),
+            ] {
+                out.push(
+                    Reading::counter(Source::PcieAer, name, v).label("device", "0000:3b:00.0"),
+                );
             }
         }
         out
@@ -215,7 +227,11 @@ struct Scenario {
 
 /// Runs `node` for `duration` seconds at a 10 s tick, calling `script(node, s)` first at
 /// each tick.
-fn simulate(mut node: Node, duration: f64, mut script: impl FnMut(&mut Node, f64)) -> Vec<TracePoint> {
+fn simulate(
+    mut node: Node,
+    duration: f64,
+    mut script: impl FnMut(&mut Node, f64),
+) -> Vec<TracePoint> {
     let mut points = Vec::new();
     let mut s = 0.0;
     while s <= duration {
@@ -354,24 +370,32 @@ fn healthy_noise() -> Scenario {
 }
 
 fn scenarios() -> Vec<Scenario> {
-    vec![ce_burst_to_ue(), thermal_runaway(), link_flapping(), healthy_noise()]
+    vec![
+        ce_burst_to_ue(),
+        thermal_runaway(),
+        link_flapping(),
+        healthy_noise(),
+    ]
 }
 
 fn jsonl(points: &[TracePoint]) -> String {
     let mut s = String::new();
     for p in points {
-        s.push_str(&serde_json::to_string(p).unwrap());
+        s.push_str(&serde_json::to_string(p).expect("trace points serialize"));
         s.push('\n');
     }
     s
 }
 
 fn trace_path(name: &str) -> PathBuf {
-    repo().join("tests/fixtures/traces").join(format!("{name}.jsonl"))
+    repo()
+        .join("tests/fixtures/traces")
+        .join(format!("{name}.jsonl"))
 }
 
 fn default_rules() -> Config {
-    let text = fs::read_to_string(repo().join("config/lifeboat.toml")).unwrap();
+    let text =
+        fs::read_to_string(repo().join("config/lifeboat.toml")).expect("read config/lifeboat.toml");
     Config::from_str(&text, "config/lifeboat.toml").unwrap_or_else(|d| panic!("{d}"))
 }
 
@@ -401,7 +425,11 @@ fn traces_are_up_to_date() {
 const MUST_WARN: [(&str, &[&str]); 3] = [
     (
         "ce-burst-to-ue",
-        &["memory-ce-nhc-rate", "memory-ce-rasdaemon-threshold", "memory-ce-burst"],
+        &[
+            "memory-ce-nhc-rate",
+            "memory-ce-rasdaemon-threshold",
+            "memory-ce-burst",
+        ],
     ),
     ("thermal-runaway", &["cpu-overheat", "hwmon-critical-alarm"]),
     ("link-flapping", &["ib-symbol-errors", "ib-link-flapping"]),
@@ -489,12 +517,18 @@ fn rules_test_fails_when_expectations_differ() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("FAILED: the replay differs from the expectations"), "{err}");
+    assert!(
+        err.contains("FAILED: the replay differs from the expectations"),
+        "{err}"
+    );
     assert!(
         err.contains("rule memory-uncorrected:\n  expected: firing at 2025-11-25T10:00:00Z\n  got:      firing at 2025-11-25T10:55:00Z"),
         "{err}"
     );
-    assert!(err.contains("rule memory-ce-burst:\n  expected: (nothing)"), "{err}");
+    assert!(
+        err.contains("rule memory-ce-burst:\n  expected: (nothing)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -549,19 +583,32 @@ fn rules_check_prints_warnings_and_still_succeeds() {
     let out = lifeboat(&["rules", "check", file]);
     assert!(out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains(&format!("{file}:7:7: warning: `for` of 20s")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:7:7: warning: `for` of 20s")),
+        "{err}"
+    );
     assert!(text(&out.stdout).contains("OK: 1 rules (0 errors, 2 warnings)"));
 }
 
 #[test]
 fn rules_check_json_lists_errors_with_positions() {
-    let out = lifeboat(&["rules", "check", "--json", "tests/fixtures/rules/bad/unknown-field.toml"]);
+    let out = lifeboat(&[
+        "rules",
+        "check",
+        "--json",
+        "tests/fixtures/rules/bad/unknown-field.toml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["errors"][0]["line"], 4);
     assert_eq!(v["errors"][0]["col"], 51);
-    assert!(v["errors"][0]["message"].as_str().unwrap().starts_with("unknown field `treshold`"));
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown field `treshold`")
+    );
 }
 
 #[test]
@@ -569,5 +616,8 @@ fn rules_check_of_a_missing_file_names_it() {
     let out = lifeboat(&["rules", "check", "tests/fixtures/rules/no-such-file.toml"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("cannot read rules file tests/fixtures/rules/no-such-file.toml"), "{err}");
+    assert!(
+        err.contains("cannot read rules file tests/fixtures/rules/no-such-file.toml"),
+        "{err}"
+    );
 }

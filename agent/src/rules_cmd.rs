@@ -116,7 +116,13 @@ fn check(file: &Path, json: bool) -> Result<ExitCode> {
                 diags.summary()
             )?;
             for rule in &config.rules {
-                writeln!(out, "  {} ({}): {}", rule.name, rule.severity, describe(&rule.when))?;
+                writeln!(
+                    out,
+                    "  {} ({}): {}",
+                    rule.name,
+                    rule.severity,
+                    describe(&rule.when)
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -301,7 +307,12 @@ fn print_timeline(
                 writeln!(out, "      ... and {} more series", e.matches.len() - 3)?;
             }
         } else {
-            writeln!(out, "      fired at {} ({})", fmt_time(e.since), fmt_offset(e.since - start))?;
+            writeln!(
+                out,
+                "      fired at {} ({})",
+                fmt_time(e.since),
+                fmt_offset(e.since - start)
+            )?;
         }
         for a in &e.actions {
             writeln!(out, "      would {}", action_text(a, config))?;

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diag::{Diagnostics, Sink, did_you_mean};
-use crate::eval::{Event, EventKind, Evaluator, fmt_time};
+use crate::eval::{Evaluator, Event, EventKind, fmt_time};
 use crate::model::Config;
 use crate::parse::{de, parse_document};
 
@@ -120,7 +120,10 @@ impl fmt::Display for Mismatch {
             if v.is_empty() {
                 "(nothing)".to_owned()
             } else {
-                v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                v.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         };
         write!(
@@ -161,8 +164,12 @@ impl Expectations {
             }
         }
         for rule in rules {
-            let expected: Vec<Expected> =
-                self.events.iter().filter(|e| e.rule == rule).cloned().collect();
+            let expected: Vec<Expected> = self
+                .events
+                .iter()
+                .filter(|e| e.rule == rule)
+                .cloned()
+                .collect();
             let with_pending = expected.iter().any(|e| e.kind == EventKind::Pending);
             let got: Vec<Expected> = events
                 .iter()

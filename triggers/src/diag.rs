@@ -280,13 +280,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -317,19 +319,29 @@ mod tests {
             9..17,
             "f.toml:2:1: error: bad\n  |\n2 | treshold = 3\n  | ^^^^^^^^",
         );
-        check("é = 1", 2..3, "f.toml:1:2: error: bad\n  |\n1 | é = 1\n  |  ^");
+        check(
+            "é = 1",
+            2..3,
+            "f.toml:1:2: error: bad\n  |\n1 | é = 1\n  |  ^",
+        );
         check("", 5..9, "f.toml:1:1: error: bad\n  |\n1 | \n  | ^");
     }
 
     #[test]
     fn suggests_close_words_only() {
-        assert_eq!(did_you_mean("treshold", ["threshold", "above"]), Some("threshold"));
+        assert_eq!(
+            did_you_mean("treshold", ["threshold", "above"]),
+            Some("threshold")
+        );
         assert_eq!(did_you_mean("edca", ["edac", "hwmon"]), Some("edac"));
         assert_eq!(did_you_mean("banana", ["edac", "hwmon"]), None);
         assert_eq!(
             unknown_field_hint("unknown field `intervall`, expected one of `interval`, `edac`"),
             Some("did you mean `interval`?".to_owned())
         );
-        assert_eq!(unknown_field_hint("unknown field `zzz`, expected `command`"), None);
+        assert_eq!(
+            unknown_field_hint("unknown field `zzz`, expected `command`"),
+            None
+        );
     }
 }

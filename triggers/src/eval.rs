@@ -82,7 +82,13 @@ impl fmt::Display for Match {
         if self.measure != "value" {
             write!(f, " {}", self.measure)?;
         }
-        write!(f, " = {} ({} {})", fmt_num(self.value), self.op, fmt_num(self.threshold))
+        write!(
+            f,
+            " = {} ({} {})",
+            fmt_num(self.value),
+            self.op,
+            fmt_num(self.threshold)
+        )
     }
 }
 
@@ -129,11 +135,17 @@ impl Event {
         let mut env = vec![
             ("LIFEBOAT_RULE".to_owned(), self.rule.clone()),
             ("LIFEBOAT_EVENT".to_owned(), self.kind.as_str().to_owned()),
-            ("LIFEBOAT_SEVERITY".to_owned(), self.severity.as_str().to_owned()),
+            (
+                "LIFEBOAT_SEVERITY".to_owned(),
+                self.severity.as_str().to_owned(),
+            ),
             ("LIFEBOAT_TIME".to_owned(), fmt_time(self.t)),
             ("LIFEBOAT_TIMESTAMP".to_owned(), format!("{:.3}", self.t)),
             ("LIFEBOAT_SUMMARY".to_owned(), self.summary.clone()),
-            ("LIFEBOAT_MATCHES".to_owned(), self.matches.len().to_string()),
+            (
+                "LIFEBOAT_MATCHES".to_owned(),
+                self.matches.len().to_string(),
+            ),
         ];
         if let Some(m) = self.matches.first() {
             env.push(("LIFEBOAT_SERIES".to_owned(), m.series.to_string()));
@@ -162,7 +174,7 @@ impl Event {
 
 /// `t` (seconds since the epoch) as RFC 3339 UTC, to the second.
 pub fn fmt_time(t: f64) -> String {
-    if !t.is_finite() || t < 0.0 || t > 253_402_300_799.0 {
+    if !(0.0..=253_402_300_799.0).contains(&t) {
         return format!("{t}");
     }
     let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t);
@@ -321,7 +333,14 @@ impl RuleState {
         let (next, kind, since) = match self.phase {
             Phase::Inactive if holds => {
                 if rule.for_duration.is_zero() {
-                    (Phase::Firing { since: t, fired_at: t }, Some(EventKind::Firing), t)
+                    (
+                        Phase::Firing {
+                            since: t,
+                            fired_at: t,
+                        },
+                        Some(EventKind::Firing),
+                        t,
+                    )
                 } else {
                     (Phase::Pending { since: t }, Some(EventKind::Pending), t)
                 }
@@ -330,7 +349,11 @@ impl RuleState {
             Phase::Pending { .. } if !holds => (Phase::Inactive, None, t),
             Phase::Pending { since } => {
                 if t - since >= rule.for_duration.as_secs_f64() {
-                    (Phase::Firing { since, fired_at: t }, Some(EventKind::Firing), since)
+                    (
+                        Phase::Firing { since, fired_at: t },
+                        Some(EventKind::Firing),
+                        since,
+                    )
                 } else {
                     (self.phase, None, since)
                 }
@@ -344,7 +367,11 @@ impl RuleState {
         };
         self.phase = next;
         let kind = kind?;
-        let matches = if holds { matches } else { self.last_matches.clone() };
+        let matches = if holds {
+            matches
+        } else {
+            self.last_matches.clone()
+        };
         let summary = summary(rule, kind, &matches);
         let actions = if kind == EventKind::Firing {
             rule.actions.clone()
@@ -376,10 +403,7 @@ fn summary(rule: &Rule, kind: EventKind, matches: &[Match]) -> String {
 }
 
 /// Walks the condition tree, consuming one check result per leaf (depth first).
-fn combine(
-    c: &Condition,
-    results: &mut impl Iterator<Item = Vec<Match>>,
-) -> (bool, Vec<Match>) {
+fn combine(c: &Condition, results: &mut impl Iterator<Item = Vec<Match>>) -> (bool, Vec<Match>) {
     match c {
         Condition::Check(_) => {
             let m = results.next().unwrap_or_default();

@@ -157,12 +157,7 @@ pub fn info(source: Source) -> SourceInfo {
         Source::Infiniband => (INFINIBAND, &["hw_"], false, &["device", "port"]),
         Source::Netdev => (NETDEV, &[], false, &["device"]),
         Source::PcieAer => (PCIE_AER, &[], false, &["device", "error"]),
-        Source::Rasdaemon => (
-            RASDAEMON,
-            &[],
-            true,
-            &["err_type", "dimm_label", "device"],
-        ),
+        Source::Rasdaemon => (RASDAEMON, &[], true, &["err_type", "dimm_label", "device"]),
         Source::LmSensors => (&[], &[], true, &[]),
         Source::Host => (HOST, &[], false, &[]),
     };
@@ -216,10 +211,16 @@ mod tests {
             names.dedup();
             assert_eq!(before, names.len(), "duplicate name in {s}");
         }
-        assert_eq!(info(Source::Edac).kind_of("dimm_ce_count"), Some(Kind::Counter));
+        assert_eq!(
+            info(Source::Edac).kind_of("dimm_ce_count"),
+            Some(Kind::Counter)
+        );
         assert!(info(Source::Infiniband).accepts("hw_rx_icrc_encapsulated"));
         assert!(info(Source::Rasdaemon).accepts("devlink_events"));
         assert!(!info(Source::Edac).accepts("temp_celsius"));
-        assert_eq!(sources_of("temp_celsius", Source::Edac), vec![Source::Hwmon]);
+        assert_eq!(
+            sources_of("temp_celsius", Source::Edac),
+            vec![Source::Hwmon]
+        );
     }
 }

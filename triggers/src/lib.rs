@@ -71,7 +71,7 @@ mod parse;
 pub mod target;
 
 pub use diag::{Diagnostic, Diagnostics, Level};
-pub use eval::{Event, EventKind, Evaluator, Match, ReloadReport, RulePhase, fmt_time};
+pub use eval::{Evaluator, Event, EventKind, Match, ReloadReport, RulePhase, fmt_time};
 pub use model::{
     Action, AfterAction, Check, Comparison, Condition, Config, DrainConfig, Measure, Poll, Rule,
     Selector, Severity,

@@ -344,7 +344,7 @@ pub enum Action {
     /// Checkpoint every process the target selects, then continue, stop or kill them.
     Checkpoint {
         /// Which processes.
-        target: Target,
+        target: Box<Target>,
         /// What happens to them afterwards.
         after: AfterAction,
     },

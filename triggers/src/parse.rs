@@ -159,7 +159,10 @@ impl Config {
 }
 
 /// Deserializes one spanned TOML value into `T`, reporting a shape error.
-pub(crate) fn de<T: DeserializeOwned>(sink: &mut Sink<'_>, value: &Spanned<DeValue<'_>>) -> Option<T> {
+pub(crate) fn de<T: DeserializeOwned>(
+    sink: &mut Sink<'_>,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<T> {
     match T::deserialize(ValueDeserializer::from(value.clone())) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -170,10 +173,7 @@ pub(crate) fn de<T: DeserializeOwned>(sink: &mut Sink<'_>, value: &Spanned<DeVal
 }
 
 /// Parses the document; reports syntax errors and unknown top-level keys.
-pub(crate) fn parse_document<'t>(
-    sink: &mut Sink<'t>,
-    allowed: &[&str],
-) -> Option<DeTable<'t>> {
+pub(crate) fn parse_document<'t>(sink: &mut Sink<'t>, allowed: &[&str]) -> Option<DeTable<'t>> {
     let (root, errors) = DeTable::parse_recoverable(sink.text);
     if !errors.is_empty() {
         for e in &errors {
@@ -462,7 +462,10 @@ fn validate_condition(
         let Some(list) = list else { continue };
         if list.get_ref().is_empty() {
             let which = if is_any { "any" } else { "all" };
-            sink.error(list.span(), format!("`{which}` needs at least one condition"));
+            sink.error(
+                list.span(),
+                format!("`{which}` needs at least one condition"),
+            );
             return None;
         }
         let children: Vec<Option<Condition>> = list
@@ -520,7 +523,10 @@ fn validate_check(
             .map(|s| format!("`{s}`"))
             .collect::<Vec<_>>()
             .join(", ");
-        let msg = format!("unknown source `{}`, expected one of {list}", source_s.get_ref());
+        let msg = format!(
+            "unknown source `{}`, expected one of {list}",
+            source_s.get_ref()
+        );
         match did_you_mean(source_s.get_ref(), Source::ALL.iter().map(|s| s.as_str())) {
             Some(s) => sink.error_help(source_s.span(), msg, format!("did you mean `{s}`?")),
             None => sink.error(source_s.span(), msg),
@@ -622,7 +628,10 @@ fn validate_check(
                 Err(e) => {
                     let what = if regex { "regular expression" } else { "glob" };
                     let e = regex_error_line(&e);
-                    sink.error(value.span(), format!("invalid {what} for label `{key}`: {e}"));
+                    sink.error(
+                        value.span(),
+                        format!("invalid {what} for label `{key}`: {e}"),
+                    );
                     ok = false;
                 }
             }
@@ -699,7 +708,10 @@ fn validate_check(
         (&c.below, Comparison::Below),
         (&c.at_most, Comparison::AtMost),
     ];
-    let given: Vec<_> = ops.iter().filter_map(|(v, f)| v.as_ref().map(|v| (v, f))).collect();
+    let given: Vec<_> = ops
+        .iter()
+        .filter_map(|(v, f)| v.as_ref().map(|v| (v, f)))
+        .collect();
     let op = match given.as_slice() {
         [] => {
             sink.error_help(
@@ -731,7 +743,11 @@ fn validate_check(
             let t = op.threshold();
             let wrong_side = if op.is_upward() { v > t } else { v < t };
             if !v.is_finite() || wrong_side {
-                let side = if op.is_upward() { "at or below" } else { "at or above" };
+                let side = if op.is_upward() {
+                    "at or below"
+                } else {
+                    "at or above"
+                };
                 sink.error_help(
                     cl.span(),
                     format!("`clear = {v}` is on the wrong side of the threshold {t}"),
@@ -792,7 +808,10 @@ fn validate_action(sink: &mut Sink<'_>, raw: &Spanned<RawAction>) -> Option<Acti
     let mut ok = true;
     let mut unused = |sink: &mut Sink<'_>, field: &str, span: Option<Range<usize>>| {
         if let Some(span) = span {
-            sink.error(span, format!("`{field}` does not apply to a `{name}` action"));
+            sink.error(
+                span,
+                format!("`{field}` does not apply to a `{name}` action"),
+            );
             ok = false;
         }
     };
@@ -814,12 +833,22 @@ fn validate_action(sink: &mut Sink<'_>, raw: &Spanned<RawAction>) -> Option<Acti
                 return None;
             };
             let target = validate_target(sink, target)?;
-            let after = a.after.as_ref().map_or(AfterAction::Continue, |s| *s.get_ref());
-            Action::Checkpoint { target, after }
+            let after = a
+                .after
+                .as_ref()
+                .map_or(AfterAction::Continue, |s| *s.get_ref());
+            Action::Checkpoint {
+                target: Box::new(target),
+                after,
+            }
         }
         ActionType::Drain => Action::Drain,
         ActionType::Exec => {
-            let command = a.command.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
+            let command = a
+                .command
+                .as_ref()
+                .map(|c| c.get_ref().clone())
+                .unwrap_or_default();
             if command.first().is_none_or(|p| p.trim().is_empty()) {
                 let span = a.command.as_ref().map_or(raw.span(), Spanned::span);
                 sink.error_help(
@@ -857,7 +886,10 @@ fn validate_target(sink: &mut Sink<'_>, raw: &Spanned<RawTarget>) -> Option<Targ
             Ok(p) => Some(p),
             Err(e) => {
                 let e = regex_error_line(&e.to_string());
-                sink.error(r.span(), format!("invalid regular expression for `comm_regex`: {e}"));
+                sink.error(
+                    r.span(),
+                    format!("invalid regular expression for `comm_regex`: {e}"),
+                );
                 ok = false;
                 None
             }
@@ -879,7 +911,10 @@ fn validate_target(sink: &mut Sink<'_>, raw: &Spanned<RawTarget>) -> Option<Targ
         (Some(env), id) => {
             let e = env.get_ref();
             if e.is_empty() || e.contains('=') {
-                sink.error(env.span(), format!("invalid environment variable name {e:?}"));
+                sink.error(
+                    env.span(),
+                    format!("invalid environment variable name {e:?}"),
+                );
                 ok = false;
             }
             Some(JobSelector {
@@ -933,7 +968,12 @@ mod tests {
 
     #[test]
     fn rule_names() {
-        for (name, ok) in [("memory-ue", true), ("a.b_c", true), ("", false), ("a b", false)] {
+        for (name, ok) in [
+            ("memory-ue", true),
+            ("a.b_c", true),
+            ("", false),
+            ("a b", false),
+        ] {
             assert_eq!(valid_rule_name(name), ok, "{name:?}");
         }
     }

@@ -151,10 +151,7 @@ impl Target {
             return false;
         }
         if let Some(comm) = &self.comm {
-            let argv0 = p
-                .cmdline
-                .first()
-                .map(|a| a.rsplit('/').next().unwrap_or(a));
+            let argv0 = p.cmdline.first().map(|a| a.rsplit('/').next().unwrap_or(a));
             if !comm.is_match(&p.comm) && !argv0.is_some_and(|a| comm.is_match(a)) {
                 return false;
             }
@@ -229,7 +226,10 @@ mod tests {
             uid: 1000,
             user: Some("alice".into()),
             cgroup: "/system.slice/slurmstepd.scope/job_77/step_0/user/task_0".into(),
-            environ: vec![("SLURM_JOB_ID".into(), "77".into()), ("HOME".into(), "/h".into())],
+            environ: vec![
+                ("SLURM_JOB_ID".into(), "77".into()),
+                ("HOME".into(), "/h".into()),
+            ],
         }
     }
 
@@ -249,25 +249,103 @@ mod tests {
 
     #[test]
     fn each_criterion_alone() {
-        check(Target { pids: vec![1, 4242], ..target() }, true);
-        check(Target { pids: vec![1], ..target() }, false);
+        check(
+            Target {
+                pids: vec![1, 4242],
+                ..target()
+            },
+            true,
+        );
+        check(
+            Target {
+                pids: vec![1],
+                ..target()
+            },
+            false,
+        );
         let glob = |p: &str| Pattern::glob(p).unwrap();
-        check(Target { comm: Some(glob("py*")), ..target() }, true);
-        check(Target { comm: Some(glob("mpirun")), ..target() }, false);
+        check(
+            Target {
+                comm: Some(glob("py*")),
+                ..target()
+            },
+            true,
+        );
+        check(
+            Target {
+                comm: Some(glob("mpirun")),
+                ..target()
+            },
+            false,
+        );
         let re = Pattern::regex("^python[0-9]$").unwrap();
-        check(Target { comm: Some(re), ..target() }, true);
-        check(Target { user: Some("alice".into()), ..target() }, true);
-        check(Target { user: Some("1000".into()), ..target() }, true);
-        check(Target { user: Some("bob".into()), ..target() }, false);
-        check(Target { cgroup: Some(glob("*/job_77/*")), ..target() }, true);
-        check(Target { cgroup: Some(glob("*/job_78/*")), ..target() }, false);
+        check(
+            Target {
+                comm: Some(re),
+                ..target()
+            },
+            true,
+        );
+        check(
+            Target {
+                user: Some("alice".into()),
+                ..target()
+            },
+            true,
+        );
+        check(
+            Target {
+                user: Some("1000".into()),
+                ..target()
+            },
+            true,
+        );
+        check(
+            Target {
+                user: Some("bob".into()),
+                ..target()
+            },
+            false,
+        );
+        check(
+            Target {
+                cgroup: Some(glob("*/job_77/*")),
+                ..target()
+            },
+            true,
+        );
+        check(
+            Target {
+                cgroup: Some(glob("*/job_78/*")),
+                ..target()
+            },
+            false,
+        );
         let job = |id: Option<&str>| JobSelector {
             env: "SLURM_JOB_ID".into(),
             id: id.map(Into::into),
         };
-        check(Target { job: Some(job(None)), ..target() }, true);
-        check(Target { job: Some(job(Some("77"))), ..target() }, true);
-        check(Target { job: Some(job(Some("78"))), ..target() }, false);
+        check(
+            Target {
+                job: Some(job(None)),
+                ..target()
+            },
+            true,
+        );
+        check(
+            Target {
+                job: Some(job(Some("77"))),
+                ..target()
+            },
+            true,
+        );
+        check(
+            Target {
+                job: Some(job(Some("78"))),
+                ..target()
+            },
+            false,
+        );
     }
 
     #[test]

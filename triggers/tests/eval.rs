@@ -3,7 +3,7 @@
 //! rule order.
 
 use lifeboat_sensors::{Reading, Source};
-use lifeboat_triggers::{Config, EventKind, Evaluator};
+use lifeboat_triggers::{Config, Evaluator, EventKind};
 use proptest::prelude::*;
 
 /// One poll: time and readings.
@@ -69,7 +69,11 @@ fn threshold_fires_and_clears() {
     check(
         HOT,
         &series(&[80.0, 91.0, 95.0, 90.0, 92.0], temp),
-        &[(10.0, "hot", Firing), (30.0, "hot", Cleared), (40.0, "hot", Firing)],
+        &[
+            (10.0, "hot", Firing),
+            (30.0, "hot", Cleared),
+            (40.0, "hot", Firing),
+        ],
     );
 }
 
@@ -94,7 +98,11 @@ fn hysteresis_holds_until_the_clear_level() {
     check(
         &rules,
         &series(&[91.0, 88.0, 86.0, 85.0, 89.0, 91.0], temp),
-        &[(0.0, "hot", Firing), (30.0, "hot", Cleared), (50.0, "hot", Firing)],
+        &[
+            (0.0, "hot", Firing),
+            (30.0, "hot", Cleared),
+            (50.0, "hot", Firing),
+        ],
     );
 }
 
@@ -102,7 +110,9 @@ fn hysteresis_holds_until_the_clear_level() {
 fn cooldown_turns_flapping_into_one_firing() {
     let rules = HOT.replace("name = \"hot\"", "name = \"hot\"\ncooldown = \"1m\"");
     // Flaps every poll for 2 minutes, then stays cool.
-    let mut values: Vec<f64> = (0..12).map(|i| if i % 2 == 0 { 95.0 } else { 80.0 }).collect();
+    let mut values: Vec<f64> = (0..12)
+        .map(|i| if i % 2 == 0 { 95.0 } else { 80.0 })
+        .collect();
     values.extend([80.0; 4]);
     check(
         &rules,
@@ -131,7 +141,12 @@ fn increase_over_a_window_slides() {
     // 60 s window and 15 remain: cleared.
     check(
         BURST,
-        &series(&[1000.0, 1000.0, 1010.0, 1025.0, 1025.0, 1025.0, 1025.0, 1025.0, 1025.0, 1025.0], c),
+        &series(
+            &[
+                1000.0, 1000.0, 1010.0, 1025.0, 1025.0, 1025.0, 1025.0, 1025.0, 1025.0, 1025.0,
+            ],
+            c,
+        ),
         &[(30.0, "burst", Firing), (80.0, "burst", Cleared)],
     );
 }
@@ -167,10 +182,17 @@ fn each_series_counts_on_its_own() {
 
 #[test]
 fn rate_is_increase_per_second() {
-    let rules = BURST.replace("increase = \"1m\", above = 20", "rate = \"1m\", above = 0.5");
+    let rules = BURST.replace(
+        "increase = \"1m\", above = 20",
+        "rate = \"1m\", above = 0.5",
+    );
     let c = |v| ce("dimm0", v);
     // 31 in the window of 60 s: 0.516/s.
-    check(&rules, &series(&[0.0, 30.0, 31.0], c), &[(20.0, "r", Firing)].map(|(t, _, k)| (t, "burst", k)));
+    check(
+        &rules,
+        &series(&[0.0, 30.0, 31.0], c),
+        &[(20.0, "r", Firing)].map(|(t, _, k)| (t, "burst", k)),
+    );
     check(&rules, &series(&[0.0, 30.0], c), &[]);
 }
 
@@ -184,7 +206,11 @@ fn labels_select_series() {
         .label("chip", "nvme")
         .label("label", "Composite");
     check(&rules, &[(0.0, vec![other.clone()])], &[]);
-    check(&rules, &[(0.0, vec![other, temp(95.0)])], &[(0.0, "hot", Firing)]);
+    check(
+        &rules,
+        &[(0.0, vec![other, temp(95.0)])],
+        &[(0.0, "hot", Firing)],
+    );
 }
 
 const COMBO: &str = r#"
@@ -287,7 +313,10 @@ type = "exec"
 command = ["/bin/page", "--now"]
 "#;
     let mut ev = Evaluator::new(&config(rules));
-    ev.step(1_764_061_200.0, &[ce("dimm3", 10.0).label("dimm_label", "CPU0_DIMM_A1")]);
+    ev.step(
+        1_764_061_200.0,
+        &[ce("dimm3", 10.0).label("dimm_label", "CPU0_DIMM_A1")],
+    );
     let out = ev.step(
         1_764_061_210.0,
         &[ce("dimm3", 14.0).label("dimm_label", "CPU0_DIMM_A1")],

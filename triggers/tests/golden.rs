@@ -22,16 +22,19 @@ fn check_dir(dir: &str, expect_ok: bool) -> usize {
     let fixtures = repo().join("tests/fixtures/rules").join(dir);
     let golden_dir = repo().join("tests/golden/rules").join(dir);
     let mut names: Vec<PathBuf> = fs::read_dir(&fixtures)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+        .expect("fixture directory")
+        .map(|e| e.expect("fixture directory entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     names.sort();
     let mut failures = Vec::new();
     for path in &names {
-        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("fixture names are UTF-8");
         let shown = format!("tests/fixtures/rules/{dir}/{stem}.toml");
-        let text = fs::read_to_string(path).unwrap();
+        let text = fs::read_to_string(path).expect("read fixture");
         let rendered = match Config::from_str(&text, &shown) {
             Ok(c) => {
                 assert!(expect_ok, "{shown}: accepted, but it is in bad/");
@@ -50,16 +53,13 @@ fn check_dir(dir: &str, expect_ok: bool) -> usize {
         };
         let golden = golden_dir.join(format!("{stem}.txt"));
         if bless() {
-            fs::create_dir_all(&golden_dir).unwrap();
-            fs::write(&golden, &rendered).unwrap();
+            fs::create_dir_all(&golden_dir).expect("create golden directory");
+            fs::write(&golden, &rendered).expect("write golden file");
             continue;
         }
         let want = fs::read_to_string(&golden).unwrap_or_default();
         if want != rendered {
-            failures.push(format!(
-                "--- {}\n+++ actual\n{rendered}",
-                golden.display()
-            ));
+            failures.push(format!("--- {}\n+++ actual\n{rendered}", golden.display()));
         }
     }
     assert!(
@@ -89,6 +89,12 @@ fn the_shipped_configuration_is_clean() {
     assert!(config.rules.len() >= 8);
     assert_eq!(
         config.drain.command,
-        ["scontrol", "update", "nodename={node}", "state=drain", "reason={reason}"]
+        [
+            "scontrol",
+            "update",
+            "nodename={node}",
+            "state=drain",
+            "reason={reason}"
+        ]
     );
 }
