@@ -371,3 +371,45 @@ impl fmt::Display for Action {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_overrides_fall_back_to_the_global_interval() {
+        let mut poll = Poll::default();
+        poll.overrides.insert(Source::Edac, Duration::from_secs(30));
+        assert_eq!(poll.interval_for(Source::Edac), Duration::from_secs(30));
+        assert_eq!(poll.interval_for(Source::Hwmon), Poll::DEFAULT_INTERVAL);
+    }
+
+    #[test]
+    fn drain_command_fills_placeholders_in_every_argument() {
+        let cmd = DrainConfig::default().command_for("node17", "lifeboat: memory-uncorrected");
+        assert_eq!(
+            cmd,
+            [
+                "scontrol",
+                "update",
+                "nodename=node17",
+                "state=drain",
+                "reason=lifeboat: memory-uncorrected"
+            ]
+        );
+    }
+
+    #[test]
+    fn comparisons() {
+        for (op, v, holds) in [
+            (Comparison::Above(5.0), 5.0, false),
+            (Comparison::AtLeast(5.0), 5.0, true),
+            (Comparison::Below(5.0), 5.0, false),
+            (Comparison::AtMost(5.0), 5.0, true),
+            (Comparison::Above(5.0), 5.5, true),
+            (Comparison::Below(5.0), 4.5, true),
+        ] {
+            assert_eq!(op.holds(v), holds, "{} {v}", op.symbol());
+        }
+    }
+}
