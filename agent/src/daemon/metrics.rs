@@ -157,6 +157,14 @@ impl Metrics {
     /// Register the agent's own families. Metric handles share their values through
     /// `Arc`s, so the clones in the registry and the fields of `self` are the same metric.
     fn register_own(mut self) -> Metrics {
+        // Series that alerts take `increase()` of exist from the start at 0, so the
+        // first failure is an increase and not a new series.
+        for result in ["ok", "failed", "skipped"] {
+            let _ = self.checkpoints.get_or_create(&label("result", result));
+        }
+        for result in ["success", "failure"] {
+            let _ = self.reloads.get_or_create(&label("result", result));
+        }
         let m = &mut self;
         let r = &mut m.registry;
         r.register(

@@ -560,7 +560,17 @@ impl Brain {
                     let mut tasks = Vec::new();
                     for p in chosen {
                         let cp = Arc::clone(&shared.checkpointer);
-                        let job = shared.job_of(&p);
+                        // The job variable the rule selected on names the job first.
+                        let job = target
+                            .job
+                            .as_ref()
+                            .and_then(|j| {
+                                p.environ
+                                    .iter()
+                                    .find(|(k, _)| *k == j.env)
+                                    .map(|(_, v)| v.clone())
+                            })
+                            .or_else(|| shared.job_of(&p));
                         let rule = rule.clone();
                         tasks.push(tokio::spawn(async move {
                             cp.checkpoint(p, job, after, rule).await
