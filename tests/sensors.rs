@@ -5,6 +5,9 @@
 //! `tests/golden/sensors/<case>.txt` and `.json`. Re-bless after an intended change with
 //! `LIFEBOAT_BLESS=1 cargo test -p lifeboat --test sensors`.
 
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -38,9 +41,8 @@ fn golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; bless it with LIFEBOAT_BLESS=1", path.display())
-    });
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; bless it with LIFEBOAT_BLESS=1", path.display()));
     if expected != actual {
         let first = expected
             .lines()
@@ -80,23 +82,42 @@ fn check(case: &str, present: &[&str], errors: usize) {
     for s in sources {
         let name = s["source"].as_str().unwrap();
         let is_present = s["present"].as_bool().unwrap();
-        assert_eq!(is_present, present.contains(&name), "{case}: {name} present?");
+        assert_eq!(
+            is_present,
+            present.contains(&name),
+            "{case}: {name} present?"
+        );
         let readings = s["readings"].as_array().unwrap();
         let errs = s["errors"].as_array().unwrap().len();
         total_errors += errs;
         if is_present {
-            assert!(!readings.is_empty(), "{case}: {name} present but read nothing");
+            assert!(
+                !readings.is_empty(),
+                "{case}: {name} present but read nothing"
+            );
             assert!(
                 text.contains(&format!("{name}: {} readings", readings.len())),
                 "{case}: text and JSON disagree on {name}"
             );
             for r in readings {
-                assert_eq!(r["source"], s["source"], "{case}: reading in the wrong source");
-                assert!(r["value"].as_f64().is_some_and(f64::is_finite), "{case}: {r}");
+                assert_eq!(
+                    r["source"], s["source"],
+                    "{case}: reading in the wrong source"
+                );
+                assert!(
+                    r["value"].as_f64().is_some_and(f64::is_finite),
+                    "{case}: {r}"
+                );
             }
         } else {
-            assert!(readings.is_empty() && errs == 0, "{case}: absent {name} has data");
-            assert!(text.contains(&format!("{name}: absent")), "{case}: {name} not listed absent");
+            assert!(
+                readings.is_empty() && errs == 0,
+                "{case}: absent {name} has data"
+            );
+            assert!(
+                text.contains(&format!("{name}: absent")),
+                "{case}: {name} not listed absent"
+            );
         }
     }
     assert_eq!(total_errors, errors, "{case}: number of errors");
@@ -166,7 +187,15 @@ fn host_load_and_memory() {
 fn large_node() {
     check(
         "large",
-        &["edac", "hwmon", "infiniband", "netdev", "pcie_aer", "rasdaemon", "host"],
+        &[
+            "edac",
+            "hwmon",
+            "infiniband",
+            "netdev",
+            "pcie_aer",
+            "rasdaemon",
+            "host",
+        ],
         0,
     );
 }

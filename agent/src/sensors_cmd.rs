@@ -72,7 +72,12 @@ fn text(scans: &[Scan]) -> String {
                 let _ = writeln!(out, ", {n} errors");
             }
         }
-        let name_w = scan.readings.iter().map(|r| r.name.len()).max().unwrap_or(0);
+        let name_w = scan
+            .readings
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(0);
         let values: Vec<String> = scan.readings.iter().map(|r| r.value.to_string()).collect();
         let value_w = values.iter().map(String::len).max().unwrap_or(0);
         for (r, v) in scan.readings.iter().zip(&values) {

@@ -83,7 +83,11 @@ fn controller(controller: &str, dir: &Path, c: &mut Collector) {
         }
     }
     if let Some(mb) = c.u64(&dir.join("size_mb")) {
-        c.push(base(Reading::gauge(Source::Edac, "mc_size_bytes", mb as f64 * MIB)));
+        c.push(base(Reading::gauge(
+            Source::Edac,
+            "mc_size_bytes",
+            mb as f64 * MIB,
+        )));
     }
 
     let Some(entries) = c.list(dir) else {

@@ -32,14 +32,20 @@ fn collect(root: &Root, c: &mut Collector) -> bool {
     let path = root.join("proc/loadavg");
     if let Some(text) = c.text(&path) {
         present = true;
-        let loads: Vec<Option<f64>> = text.split_whitespace().take(3).map(|w| w.parse().ok()).collect();
+        let loads: Vec<Option<f64>> = text
+            .split_whitespace()
+            .take(3)
+            .map(|w| w.parse().ok())
+            .collect();
         match loads.as_slice() {
             [Some(a), Some(b), Some(d)] => {
                 for (name, v) in [("load1", a), ("load5", b), ("load15", d)] {
                     c.push(Reading::gauge(Source::Host, name, *v));
                 }
             }
-            _ => c.errors.push(SensorError::parse(&path, &text, "three load averages")),
+            _ => c
+                .errors
+                .push(SensorError::parse(&path, &text, "three load averages")),
         }
     }
     let path = root.join("proc/meminfo");
@@ -54,7 +60,9 @@ fn collect(root: &Root, c: &mut Collector) -> bool {
             };
             match meminfo_bytes(line) {
                 Some(v) => c.push(Reading::gauge(Source::Host, name, v)),
-                None => c.errors.push(SensorError::parse(&path, line, "`Key: N kB`")),
+                None => c
+                    .errors
+                    .push(SensorError::parse(&path, line, "`Key: N kB`")),
             }
         }
     }

@@ -202,7 +202,10 @@ mod tests {
     fn chip_names_come_from_the_device_path() {
         let dev = Path::new("/fx/sys/devices");
         for (real, want) in [
-            ("/fx/sys/devices/platform/coretemp.0/hwmon/hwmon3", "platform/coretemp.0"),
+            (
+                "/fx/sys/devices/platform/coretemp.0/hwmon/hwmon3",
+                "platform/coretemp.0",
+            ),
             (
                 "/fx/sys/devices/pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0/hwmon1",
                 "pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0",
@@ -210,7 +213,11 @@ mod tests {
             ("/elsewhere/hwmon7", "hwmon7"),
         ] {
             // Paths that do not exist are not canonicalized and are used as they are.
-            assert_eq!(chip_id("hwmon7", Path::new(real), Some(dev)), want, "{real}");
+            assert_eq!(
+                chip_id("hwmon7", Path::new(real), Some(dev)),
+                want,
+                "{real}"
+            );
         }
     }
 }

@@ -68,7 +68,10 @@ fn collect(dir: &Path, c: &mut Collector) -> bool {
         present = true;
         for &file in STATISTICS {
             if let Some(v) = c.u64(&stats.join(file)) {
-                c.push(Reading::counter(Source::Netdev, file, v as f64).label("device", device.as_str()));
+                c.push(
+                    Reading::counter(Source::Netdev, file, v as f64)
+                        .label("device", device.as_str()),
+                );
             }
         }
         if let Some(v) = c.u64(&path.join("carrier_changes")) {

@@ -26,14 +26,35 @@ pub const DEVICES_DIR: &str = "sys/bus/pci/devices";
 
 /// (file, per-error name, total line, total name)
 const DEV_FILES: [(&str, &str, &str, &str); 3] = [
-    ("aer_dev_correctable", "aer_correctable", "TOTAL_ERR_COR", "aer_correctable_errors"),
-    ("aer_dev_nonfatal", "aer_nonfatal", "TOTAL_ERR_NONFATAL", "aer_nonfatal_errors"),
-    ("aer_dev_fatal", "aer_fatal", "TOTAL_ERR_FATAL", "aer_fatal_errors"),
+    (
+        "aer_dev_correctable",
+        "aer_correctable",
+        "TOTAL_ERR_COR",
+        "aer_correctable_errors",
+    ),
+    (
+        "aer_dev_nonfatal",
+        "aer_nonfatal",
+        "TOTAL_ERR_NONFATAL",
+        "aer_nonfatal_errors",
+    ),
+    (
+        "aer_dev_fatal",
+        "aer_fatal",
+        "TOTAL_ERR_FATAL",
+        "aer_fatal_errors",
+    ),
 ];
 
 const ROOTPORT_FILES: [(&str, &str); 3] = [
-    ("aer_rootport_total_err_cor", "aer_rootport_correctable_errors"),
-    ("aer_rootport_total_err_nonfatal", "aer_rootport_nonfatal_errors"),
+    (
+        "aer_rootport_total_err_cor",
+        "aer_rootport_correctable_errors",
+    ),
+    (
+        "aer_rootport_total_err_nonfatal",
+        "aer_rootport_nonfatal_errors",
+    ),
     ("aer_rootport_total_err_fatal", "aer_rootport_fatal_errors"),
 ];
 
@@ -81,7 +102,8 @@ fn collect(dir: &Path, c: &mut Collector) -> bool {
             if let Some(v) = c.u64(&path.join(file)) {
                 present = true;
                 c.push(
-                    Reading::counter(Source::PcieAer, name, v as f64).label("device", device.as_str()),
+                    Reading::counter(Source::PcieAer, name, v as f64)
+                        .label("device", device.as_str()),
                 );
             }
         }
@@ -122,7 +144,12 @@ mod tests {
     fn name_count_lines_of_old_and_new_kernels() {
         check(
             "Receiver Error 2\nBad TLP 0\nRELAY_NUM Rollover 1\nTOTAL_ERR_COR 3\n",
-            &[("Receiver Error", 2), ("Bad TLP", 0), ("RELAY_NUM Rollover", 1), ("TOTAL_ERR_COR", 3)],
+            &[
+                ("Receiver Error", 2),
+                ("Bad TLP", 0),
+                ("RELAY_NUM Rollover", 1),
+                ("TOTAL_ERR_COR", 3),
+            ],
             None,
         );
         check(

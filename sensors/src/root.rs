@@ -48,7 +48,11 @@ mod tests {
     use super::*;
 
     fn check(root: &str, rel: &str, expected: &str) {
-        assert_eq!(Root::new(root).join(rel), PathBuf::from(expected), "{root} + {rel}");
+        assert_eq!(
+            Root::new(root).join(rel),
+            PathBuf::from(expected),
+            "{root} + {rel}"
+        );
     }
 
     #[test]

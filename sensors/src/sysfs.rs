@@ -13,7 +13,10 @@ use crate::reading::Reading;
 /// True for the errors that mean "this file or directory is not there": missing
 /// hardware, a driver that does not provide the attribute. They are "no data".
 fn is_absent(err: &io::Error) -> bool {
-    matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+    matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 /// The trimmed text of `path`, `Ok(None)` if it does not exist.
@@ -30,11 +33,9 @@ pub(crate) fn read_text(path: &Path) -> Result<Option<String>, SensorError> {
         }
         Err(e) if is_absent(&e) => Ok(None),
         // Attributes are ASCII; a file that is not UTF-8 is a malformed one, not unreadable.
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(SensorError::parse(
-            path,
-            "<not UTF-8>",
-            "UTF-8 text",
-        )),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(SensorError::parse(path, "<not UTF-8>", "UTF-8 text"))
+        }
         Err(e) => Err(SensorError::read(path, e)),
     }
 }
@@ -79,7 +80,11 @@ pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
                 let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
                 let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
                 let (na, nb) = (trim_zeros(&a[..da]), trim_zeros(&b[..db]));
-                let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb)).then(da.cmp(&db));
+                let ord = na
+                    .len()
+                    .cmp(&nb.len())
+                    .then_with(|| na.cmp(nb))
+                    .then(da.cmp(&db));
                 if ord != Ordering::Equal {
                     return ord;
                 }
@@ -182,7 +187,8 @@ impl Collector {
         match parse_i64(&text) {
             Some(v) => Some(v),
             None => {
-                self.errors.push(SensorError::parse(path, &text, "an integer"));
+                self.errors
+                    .push(SensorError::parse(path, &text, "an integer"));
                 None
             }
         }
@@ -231,7 +237,10 @@ mod tests {
         let err = read_text(&dir).expect_err("a directory is not readable as text");
         assert!(matches!(err, SensorError::Read { .. }), "{err:?}");
         assert_eq!(err.path(), dir.as_path());
-        assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
         assert_eq!(read_text(&dir.join("lifeboat-no-such-file")).unwrap(), None);
     }
 }

@@ -12,6 +12,9 @@
 //! database has its tables, and is waited for. When something is missing the test
 //! fails and says what to install; it is never skipped.
 
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -30,7 +33,14 @@ fn require_tools() {
     );
     // ras-mc-ctl exits silently with status 1 when modprobe (package kmod) is missing.
     // --error-count runs dmidecode (package dmidecode) and fails without it.
-    for tool in ["rasdaemon", "ras-mc-ctl", "modprobe", "dmidecode", "unshare", "mount"] {
+    for tool in [
+        "rasdaemon",
+        "ras-mc-ctl",
+        "modprobe",
+        "dmidecode",
+        "unshare",
+        "mount",
+    ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -91,8 +101,8 @@ fn create_db_with_rasdaemon(root: &Path) -> PathBuf {
          wait $pid || true\n",
     );
     let db = RasdaemonSensor::db_path(&Root::new(root));
-    let log = std::fs::read_to_string(root.join("var/lib/rasdaemon/rasdaemon.out"))
-        .unwrap_or_default();
+    let log =
+        std::fs::read_to_string(root.join("var/lib/rasdaemon/rasdaemon.out")).unwrap_or_default();
     assert!(
         db.is_file(),
         "rasdaemon did not create {} (tracefs/debugfs not mountable, or no ras events \
@@ -130,7 +140,11 @@ fn total(scan: &Scan, name: &str, labels: &[(&str, &str)]) -> f64 {
     scan.readings
         .iter()
         .filter(|r| r.name == name)
-        .filter(|r| labels.iter().all(|(k, v)| r.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|r| {
+            labels
+                .iter()
+                .all(|(k, v)| r.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|r| r.value)
         .sum()
 }
@@ -154,7 +168,10 @@ fn database_made_by_real_rasdaemon_agrees_with_ras_mc_ctl_summary() {
             .get(table)
             .unwrap_or_else(|| panic!("rasdaemon created no {table} table: {schema:?}"));
         for c in cols {
-            assert!(have.iter().any(|h| h == c), "{table} has no column {c}: {have:?}");
+            assert!(
+                have.iter().any(|h| h == c),
+                "{table} has no column {c}: {have:?}"
+            );
         }
     }
 
@@ -162,7 +179,10 @@ fn database_made_by_real_rasdaemon_agrees_with_ras_mc_ctl_summary() {
     let root_ = Root::new(&root);
     let scan = sensor.read(&root_);
     assert!(scan.present && scan.errors.is_empty(), "{scan:?}");
-    assert!(scan.readings.is_empty(), "fresh database has events: {scan:?}");
+    assert!(
+        scan.readings.is_empty(),
+        "fresh database has events: {scan:?}"
+    );
 
     // Events as rasdaemon's handlers store them.
     for (count, ty, label) in [
@@ -180,7 +200,11 @@ fn database_made_by_real_rasdaemon_agrees_with_ras_mc_ctl_summary() {
     for (dev, ty, msg) in [
         ("0000:3b:00.0", "Corrected", "Receiver Error"),
         ("0000:3b:00.0", "Corrected", "Receiver Error"),
-        ("0000:00:1c.0", "Uncorrected (Non-Fatal)", "Completion Timeout"),
+        (
+            "0000:00:1c.0",
+            "Uncorrected (Non-Fatal)",
+            "Completion Timeout",
+        ),
     ] {
         db.execute(
             "INSERT INTO aer_event (timestamp, dev_name, err_type, err_msg) VALUES ('2026-11-20 11:00:00 +0000', ?1, ?2, ?3)",
@@ -208,7 +232,11 @@ fn database_made_by_real_rasdaemon_agrees_with_ras_mc_ctl_summary() {
             if let Some((ty, rest)) = head.split_once(" on DIMM Label(s): '") {
                 let label = rest.split('\'').next().unwrap();
                 let n: f64 = n.trim().parse().unwrap();
-                let ours = total(&scan, "mc_events", &[("err_type", ty), ("dimm_label", label)]);
+                let ours = total(
+                    &scan,
+                    "mc_events",
+                    &[("err_type", ty), ("dimm_label", label)],
+                );
                 assert_eq!(ours, n, "mc_events for {ty} {label}: {summary}");
                 checked += 1;
                 continue;
@@ -224,20 +252,35 @@ fn database_made_by_real_rasdaemon_agrees_with_ras_mc_ctl_summary() {
             // MCE: "\t<rows> <error_msg> errors"
             if let Some((n, msg)) = rest.split_once(' ') {
                 if let Ok(n) = n.parse::<f64>() {
-                    assert_eq!(total(&scan, "mce_records", &[("error", msg)]), n, "{summary}");
+                    assert_eq!(
+                        total(&scan, "mce_records", &[("error", msg)]),
+                        n,
+                        "{summary}"
+                    );
                     checked += 1;
                 }
             }
         }
     }
-    assert_eq!(checked, 2 + 2 + 1, "lines of ras-mc-ctl --summary checked:\n{summary}");
+    assert_eq!(
+        checked,
+        2 + 2 + 1,
+        "lines of ras-mc-ctl --summary checked:\n{summary}"
+    );
     // AER rows are grouped by type and message there; compare the per-type sums.
     assert_eq!(aer_rows.len(), 2, "{summary}");
     for (ty, n) in &aer_rows {
-        assert_eq!(total(&scan, "aer_events", &[("err_type", ty)]), *n, "aer_events {ty}: {summary}");
+        assert_eq!(
+            total(&scan, "aer_events", &[("err_type", ty)]),
+            *n,
+            "aer_events {ty}: {summary}"
+        );
     }
     // Totals the summary does not show per device.
-    assert_eq!(total(&scan, "aer_events", &[("device", "0000:3b:00.0")]), 2.0);
+    assert_eq!(
+        total(&scan, "aer_events", &[("device", "0000:3b:00.0")]),
+        2.0
+    );
     assert_eq!(total(&scan, "mc_errors", &[("err_type", "Corrected")]), 3.0);
 
     std::fs::remove_dir_all(&root).unwrap();
@@ -268,10 +311,17 @@ fn edac_dimm_counts_agree_with_ras_mc_ctl_error_count() {
         };
         for (name, want) in [("dimm_ce_count", ce), ("dimm_ue_count", ue)] {
             let want: f64 = want.trim().parse().unwrap();
-            assert_eq!(total(&scan, name, &[("dimm_label", label.trim())]), want, "{name} {label}");
+            assert_eq!(
+                total(&scan, name, &[("dimm_label", label.trim())]),
+                want,
+                "{name} {label}"
+            );
         }
         rows += 1;
     }
-    assert_eq!(rows, 6, "one ras-mc-ctl row per DIMM of the fixture:\n{text}");
+    assert_eq!(
+        rows, 6,
+        "one ras-mc-ctl row per DIMM of the fixture:\n{text}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -81,7 +81,13 @@ const TABLES: &[Table] = &[
     Table {
         name: "aer_event",
         columns: &["dev_name", "err_type"],
-        count: |r| vec![("aer_events", vec![("device", text(&r[0])), ("err_type", text(&r[1]))], 1.0)],
+        count: |r| {
+            vec![(
+                "aer_events",
+                vec![("device", text(&r[0])), ("err_type", text(&r[1]))],
+                1.0,
+            )]
+        },
     },
     Table {
         name: "mce_record",
@@ -97,7 +103,10 @@ const TABLES: &[Table] = &[
         columns: &["severity", "error_count"],
         count: |r| {
             let l = vec![("severity", cper_severity(&r[0]))];
-            vec![("extlog_events", l.clone(), 1.0), ("extlog_errors", l, int(&r[1]))]
+            vec![
+                ("extlog_events", l.clone(), 1.0),
+                ("extlog_errors", l, int(&r[1])),
+            ]
         },
     },
     Table {
@@ -203,8 +212,7 @@ impl Db {
 
     /// Whether `path` is still the file that was opened.
     pub(crate) fn is_current(&self, path: &Path) -> bool {
-        self.path == path
-            && std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.ident)
+        self.path == path && std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.ident)
     }
 
     /// Counts the rows added since the last poll; returns the cumulative counts.
@@ -239,9 +247,11 @@ impl Db {
 
     fn poll_table(&mut self, table: &Table) -> rusqlite::Result<()> {
         let last = self.last_id.get(table.name).copied().unwrap_or(0);
-        let max: Option<i64> = self
-            .conn
-            .query_row(&format!("SELECT max(id) FROM {}", table.name), [], |r| r.get(0))?;
+        let max: Option<i64> =
+            self.conn
+                .query_row(&format!("SELECT max(id) FROM {}", table.name), [], |r| {
+                    r.get(0)
+                })?;
         let last = if max.unwrap_or(0) < last {
             // Rows went away: the table was recreated. Start over.
             self.counts.remove(table.name);
@@ -254,7 +264,10 @@ impl Db {
             cols.push_str(", ");
             cols.push_str(c);
         }
-        let sql = format!("SELECT {cols} FROM {} WHERE id > ?1 ORDER BY id", table.name);
+        let sql = format!(
+            "SELECT {cols} FROM {} WHERE id > ?1 ORDER BY id",
+            table.name
+        );
         let mut st = self.conn.prepare_cached(&sql)?;
         let mut rows = st.query([last])?;
         let counts = self.counts.entry(table.name).or_default();

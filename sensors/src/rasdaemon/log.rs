@@ -117,7 +117,10 @@ pub struct MceRecord {
 impl MceRecord {
     /// The value of item `key`.
     pub fn field(&self, key: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -295,7 +298,10 @@ fn n_digits(n: usize) -> impl Fn(&str) -> Res<'_, &str> {
         if d.len() == n {
             Ok((rest, d))
         } else {
-            Err(nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Digit)))
+            Err(nom::Err::Error(nom::error::Error::new(
+                i,
+                nom::error::ErrorKind::Digit,
+            )))
         }
     }
 }
@@ -314,18 +320,18 @@ fn timestamp(i: &str) -> Res<'_, &str> {
         n_digits(2),
         char(':'),
         n_digits(2),
-        opt(preceded(char(' '), recognize((alt((char('+'), char('-'))), n_digits(4))))),
+        opt(preceded(
+            char(' '),
+            recognize((alt((char('+'), char('-'))), n_digits(4))),
+        )),
     ))
     .parse(i)
 }
 
 /// Skips spaces, an optional level word and an optional timestamp.
 fn preamble(body: &str) -> Result<(&str, Option<String>), String> {
-    let r: Res<'_, Option<&str>> = preceded(
-        (space0, opt(level), space0),
-        opt(timestamp),
-    )
-    .parse(body);
+    let r: Res<'_, Option<&str>> =
+        preceded((space0, opt(level), space0), opt(timestamp)).parse(body);
     match r {
         Ok((rest, ts)) => Ok((rest, ts.map(str::to_string))),
         Err(e) => Err(e.to_string()),
@@ -358,7 +364,10 @@ fn mc(body: &str, timestamp: Option<String>) -> Result<McEvent, String> {
         .strip_prefix(" errors:")
         .or_else(|| rest.strip_prefix(" error:"))
         .ok_or("expected `error:` after the type")?;
-    let open = rest.rfind(" (mc:").or_else(|| rest.rfind("(mc:")).ok_or("no `(mc:` part")?;
+    let open = rest
+        .rfind(" (mc:")
+        .or_else(|| rest.rfind("(mc:"))
+        .ok_or("no `(mc:` part")?;
     let (text, tail) = rest.split_at(open);
     let tail = tail.trim_start().strip_prefix('(').unwrap_or(tail);
     let tail = tail.strip_suffix(')').unwrap_or(tail);
@@ -462,7 +471,10 @@ fn aer(body: &str, timestamp: Option<String>) -> Result<AerEvent, String> {
     let mut msg = rest[..rest.len() - ty.len()].trim();
     // Newer versions: "(Intel ... - vendor_id: 0x8086 device_id: 0x2030) " first.
     if msg.starts_with('(') {
-        if let Some(end) = msg.find(") ").or_else(|| msg.strip_suffix(')').map(|m| m.len())) {
+        if let Some(end) = msg
+            .find(") ")
+            .or_else(|| msg.strip_suffix(')').map(|m| m.len()))
+        {
             msg = msg[end + 1..].trim();
         }
     }
@@ -532,7 +544,10 @@ fn devlink(body: &str, timestamp: Option<String>) -> Result<DevlinkEvent, String
     let (bus_name, r) = kv(body, "bus_name=")?;
     let (dev_name, r) = kv(r, "dev_name=")?;
     let (driver_name, r) = kv(r, "driver_name=")?;
-    let r = r.trim_start().strip_prefix("reporter_name=").ok_or("expected `reporter_name=`")?;
+    let r = r
+        .trim_start()
+        .strip_prefix("reporter_name=")
+        .ok_or("expected `reporter_name=`")?;
     let (reporter, msg) = r.split_once(':').unwrap_or((r, ""));
     Ok(DevlinkEvent {
         timestamp,
@@ -545,11 +560,8 @@ fn devlink(body: &str, timestamp: Option<String>) -> Result<DevlinkEvent, String
 }
 
 fn disk(body: &str, timestamp: Option<String>) -> Result<DiskErrorEvent, String> {
-    let dev: Res<'_, (&str, &str)> = (
-        digit1,
-        preceded(alt((char(','), char(':'))), digit1),
-    )
-        .parse(body);
+    let dev: Res<'_, (&str, &str)> =
+        (digit1, preceded(alt((char(','), char(':'))), digit1)).parse(body);
     let (rest, (maj, min)) = dev.map_err(|_| "expected `MAJOR,MINOR`")?;
     // Find "SECTOR + NR" anywhere after the device.
     let mut found = None;
@@ -565,7 +577,11 @@ fn disk(body: &str, timestamp: Option<String>) -> Result<DiskErrorEvent, String>
     let (sector, nr_sector) = found.ok_or("no `SECTOR + NR`")?;
     let error = rest
         .rfind('[')
-        .and_then(|a| rest[a + 1..].find(']').map(|b| rest[a + 1..a + 1 + b].trim().to_string()))
+        .and_then(|a| {
+            rest[a + 1..]
+                .find(']')
+                .map(|b| rest[a + 1..a + 1 + b].trim().to_string())
+        })
         .or_else(|| rest.split_once("error=").map(|(_, e)| e.trim().to_string()))
         .filter(|e| !e.is_empty());
     Ok(DiskErrorEvent {
@@ -595,8 +611,13 @@ fn memory_failure(body: &str, timestamp: Option<String>) -> Result<MemoryFailure
     // rasdaemon form: "pfn=0x12345 page_type=dirty LRU page action_result=Recovered"
     let r = body.strip_prefix("pfn=").ok_or("expected `pfn`")?;
     let (r, pfn) = hex_u64(r).map_err(|_| "bad pfn")?;
-    let r = r.trim_start().strip_prefix("page_type=").ok_or("expected `page_type=`")?;
-    let (page_type, result) = r.split_once(" action_result=").ok_or("expected `action_result=`")?;
+    let r = r
+        .trim_start()
+        .strip_prefix("page_type=")
+        .ok_or("expected `page_type=`")?;
+    let (page_type, result) = r
+        .split_once(" action_result=")
+        .ok_or("expected `action_result=`")?;
     Ok(MemoryFailureEvent {
         timestamp,
         pfn,
@@ -672,7 +693,10 @@ mod tests {
         // Newer rasdaemon: a level word first; several errors.
         check(
             "mc_event: err 2024-01-10 08:40:46 +0100 3 Corrected errors: memory read error on CPU_SrcID#0_MC#0_Chan#0_DIMM#0 (mc: 0 location: 0:0:-1 address: 0x5e0f7f40 grain: 32)",
-            Want::Event(RasEvent::Mc(McEvent { count: 3, ..dimm0.clone() })),
+            Want::Event(RasEvent::Mc(McEvent {
+                count: 3,
+                ..dimm0.clone()
+            })),
         );
         // No label, no address, location of one layer; uncorrected.
         check(
@@ -702,10 +726,22 @@ mod tests {
                 address: Some(0x1000),
             })),
         );
-        check("mc_event: 2024-01-10 08:40:46 +0100 one Corrected error: x (mc: 0)", Want::Bad("COUNT TYPE"));
-        check("mc_event: 1 Corrected error: lost the controller", Want::Bad("(mc:"));
-        check("mc_event: 1 Corrected error: x (mc: zero)", Want::Bad("mc: N"));
-        check("mc_event: 1 Corrected error: x (mc: 0 address: 0xZZ)", Want::Bad("bad address"));
+        check(
+            "mc_event: 2024-01-10 08:40:46 +0100 one Corrected error: x (mc: 0)",
+            Want::Bad("COUNT TYPE"),
+        );
+        check(
+            "mc_event: 1 Corrected error: lost the controller",
+            Want::Bad("(mc:"),
+        );
+        check(
+            "mc_event: 1 Corrected error: x (mc: zero)",
+            Want::Bad("mc: N"),
+        );
+        check(
+            "mc_event: 1 Corrected error: x (mc: 0 address: 0xZZ)",
+            Want::Bad("bad address"),
+        );
     }
 
     #[test]
@@ -720,7 +756,11 @@ mod tests {
         };
         check(
             "aer_event:            2019-05-27 18:04:12 +0200 0000:3b:00.0 Receiver Error Corrected",
-            ev("Corrected", "Receiver Error", ts("2019-05-27 18:04:12 +0200")),
+            ev(
+                "Corrected",
+                "Receiver Error",
+                ts("2019-05-27 18:04:12 +0200"),
+            ),
         );
         check(
             "aer_event: crit 2019-05-27 18:04:12 +0200 0000:3b:00.0 (Ethernet controller: Mellanox Technologies MT28800 - vendor_id: 0x15b3 device_id: 0x1019) Completion Timeout TLP Header: 04000001 0000000f 3b000000 00000000 Uncorrected (Non-Fatal)",
@@ -732,7 +772,11 @@ mod tests {
         );
         check(
             "aer_event: emerg 2019-05-27 18:04:12 +0200 0000:3b:00.0 Malformed TLP Uncorrected (Fatal)",
-            ev("Uncorrected (Fatal)", "Malformed TLP", ts("2019-05-27 18:04:12 +0200")),
+            ev(
+                "Uncorrected (Fatal)",
+                "Malformed TLP",
+                ts("2019-05-27 18:04:12 +0200"),
+            ),
         );
         // Kernel trace format.
         check(
@@ -743,9 +787,18 @@ mod tests {
             "aer_event: 0000:3b:00.0 PCIe Bus Error: severity=Uncorrected, non-fatal, Completion Timeout, TLP Header=Not available",
             ev("Uncorrected (Non-Fatal)", "Completion Timeout", None),
         );
-        check("aer_event: 2019-05-27 18:04:12 +0200 eth0 Receiver Error Corrected", Want::Bad("not a PCI address"));
-        check("aer_event: 0000:3b:00.0 Receiver Error Sort of bad", Want::Bad("no error type"));
-        check("aer_event: 0000:3b:00.0 PCIe Bus Error: severity=Meh, x", Want::Bad("unknown severity"));
+        check(
+            "aer_event: 2019-05-27 18:04:12 +0200 eth0 Receiver Error Corrected",
+            Want::Bad("not a PCI address"),
+        );
+        check(
+            "aer_event: 0000:3b:00.0 Receiver Error Sort of bad",
+            Want::Bad("no error type"),
+        );
+        check(
+            "aer_event: 0000:3b:00.0 PCIe Bus Error: severity=Meh, x",
+            Want::Bad("unknown severity"),
+        );
     }
 
     #[test]
@@ -757,7 +810,10 @@ mod tests {
         assert_eq!((m.bank, m.bank_name.as_deref()), (7, None));
         assert_eq!(m.error.as_deref(), Some("Corrected error"));
         assert_eq!(m.field("status"), Some("8c00004000010091"));
-        assert_eq!((m.field("cpu"), m.field("socketid")), (Some("0"), Some("0")));
+        assert_eq!(
+            (m.field("cpu"), m.field("socketid")),
+            (Some("0"), Some("0"))
+        );
         assert_eq!(m.timestamp.as_deref(), Some("2020-06-01 10:00:00 +0000"));
         let amd = "mce_record: err 2021-02-08 11:24:51 +0100 Unified Memory Controller (bank=16), status= dc2040000000011b, Corrected error, no action required., mci=CECC, cpu_type= AMD Scalable MCA, cpu= 4, socketid= 0, addr= 3f5f2bd00, synd= 87028c0009400a07, ipid= 9600050f00, apicid= 4";
         check(
@@ -770,10 +826,19 @@ mod tests {
         let Some((_, Ok(RasEvent::Mce(m)))) = parse_line(amd) else {
             panic!("{amd}")
         };
-        assert_eq!((m.bank, m.bank_name.as_deref()), (16, Some("Unified Memory Controller")));
+        assert_eq!(
+            (m.bank, m.bank_name.as_deref()),
+            (16, Some("Unified Memory Controller"))
+        );
         assert_eq!(m.field("cpu"), Some("4"));
-        check("mce_record: 2020-06-01 10:00:00 +0000 status= 0, cpu= 0", Want::Bad("no bank"));
-        check("mce_record: 2020-06-01 10:00:00 +0000 bank=seven, cpu= 0", Want::Bad("bad bank"));
+        check(
+            "mce_record: 2020-06-01 10:00:00 +0000 status= 0, cpu= 0",
+            Want::Bad("no bank"),
+        );
+        check(
+            "mce_record: 2020-06-01 10:00:00 +0000 bank=seven, cpu= 0",
+            Want::Bad("bad bank"),
+        );
     }
 
     #[test]
@@ -799,9 +864,15 @@ mod tests {
         );
         check(
             "arm_event: 2026-11-20 13:00:00 +0000 error_count=1 affinity_level=2 mpidr=0x80000000",
-            Want::Event(RasEvent::Arm(generic(None, "error_count=1 affinity_level=2 mpidr=0x80000000"))),
+            Want::Event(RasEvent::Arm(generic(
+                None,
+                "error_count=1 affinity_level=2 mpidr=0x80000000",
+            ))),
         );
-        check("extlog_mem_event: 2026-11-20 13:00:00 +0000", Want::Bad("empty body"));
+        check(
+            "extlog_mem_event: 2026-11-20 13:00:00 +0000",
+            Want::Bad("empty body"),
+        );
     }
 
     #[test]
@@ -817,7 +888,10 @@ mod tests {
                 msg: "TX timeout on queue: 4, SQ: 0x1a8".into(),
             })),
         );
-        check("devlink_health_report: bus_name=pci driver_name=x", Want::Bad("dev_name="));
+        check(
+            "devlink_health_report: bus_name=pci driver_name=x",
+            Want::Bad("dev_name="),
+        );
         check(
             "block_rq_error: 2026-11-20 15:00:00 +0000 8,0 R () 123456 + 8 I/O error [-5]",
             Want::Event(RasEvent::DiskError(DiskErrorEvent {
@@ -850,13 +924,20 @@ mod tests {
         };
         check(
             "memory_failure_event: 2026-11-20 16:00:00 +0000 pfn 0x12345: recovery action for dirty LRU page: Recovered",
-            mf("dirty LRU page", "Recovered", ts("2026-11-20 16:00:00 +0000")),
+            mf(
+                "dirty LRU page",
+                "Recovered",
+                ts("2026-11-20 16:00:00 +0000"),
+            ),
         );
         check(
             "memory_failure_event: pfn=0x12345 page_type=free buddy page action_result=Ignored",
             mf("free buddy page", "Ignored", None),
         );
-        check("memory_failure_event: pfn 12345 recovered", Want::Bad("bad pfn"));
+        check(
+            "memory_failure_event: pfn 12345 recovered",
+            Want::Bad("bad pfn"),
+        );
     }
 
     #[test]
@@ -879,6 +960,9 @@ mod tests {
         assert_eq!(p.other, 1);
         assert_eq!(p.events.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [2, 4]);
         assert_eq!(p.malformed.len(), 1);
-        assert_eq!((p.malformed[0].line, p.malformed[0].event.as_str()), (3, "mc_event"));
+        assert_eq!(
+            (p.malformed[0].line, p.malformed[0].event.as_str()),
+            (3, "mc_event")
+        );
     }
 }

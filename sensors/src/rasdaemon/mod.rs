@@ -34,7 +34,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::reading::{Reading, Source};
-use crate::{Root, Scan, SensorError, Sensor, timed};
+use crate::{Root, Scan, Sensor, SensorError, timed};
 use db::{Counts, Db};
 use log::RasEvent;
 
@@ -157,7 +157,11 @@ fn emit(counts: &Counts, out: &mut Vec<Reading>) {
 }
 
 /// Reads the lines appended since the last poll. `Ok(false)` if there is no log.
-fn read_log(st: &mut LogState, path: &Path, errors: &mut Vec<SensorError>) -> Result<bool, SensorError> {
+fn read_log(
+    st: &mut LogState,
+    path: &Path,
+    errors: &mut Vec<SensorError>,
+) -> Result<bool, SensorError> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -173,7 +177,8 @@ fn read_log(st: &mut LogState, path: &Path, errors: &mut Vec<SensorError>) -> Re
     f.seek(SeekFrom::Start(st.offset))
         .map_err(|e| SensorError::read(path, e))?;
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf).map_err(|e| SensorError::read(path, e))?;
+    f.read_to_end(&mut buf)
+        .map_err(|e| SensorError::read(path, e))?;
     // Only whole lines; a partial last line is read at the next poll.
     let Some(end) = buf.iter().rposition(|&b| b == b'\n').map(|p| p + 1) else {
         return Ok(true);
@@ -209,11 +214,17 @@ fn log_counts(ev: &RasEvent) -> Adds {
             if let Some(label) = &e.label {
                 l.push(("dimm_label", label.clone()));
             }
-            vec![("mc_events", l.clone(), 1.0), ("mc_errors", l, f64::from(e.count))]
+            vec![
+                ("mc_events", l.clone(), 1.0),
+                ("mc_errors", l, f64::from(e.count)),
+            ]
         }
         RasEvent::Aer(e) => vec![(
             "aer_events",
-            vec![("device", e.device.clone()), ("err_type", e.err_type.clone())],
+            vec![
+                ("device", e.device.clone()),
+                ("err_type", e.err_type.clone()),
+            ],
             1.0,
         )],
         RasEvent::Mce(_) => vec![("mce_records", Vec::new(), 1.0)],
@@ -222,7 +233,10 @@ fn log_counts(ev: &RasEvent) -> Adds {
         RasEvent::Arm(_) => vec![("arm_events", Vec::new(), 1.0)],
         RasEvent::Devlink(e) => vec![(
             "devlink_events",
-            vec![("device", e.dev_name.clone()), ("reporter", e.reporter_name.clone())],
+            vec![
+                ("device", e.dev_name.clone()),
+                ("reporter", e.reporter_name.clone()),
+            ],
             1.0,
         )],
         RasEvent::DiskError(e) => vec![("disk_error_events", vec![("device", e.dev.clone())], 1.0)],
@@ -293,7 +307,10 @@ mod tests {
 
         let db = create_db(&path);
         let scan = sensor.read(&root);
-        assert!(scan.present && scan.readings.is_empty() && scan.errors.is_empty(), "{scan:?}");
+        assert!(
+            scan.present && scan.readings.is_empty() && scan.errors.is_empty(),
+            "{scan:?}"
+        );
 
         add_mc(&db, 1, "Corrected", "DIMM_A1");
         add_mc(&db, 2, "Corrected", "DIMM_A1");
@@ -340,7 +357,11 @@ mod tests {
         let scan = sensor.read(&root);
         assert!(scan.present);
         assert!(!scan.errors.is_empty(), "{scan:?}");
-        assert!(scan.errors.iter().all(|e| e.path() == path), "{:?}", scan.errors);
+        assert!(
+            scan.errors.iter().all(|e| e.path() == path),
+            "{:?}",
+            scan.errors
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -364,13 +385,21 @@ mod tests {
         );
         // Half a line is left for the next poll; a malformed line is counted.
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"mc_event: bogus\nmc_event: 1 Corrected err").unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"mc_event: bogus\nmc_event: 1 Corrected err")
+            .unwrap();
         let scan = sensor.read(&root);
         assert_eq!(scan.readings[0].value, 2.0);
         assert_eq!(scan.readings[2].value, 1.0, "{scan:?}");
         assert_eq!(scan.errors.len(), 1);
-        assert!(matches!(&scan.errors[0], SensorError::LogLine { line: 3, .. }), "{:?}", scan.errors);
+        assert!(
+            matches!(&scan.errors[0], SensorError::LogLine { line: 3, .. }),
+            "{:?}",
+            scan.errors
+        );
         f.write_all(b"or: y on A1 (mc: 0)\n").unwrap();
         let scan = sensor.read(&root);
         assert_eq!(scan.readings[0].value, 3.0, "{scan:?}");
