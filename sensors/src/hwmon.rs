@@ -1,8 +1,8 @@
 //! hwmon chips: temperatures, fans, voltages and power from `sys/class/hwmon/hwmonN`.
 //!
 //! Attributes and units follow the kernel's `Documentation/hwmon/sysfs-interface.rst`:
-//! `tempN_input`/`_max`/`_min`/`_crit`/`_emergency` in millidegrees Celsius,
-//! `tempN_crit_alarm`/`_max_alarm` 0 or 1, `tempN_label` text; `fanN_input`/`_min` in
+//! `tempN_input`/`_max`/`_min`/`_crit`/`_lcrit`/`_emergency` in millidegrees Celsius,
+//! `tempN_alarm`/`_crit_alarm`/`_max_alarm`/`_min_alarm` 0 or 1, `tempN_label` text; `fanN_input`/`_min` in
 //! RPM, `fanN_alarm`; `inN_input`/`_min`/`_max` in millivolts, `inN_alarm`;
 //! `powerN_input`/`_average` in microwatts. Older drivers keep the attributes in
 //! `hwmonN/device/` instead of `hwmonN/`; both are read.
@@ -14,8 +14,9 @@
 //!
 //! Readings (labels `chip`, `chip_name` from `name`, `sensor` = "temp1", `label` when
 //! `tempN_label` exists; all gauges): `temp_celsius`, `temp_max_celsius`,
-//! `temp_min_celsius`, `temp_crit_celsius`, `temp_emergency_celsius`, `temp_crit_alarm`,
-//! `temp_max_alarm`, `fan_rpm`, `fan_min_rpm`, `fan_alarm`, `in_volts`, `in_min_volts`,
+//! `temp_min_celsius`, `temp_crit_celsius`, `temp_lcrit_celsius`,
+//! `temp_emergency_celsius`, `temp_alarm`, `temp_crit_alarm`, `temp_max_alarm`,
+//! `temp_min_alarm`, `fan_rpm`, `fan_min_rpm`, `fan_alarm`, `in_volts`, `in_min_volts`,
 //! `in_max_volts`, `in_alarm`, `power_watts`, `power_average_watts`. Other attributes
 //! (`curr`, `energy`, `humidity`, hysteresis values) are not read.
 
@@ -52,8 +53,11 @@ const TEMP: &[Attr] = &[
     ("min", "temp_min_celsius", 1000.0),
     ("crit", "temp_crit_celsius", 1000.0),
     ("emergency", "temp_emergency_celsius", 1000.0),
+    ("lcrit", "temp_lcrit_celsius", 1000.0),
+    ("alarm", "temp_alarm", 1.0),
     ("crit_alarm", "temp_crit_alarm", 1.0),
     ("max_alarm", "temp_max_alarm", 1.0),
+    ("min_alarm", "temp_min_alarm", 1.0),
 ];
 const FAN: &[Attr] = &[
     ("input", "fan_rpm", 1.0),

@@ -27,7 +27,7 @@
 //! | source | module | names | labels |
 //! |---|---|---|---|
 //! | `edac` | [`edac`] | `mc_ce_count`, `mc_ue_count`, `mc_ce_noinfo_count`, `mc_ue_noinfo_count` (counters), `mc_size_bytes`; `dimm_ce_count`, `dimm_ue_count` (counters), `dimm_size_bytes` | `controller`, `mc_name`; `dimm`, `dimm_label`, `dimm_location` |
-//! | `hwmon` | [`hwmon`] | `temp_celsius`, `temp_max_celsius`, `temp_crit_celsius`, `temp_emergency_celsius`, `temp_min_celsius`, `temp_crit_alarm`, `temp_max_alarm`, `fan_rpm`, `fan_min_rpm`, `fan_alarm`, `in_volts`, `in_min_volts`, `in_max_volts`, `in_alarm`, `power_watts`, `power_average_watts` | `chip`, `chip_name`, `sensor`, `label` |
+//! | `hwmon` | [`hwmon`] | `temp_celsius`, `temp_max_celsius`, `temp_crit_celsius`, `temp_emergency_celsius`, `temp_min_celsius`, `temp_lcrit_celsius`, `temp_alarm`, `temp_crit_alarm`, `temp_max_alarm`, `temp_min_alarm`, `fan_rpm`, `fan_min_rpm`, `fan_alarm`, `in_volts`, `in_min_volts`, `in_max_volts`, `in_alarm`, `power_watts`, `power_average_watts` | `chip`, `chip_name`, `sensor`, `label` |
 //! | `thermal` | [`thermal`] | `zone_temp_celsius`, `zone_trip_celsius` | `zone`, `type`, `trip`, `trip_type` |
 //! | `infiniband` | [`infiniband`] | every `counters/` file by its name, every `hw_counters/` file as `hw_<name>` (counters); `port_state`, `port_phys_state`, `port_rate_bytes_per_second` | `device`, `port`, `state` |
 //! | `netdev` | [`netdev`] | the error statistics by file name ([`netdev::STATISTICS`]), `carrier_changes` (counters) | `device` |

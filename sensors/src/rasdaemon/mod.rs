@@ -123,7 +123,7 @@ impl Sensor for RasdaemonSensor {
             if let Some(db) = &mut self.db {
                 debug_assert_eq!(db.path(), db_path);
                 let counts = db.poll(&mut c.errors);
-                emit(&counts, &mut c.readings);
+                emit(counts, &mut c.readings);
                 return true;
             }
             match read_log(&mut self.log, &log_path, &mut c.errors) {
