@@ -230,7 +230,9 @@ impl Db {
         // Filesystems with coarse timestamps can hide a second commit within the same
         // tick: a file modified in the last two seconds is always queried.
         let settled = stamp.is_some_and(|(mtime, _)| {
-            mtime.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(2))
+            mtime
+                .elapsed()
+                .is_ok_and(|age| age > std::time::Duration::from_secs(2))
         });
         if settled && stamp == self.stamp {
             return &self.totals;
@@ -263,7 +265,11 @@ impl Db {
         }
         self.totals = all;
         // After a failed query, look again at the next poll even if nothing changed.
-        self.stamp = if errors.len() == errors_before { stamp } else { None };
+        self.stamp = if errors.len() == errors_before {
+            stamp
+        } else {
+            None
+        };
         &self.totals
     }
 
