@@ -951,6 +951,35 @@ mod tests {
     }
 
     #[test]
+    fn never_panics_on_damaged_lines() {
+        // Every prefix of real lines, and each with one character replaced by text that
+        // trips parsers (multi-byte UTF-8, separators, digits, NUL): no panic, ever.
+        let lines = [
+            "Jan 10 08:40:46 node01 rasdaemon[1157]:            <...>-1183  [000]     0.007051: mc_event: err 2024-01-10 08:40:46 +0100 3 Corrected errors: memory read error on DIMM#0 (mc: 0 location: 0:0:-1 address: 0x5e0f7f40 grain: 32)",
+            "aer_event: crit 2019-05-27 18:04:12 +0200 0000:3b:00.0 (Ethernet controller - vendor_id: 0x15b3 device_id: 0x1019) Completion Timeout Uncorrected (Non-Fatal)",
+            "aer_event: 0000:3b:00.0 PCIe Bus Error: severity=Uncorrected, non-fatal, Completion Timeout, TLP Header=Not available",
+            "mce_record: 2021-02-08 11:24:51 +0100 Unified Memory Controller (bank=16), status= dc2040000000011b, Corrected error, cpu= 4",
+            "devlink_health_report: bus_name=pci dev_name=0000:3b:00.0 driver_name=mlx5_core reporter_name=tx: TX timeout",
+            "block_rq_error: 8,0 R () 123456 + 8 I/O error [-5]",
+            "memory_failure_event: pfn 0x12345: recovery action for dirty LRU page: Recovered",
+            "memory_failure_event: pfn=0x12346 page_type=free buddy page action_result=Ignored",
+            "extlog_mem_event: 2026-11-20 13:00:00 +0000 1 corrected error, severity: corrected",
+        ];
+        let mut parsed = 0;
+        for line in lines {
+            assert!(matches!(parse_line(line), Some((_, Ok(_)))), "{line}");
+            for (i, ch) in line.char_indices() {
+                parsed += usize::from(parse_line(&line[..i]).is_some_and(|(_, r)| r.is_ok()));
+                let rest = &line[i + ch.len_utf8()..];
+                for repl in ["é", "(", ")", ":", " ", "9", "[", "]", "=", ",", "+", "\0"] {
+                    let _ = parse_line(&format!("{}{repl}{rest}", &line[..i]));
+                }
+            }
+        }
+        assert!(parsed > 0, "some truncated lines still parse");
+    }
+
+    #[test]
     fn parse_log_counts_and_skips() {
         let text = "rasdaemon: start\n\
                     mc_event: 1 Corrected error: x on A (mc: 0)\n\

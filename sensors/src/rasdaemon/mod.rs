@@ -44,6 +44,10 @@ pub const DB_PATH: &str = "var/lib/rasdaemon/ras-mc_event.db";
 /// The default rasdaemon log, relative to the root.
 pub const LOG_PATH: &str = "var/log/rasdaemon.log";
 
+/// At most this many bytes of log are read per poll (a first read of a long history
+/// is spread over several polls).
+const MAX_LOG_BYTES: u64 = 16 << 20;
+
 /// At most this many malformed log lines are reported as errors per poll; all are
 /// counted in `log_malformed_lines`.
 const MAX_LINE_ERRORS: usize = 10;
@@ -177,7 +181,8 @@ fn read_log(
     f.seek(SeekFrom::Start(st.offset))
         .map_err(|e| SensorError::read(path, e))?;
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf)
+    f.take(MAX_LOG_BYTES)
+        .read_to_end(&mut buf)
         .map_err(|e| SensorError::read(path, e))?;
     // Only whole lines; a partial last line is read at the next poll.
     let Some(end) = buf.iter().rposition(|&b| b == b'\n').map(|p| p + 1) else {
