@@ -519,6 +519,15 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
         .iter()
         .map(|m| region(pid, m))
         .collect::<Result<Vec<_>, _>>()?;
+    let shared_anon = maps
+        .iter()
+        .zip(&regions)
+        .filter(|(_, r)| r.kind == RegionKind::SharedAnon)
+        .map(|(m, r)| SharedAnonId {
+            start: r.start,
+            ino: m.ino,
+        })
+        .collect();
     let (files, fds) = files(pid)?;
     let meta = Meta {
         engine_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -542,6 +551,7 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
         files,
         fds,
         pagemap: Vec::new(),
+        shared_anon,
     })
 }
 
@@ -604,6 +614,8 @@ fn region(pid: i32, m: &MapEntry) -> Result<Region, CheckpointError> {
         Some("[vvar_vclock]") => RegionKind::VvarVclock,
         Some("[vsyscall]") => RegionKind::Vsyscall,
         Some("/dev/zero (deleted)") if m.shared => RegionKind::SharedAnon,
+        // Shared memory a restart of several processes set up (see restore::shared_memory).
+        Some(n) if m.shared && n.starts_with("/memfd:lifeboat-shared") => RegionKind::SharedAnon,
         Some(n) if n.starts_with('[') => RegionKind::Anon, // [anon:name] and friends
         Some(n) if m.deleted() => return Err(unsupported(&format!("mapping of deleted file {n}"))),
         Some(path) => {

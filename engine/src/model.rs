@@ -27,6 +27,18 @@ pub struct Image {
     pub fds: Vec<Fd>,
     /// Runs of saved pages, in the order their bytes appear in the page data.
     pub pagemap: Vec<PageRun>,
+    /// Identity of each shared anonymous region (the shmem inode behind it), so that
+    /// processes of one image that share such memory share it again after restart.
+    pub shared_anon: Vec<SharedAnonId>,
+}
+
+/// The shared-memory object behind a shared anonymous region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedAnonId {
+    /// Start of the region.
+    pub start: u64,
+    /// Inode of its shmem object (`/dev/zero (deleted)` in `/proc/PID/maps`).
+    pub ino: u64,
 }
 
 /// Provenance of an image.

@@ -66,6 +66,12 @@ pub enum RestartError {
         /// Cause.
         source: Errno,
     },
+    /// The processes of the image do not form a tree that can be restored.
+    #[error("cannot restore the process tree: {what}")]
+    Tree {
+        /// What is wrong.
+        what: String,
+    },
     /// The stub failed while setting itself up.
     #[error("the restart process failed to {step}: {source}")]
     Stub {
@@ -192,8 +198,10 @@ pub struct Progress {
 /// A restarted process.
 #[derive(Debug)]
 pub struct Restored {
-    /// Its PID (a child of the caller).
+    /// Its PID (a child of the caller); the root of the tree for an image of several.
     pub pid: Pid,
+    /// Every restored process, the root first.
+    pub pids: Vec<Pid>,
     /// Things that were restored differently than they were (a reattached stream, a
     /// changed file); each names the descriptor or path.
     pub warnings: Vec<String>,
@@ -235,16 +243,21 @@ const SCRATCH: u64 = 64 * 1024;
 const USER_TOP_47: u64 = 0x7fff_ffff_f000;
 
 /// Kills the stub unless disarmed.
+/// Kills every stub created so far unless disarmed: a failed restart leaves nothing.
 struct StubGuard {
-    pid: Pid,
+    pids: Vec<Pid>,
     armed: bool,
 }
 
 impl Drop for StubGuard {
     fn drop(&mut self) {
         if self.armed {
-            let _ = signal::kill(self.pid, Signal::SIGKILL);
-            let _ = waitpid(self.pid, Some(WaitPidFlag::__WALL));
+            for &pid in &self.pids {
+                let _ = signal::kill(pid, Signal::SIGKILL);
+            }
+            for &pid in &self.pids {
+                let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
+            }
         }
     }
 }
@@ -307,7 +320,10 @@ fn wait_for_zombie_reaped(pid: i32) {
     }
 }
 
-/// Restart the process saved in `path`.
+/// Restart the processes saved in `path`: one process, or a whole tree (a process with
+/// its descendants, a process group, a session), with their PIDs, parent links, groups
+/// and sessions, and the pipes and shared memory between them. The root of the image
+/// becomes a child of the caller.
 pub fn restart(
     path: &Path,
     opts: &RestartOptions,
@@ -315,46 +331,572 @@ pub fn restart(
 ) -> Result<Restored, RestartError> {
     let reader = image::Reader::open(path)?;
     reader.verify_pages()?;
-    let img = reader.image();
+    let imgs: Vec<&Image> = reader.images().collect();
     let mut warnings = Vec::new();
     let caller = sys::process::geteuid();
-    let restore_creds = if caller == 0 {
+    let restore_creds: Vec<bool> = if caller == 0 {
         let owner = fs::metadata(path)
             .map_err(|e| RestartError::ReadPages {
                 path: path.to_owned(),
                 source: e,
             })?
             .uid();
-        let claimed = img.process.creds.uid[0];
-        if owner != 0 && owner != claimed {
-            return Err(RestartError::Credentials {
-                path: path.to_owned(),
-                owner,
-                claimed,
-            });
+        let mut out = Vec::new();
+        for img in &imgs {
+            let claimed = img.process.creds.uid[0];
+            if owner != 0 && owner != claimed {
+                return Err(RestartError::Credentials {
+                    path: path.to_owned(),
+                    owner,
+                    claimed,
+                });
+            }
+            out.push(
+                claimed != 0
+                    || img.process.creds.gid != [0; 4]
+                    || !img.process.creds.groups.is_empty(),
+            );
         }
-        claimed != 0 || img.process.creds.gid != [0; 4] || !img.process.creds.groups.is_empty()
+        out
     } else {
-        false
+        vec![false; imgs.len()]
     };
+    if imgs.len() > 1 && !opts.restore_pid {
+        // Processes remember each other's PIDs (a shell's job table, a parent's child
+        // list): a tree keeps its PIDs, or it would need a new PID namespace.
+        return Err(RestartError::Tree {
+            what: format!(
+                "this image holds {} processes; a process tree is restarted with its original PIDs (--no-restore-pid works for single processes only)",
+                imgs.len()
+            ),
+        });
+    }
+
+    // Pipes and shared memory that several processes of the image hold: one each.
+    let pipes = shared_pipes(&imgs)?;
+    let shm = shared_memory(&imgs)?;
 
     // Files, opened as the caller.
-    let (prepared, late) = prepare_files(img, &mut warnings)?;
-    let max_target = img.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
-    let first_free = max_target + 1;
-    let mut moves = Vec::new();
-    let mut holders: Vec<OwnedFd> = Vec::new();
+    let mut per_proc = Vec::with_capacity(imgs.len());
+    for img in &imgs {
+        per_proc.push(prepare_files(img, &pipes, &mut warnings)?);
+    }
+    drop(pipes);
+    let first_free = imgs
+        .iter()
+        .flat_map(|img| img.fds.iter().map(|f| f.fd))
+        .max()
+        .unwrap_or(2)
+        .max(2)
+        + 1;
     let lift = |fd: &OwnedFd| {
         sys::process::dup_above(fd.as_fd(), first_free).map_err(sys_err("F_DUPFD_CLOEXEC"))
     };
-    for p in &prepared {
-        let high = lift(&p.fd)?;
-        moves.push((high.as_raw_fd(), p.target, p.cloexec));
-        holders.push(high);
+    let mut holders: Vec<OwnedFd> = Vec::new();
+    let mut moves_of = Vec::with_capacity(imgs.len());
+    let mut late_of = Vec::with_capacity(imgs.len());
+    for (prepared, late) in per_proc {
+        let mut moves = Vec::new();
+        for p in &prepared {
+            let high = lift(&p.fd)?;
+            moves.push((high.as_raw_fd(), p.target, p.cloexec));
+            holders.push(high);
+        }
+        moves_of.push(moves);
+        late_of.push(late);
     }
-    drop(prepared);
     // Files for mappings, one descriptor per distinct (path, writable).
     let mut map_fds: Vec<(String, bool, OwnedFd)> = Vec::new();
+    for img in &imgs {
+        open_mapped_files(img, &mut map_fds, &lift, &mut warnings)?;
+    }
+    let shm_fds: Vec<(u64, OwnedFd)> = shm
+        .into_iter()
+        .map(|(ino, fd)| Ok((ino, lift(&fd)?)))
+        .collect::<Result<_, RestartError>>()?;
+    let exe_fds: Vec<Option<OwnedFd>> = imgs
+        .iter()
+        .map(|img| {
+            if caller == 0 {
+                fcntl::open(
+                    img.process.exe.as_str(),
+                    OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok()
+                .map(|fd| lift(&fd))
+                .transpose()
+            } else {
+                Ok(None)
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let (report_r, report_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(sys_err("pipe2"))?;
+    let report_w = lift(&report_w)?;
+
+    // What each process keeps for the restorer: its mapped files, shared memory and exe.
+    let keep_of: Vec<Vec<RawFd>> = imgs
+        .iter()
+        .zip(&exe_fds)
+        .map(|(img, exe)| {
+            let mut keep: Vec<RawFd> = img
+                .regions
+                .iter()
+                .filter_map(|r| match &r.kind {
+                    RegionKind::File { path, .. } => {
+                        let w = r.shared && r.prot & libc::PROT_WRITE as u32 != 0;
+                        map_fds
+                            .iter()
+                            .find(|(p, wr, _)| p == path && *wr == w)
+                            .map(|(_, _, fd)| fd.as_raw_fd())
+                    }
+                    _ => None,
+                })
+                .chain(img.shared_anon.iter().filter_map(|id| {
+                    shm_fds
+                        .iter()
+                        .find(|(ino, _)| *ino == id.ino)
+                        .map(|(_, fd)| fd.as_raw_fd())
+                }))
+                .chain(exe.as_ref().map(|f| f.as_raw_fd()))
+                .collect();
+            keep.sort_unstable();
+            keep.dedup();
+            keep
+        })
+        .collect();
+
+    let plan = stub_plans(
+        &imgs,
+        opts.restore_pid,
+        &moves_of,
+        &keep_of,
+        first_free,
+        report_w.as_raw_fd(),
+        &mut warnings,
+    )?;
+    if opts.restore_pid {
+        for img in &imgs {
+            wait_for_zombie_reaped(img.process.pid);
+        }
+    }
+    let root = match sys::process::spawn_stub(&plan) {
+        Ok(pid) => pid,
+        Err(e) => return Err(spawn_error(e, imgs[0].process.pid, opts.restore_pid)),
+    };
+    let mut guard = StubGuard {
+        pids: vec![root],
+        armed: true,
+    };
+    drop(holders);
+    drop(report_w);
+    let pids = wait_ready(root, &report_r, &imgs, opts.restore_pid, &mut guard)?;
+
+    // Seize every stub while it waits in pause().
+    for &pid in &pids {
+        ptrace::seize(
+            pid,
+            Options::PTRACE_O_TRACESYSGOOD
+                | Options::PTRACE_O_TRACECLONE
+                | Options::PTRACE_O_EXITKILL,
+        )
+        .map_err(sys_err(format!("PTRACE_SEIZE of stub {pid}")))?;
+        ptrace::interrupt(pid).map_err(sys_err(format!("PTRACE_INTERRUPT of stub {pid}")))?;
+        match waitpid(pid, Some(WaitPidFlag::__WALL)).map_err(sys_err("waitpid"))? {
+            WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..) => {}
+            _ => {
+                return Err(RestartError::Stub {
+                    step: "wait for the restorer",
+                    source: Errno::ESRCH,
+                });
+            }
+        }
+        sys::ptrace::set_sigmask(pid, u64::MAX).map_err(sys_err("PTRACE_SETSIGMASK"))?;
+    }
+
+    // Rebuild every process; none runs until all are rebuilt.
+    let map_fd_of = |path: &str, writable: bool| {
+        map_fds
+            .iter()
+            .find(|(p, w, _)| p == path && *w == writable)
+            .map(|(_, _, fd)| fd.as_raw_fd())
+    };
+    let shm_fd_of = |ino: u64| {
+        shm_fds
+            .iter()
+            .find(|(i, _)| *i == ino)
+            .map(|(_, fd)| fd.as_raw_fd())
+    };
+    let mut all_tids = Vec::with_capacity(imgs.len());
+    for (i, img) in imgs.iter().enumerate() {
+        let pid = pids[i];
+        let mut r = Restorer {
+            pid,
+            img,
+            inj: Injector::new(pid, 0)?,
+            scratch: 0,
+            restore_pid: opts.restore_pid,
+        };
+        r.address_space(&map_fd_of, &shm_fd_of, &reader, i, path, progress)?;
+        // The report pipe's write end has the same number in every stub.
+        let mut to_close: Vec<RawFd> = keep_of[i].clone();
+        to_close.push(plan.report_fd);
+        let exe = exe_fds[i].as_ref().map(|f| f.as_raw_fd());
+        for &fd in to_close.iter().filter(|&&fd| Some(fd) != exe) {
+            r.call("close", nr::CLOSE, &[fd as u64])?;
+        }
+        r.late_opens(&late_of[i])?;
+        r.mm(exe, &mut warnings)?;
+        if let Some(fd) = exe {
+            r.call("close", nr::CLOSE, &[fd as u64])?;
+        }
+        r.sigactions()?;
+        let tids = r.threads()?;
+        guard.pids.extend(tids.iter().skip(1).copied());
+        r.pending(&tids)?;
+        // Limits while the stub still has the caller's credentials (prlimit of another
+        // user's process needs CAP_SYS_RESOURCE, as does raising a hard limit).
+        for rl in &img.process.rlimits {
+            if let Err(e) = sys::process::set_rlimit(pid, rl.resource, rl.soft, rl.hard) {
+                warnings.push(format!(
+                    "PID {pid}: resource limit {} not restored: {e}",
+                    rl.resource
+                ));
+            }
+        }
+        if restore_creds[i] {
+            r.creds(&tids)?;
+        }
+        r.call("munmap", nr::MUNMAP, &[r.scratch, SCRATCH])?;
+        for (t, &tid) in img.threads.iter().zip(&tids) {
+            sys::ptrace::set_xstate(tid, &t.xstate).map_err(sys_err(format!(
+                "PTRACE_SETREGSET(NT_X86_XSTATE) on thread {tid}"
+            )))?;
+            ptrace::setregs(tid, regs_to(&t.regs))
+                .map_err(sys_err(format!("PTRACE_SETREGS on thread {tid}")))?;
+            sys::ptrace::set_sigmask(tid, t.sigmask)
+                .map_err(sys_err(format!("PTRACE_SETSIGMASK on thread {tid}")))?;
+        }
+        all_tids.push(tids);
+    }
+
+    if opts.after == After::Kill {
+        drop(guard);
+        return Ok(Restored {
+            pid: root,
+            pids,
+            warnings,
+        });
+    }
+    // Children first, so no parent runs before its children exist as they were.
+    for (i, img) in imgs.iter().enumerate().rev() {
+        if opts.after == After::Stop || img.process.stopped {
+            signal::kill(pids[i], Signal::SIGSTOP).map_err(sys_err("kill"))?;
+        }
+        for &tid in &all_tids[i] {
+            ptrace::detach(tid, None).map_err(sys_err(format!("PTRACE_DETACH on thread {tid}")))?;
+        }
+    }
+    guard.armed = false;
+    Ok(Restored {
+        pid: root,
+        pids,
+        warnings,
+    })
+}
+
+/// The error for a root stub that could not be created.
+fn spawn_error(e: Errno, pid: i32, restore_pid: bool) -> RestartError {
+    match e {
+        Errno::EEXIST => pid_in_use(pid),
+        source @ (Errno::EPERM | Errno::EINVAL) if restore_pid => {
+            RestartError::SetTid { pid, source }
+        }
+        source => RestartError::Spawn { source },
+    }
+}
+
+fn pid_in_use(pid: i32) -> RestartError {
+    let holder = procfs::stat(pid)
+        .map(|s| match s.state {
+            'Z' => format!(
+                " (by a zombie `{}` that its parent, PID {}, has not reaped yet)",
+                s.comm, s.ppid
+            ),
+            _ => format!(" (by `{}`)", s.comm),
+        })
+        .unwrap_or_default();
+    RestartError::PidInUse { pid, holder }
+}
+
+/// Wait until every stub reported ready; returns their PIDs in image order.
+fn wait_ready(
+    root: Pid,
+    report: &OwnedFd,
+    imgs: &[&Image],
+    restore_pid: bool,
+    guard: &mut StubGuard,
+) -> Result<Vec<Pid>, RestartError> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use sys::process::stub_step as s;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut ready: Vec<i32> = Vec::new();
+    let mut buf = Vec::new();
+    while ready.len() < imgs.len() {
+        if std::time::Instant::now() > deadline {
+            return Err(RestartError::Stub {
+                step: "report ready in time",
+                source: Errno::ETIMEDOUT,
+            });
+        }
+        let mut fds = [PollFd::new(report.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
+        let mut chunk = [0u8; 4096];
+        match nix::unistd::read(report, &mut chunk) {
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(e) => return Err(sys_err("reading the stubs' reports")(e)),
+        }
+        let whole = buf.len() / 12 * 12;
+        let reports = sys::process::parse_reports(&buf[..whole]);
+        buf.drain(..whole);
+        for (pid, step, errno) in reports {
+            let source = Errno::from_raw(errno);
+            let step = match step {
+                s::READY => {
+                    ready.push(pid);
+                    guard.pids.push(Pid::from_raw(pid));
+                    continue;
+                }
+                s::CHILD if source == Errno::EEXIST => return Err(pid_in_use(pid)),
+                s::CHILD if restore_pid && matches!(source, Errno::EPERM | Errno::EINVAL) => {
+                    return Err(RestartError::SetTid { pid, source });
+                }
+                s::CHILD => "create a child process",
+                s::DUP => "set up its descriptors",
+                s::CHDIR => "enter its working directory",
+                s::PERSONALITY => "set its personality",
+                s::SESSION => "join its session and process group",
+                _ => "start",
+            };
+            return Err(RestartError::Stub { step, source });
+        }
+        // A root that died without a report (killed from outside) ends the wait.
+        if let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+            waitpid(root, Some(WaitPidFlag::WNOHANG))
+        {
+            guard.armed = false;
+            return Err(RestartError::Stub {
+                step: "start",
+                source: Errno::ECHILD,
+            });
+        }
+    }
+    // With restored PIDs each process has its image's PID; otherwise there is one.
+    if restore_pid {
+        Ok(imgs.iter().map(|i| Pid::from_raw(i.process.pid)).collect())
+    } else {
+        Ok(vec![root])
+    }
+}
+
+/// The stub plan of every process, nested as the processes were: each process's
+/// children under it, group leaders before the members of their groups.
+fn stub_plans(
+    imgs: &[&Image],
+    restore_pid: bool,
+    moves: &[Vec<(RawFd, RawFd, bool)>],
+    keep: &[Vec<RawFd>],
+    first_free: RawFd,
+    report_fd: RawFd,
+    warnings: &mut Vec<String>,
+) -> Result<sys::process::StubPlan, RestartError> {
+    let index_of = |pid: i32| imgs.iter().position(|i| i.process.pid == pid);
+    let mut made = vec![false; imgs.len()];
+    let root_plan = build_plan(
+        0,
+        imgs,
+        &index_of,
+        restore_pid,
+        moves,
+        keep,
+        first_free,
+        report_fd,
+        warnings,
+        &mut made,
+    )?;
+    if let Some(i) = made.iter().position(|m| !m) {
+        return Err(RestartError::Tree {
+            what: format!(
+                "process {} has no parent in the image (its parent {} is neither the root nor in the image)",
+                imgs[i].process.pid, imgs[i].process.ppid
+            ),
+        });
+    }
+    Ok(root_plan)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_plan(
+    i: usize,
+    imgs: &[&Image],
+    index_of: &dyn Fn(i32) -> Option<usize>,
+    restore_pid: bool,
+    moves: &[Vec<(RawFd, RawFd, bool)>],
+    keep: &[Vec<RawFd>],
+    first_free: RawFd,
+    report_fd: RawFd,
+    warnings: &mut Vec<String>,
+    made: &mut [bool],
+) -> Result<sys::process::StubPlan, RestartError> {
+    made[i] = true;
+    let p = &imgs[i].process;
+    let parent = (i != 0)
+        .then(|| index_of(p.ppid))
+        .flatten()
+        .map(|j| &imgs[j].process);
+    let session = if p.sid == p.pid {
+        StubSession::Leader
+    } else if p.pgid == p.pid {
+        StubSession::GroupLeader
+    } else if let Some(par) = parent {
+        if p.pgid == par.pgid {
+            StubSession::Inherit
+        } else if index_of(p.pgid).is_some() {
+            StubSession::Join(p.pgid)
+        } else {
+            warnings.push(format!(
+                "PID {}: its process group {} is not in the image; it joins its parent's",
+                p.pid, p.pgid
+            ));
+            StubSession::Inherit
+        }
+    } else {
+        StubSession::Inherit
+    };
+    // Children: processes whose parent is this one, group leaders first so that the
+    // members of their groups can join them.
+    let mut kids: Vec<usize> = (0..imgs.len())
+        .filter(|&j| j != 0 && imgs[j].process.ppid == p.pid && !made[j])
+        .collect();
+    kids.sort_by_key(|&j| {
+        let c = &imgs[j].process;
+        (c.pgid != c.pid && c.sid != c.pid, c.pid)
+    });
+    let mut children = Vec::with_capacity(kids.len());
+    for j in kids {
+        children.push(build_plan(
+            j,
+            imgs,
+            index_of,
+            restore_pid,
+            moves,
+            keep,
+            first_free,
+            report_fd,
+            warnings,
+            made,
+        )?);
+    }
+    let cwd = CString::new(p.cwd.clone()).map_err(|_| RestartError::Sys {
+        op: "cwd contains NUL".into(),
+        source: Errno::EINVAL,
+    })?;
+    Ok(sys::process::StubPlan {
+        set_tid: restore_pid.then_some(p.pid),
+        moves: moves[i].clone(),
+        keep: keep[i].clone(),
+        first_free,
+        cwd,
+        umask: p.umask,
+        personality: p.personality,
+        session,
+        report_fd,
+        children,
+    })
+}
+
+/// A pipe for every pipe inode whose both ends are held inside the image (by one process
+/// or several), filled with its buffered bytes. Keyed by inode.
+fn shared_pipes(imgs: &[&Image]) -> Result<Vec<(u64, OwnedFd, OwnedFd)>, RestartError> {
+    let mut out: Vec<(u64, OwnedFd, OwnedFd)> = Vec::new();
+    let ends = imgs
+        .iter()
+        .flat_map(|img| img.files.iter())
+        .filter_map(|f| match &f.kind {
+            FileKind::Pipe {
+                ino,
+                read_end,
+                data,
+                capacity,
+            } => Some((*ino, *read_end, data, *capacity)),
+            _ => None,
+        });
+    let all: Vec<_> = ends.collect();
+    for &(ino, read_end, data, capacity) in &all {
+        if !read_end || out.iter().any(|(i, _, _)| *i == ino) {
+            continue;
+        }
+        if !all.iter().any(|&(i, r, _, _)| i == ino && !r) {
+            continue;
+        }
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe2"))?;
+        if capacity as usize > 65536 {
+            let _ = fcntl::fcntl(w.as_fd(), FcntlArg::F_SETPIPE_SZ(capacity as _));
+        }
+        write_all(&w, data).map_err(sys_err("refilling a pipe"))?;
+        out.push((ino, r, w));
+    }
+    Ok(out)
+}
+
+/// A memfd for every shared anonymous object that several processes of the image map,
+/// sized to hold every mapping of it. Keyed by the original shmem inode.
+fn shared_memory(imgs: &[&Image]) -> Result<Vec<(u64, OwnedFd)>, RestartError> {
+    // (ino, processes mapping it, bytes needed)
+    let mut users: Vec<(u64, Vec<usize>, u64)> = Vec::new();
+    for (i, img) in imgs.iter().enumerate() {
+        for id in &img.shared_anon {
+            let Some(r) = img.regions.iter().find(|r| r.start == id.start) else {
+                continue;
+            };
+            let end = r.offset.saturating_add(r.len());
+            match users.iter_mut().find(|u| u.0 == id.ino) {
+                Some(u) => {
+                    u.2 = u.2.max(end);
+                    if !u.1.contains(&i) {
+                        u.1.push(i);
+                    }
+                }
+                None => users.push((id.ino, vec![i], end)),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (ino, procs, size) in users {
+        if procs.len() < 2 {
+            continue;
+        }
+        let fd = nix::sys::memfd::memfd_create(
+            c"lifeboat-shared",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .map_err(sys_err("memfd_create"))?;
+        nix::unistd::ftruncate(&fd, size as i64).map_err(sys_err("ftruncate of shared memory"))?;
+        out.push((ino, fd));
+    }
+    Ok(out)
+}
+
+/// Open the files mapped by `img` (as the caller), checking that they are the files that
+/// were mapped; adds to `map_fds` one descriptor per distinct `(path, writable)`.
+fn open_mapped_files(
+    img: &Image,
+    map_fds: &mut Vec<(String, bool, OwnedFd)>,
+    lift: &dyn Fn(&OwnedFd) -> Result<OwnedFd, RestartError>,
+    warnings: &mut Vec<String>,
+) -> Result<(), RestartError> {
     for r in &img.regions {
         let RegionKind::File {
             path: fpath,
@@ -405,174 +947,13 @@ pub fn restart(
         }
         map_fds.push((fpath.clone(), writable, lift(&fd)?));
     }
-    let exe_fd = if caller == 0 {
-        fcntl::open(
-            img.process.exe.as_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()
-        .map(|fd| lift(&fd))
-        .transpose()?
-    } else {
-        None
-    };
-    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe2"))?;
-    let err_w = lift(&err_w)?;
-    let map_raw: Vec<RawFd> = map_fds.iter().map(|(_, _, fd)| fd.as_raw_fd()).collect();
-    let mut keep = map_raw.clone();
-    keep.extend(exe_fd.as_ref().map(|f| f.as_raw_fd()));
-
-    let session = if img.process.sid == img.process.pid {
-        StubSession::Leader
-    } else if img.process.pgid == img.process.pid {
-        StubSession::GroupLeader
-    } else {
-        StubSession::Inherit
-    };
-    let cwd = CString::new(img.process.cwd.clone()).map_err(|_| RestartError::Sys {
-        op: "cwd contains NUL".into(),
-        source: Errno::EINVAL,
-    })?;
-    let plan = sys::process::StubPlan {
-        set_tid: opts.restore_pid.then_some(img.process.pid),
-        moves: &moves,
-        keep: &keep,
-        first_free,
-        cwd: &cwd,
-        umask: img.process.umask,
-        personality: img.process.personality,
-        session,
-        error_fd: err_w.as_raw_fd(),
-    };
-    if opts.restore_pid {
-        wait_for_zombie_reaped(img.process.pid);
-    }
-    let pid = match sys::process::spawn_stub(&plan) {
-        Ok(pid) => pid,
-        Err(Errno::EEXIST) => {
-            let holder = procfs::stat(img.process.pid)
-                .map(|s| match s.state {
-                    'Z' => format!(
-                        " (by a zombie `{}` that its parent, PID {}, has not reaped yet)",
-                        s.comm, s.ppid
-                    ),
-                    _ => format!(" (by `{}`)", s.comm),
-                })
-                .unwrap_or_default();
-            return Err(RestartError::PidInUse {
-                pid: img.process.pid,
-                holder,
-            });
-        }
-        Err(source @ (Errno::EPERM | Errno::EINVAL)) if opts.restore_pid => {
-            return Err(RestartError::SetTid {
-                pid: img.process.pid,
-                source,
-            });
-        }
-        Err(source) => return Err(RestartError::Spawn { source }),
-    };
-    let mut guard = StubGuard { pid, armed: true };
-    drop(holders);
-    drop(err_w);
-    match waitpid(pid, Some(WaitPidFlag::__WALL)).map_err(sys_err("waitpid"))? {
-        WaitStatus::Stopped(_, Signal::SIGSTOP) => {}
-        _ => {
-            guard.armed = false;
-            let mut msg = [0u8; 8];
-            let n = nix::unistd::read(&err_r, &mut msg).unwrap_or(0);
-            let step = u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
-            let errno = Errno::from_raw(i32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]));
-            use sys::process::stub_step as s;
-            let step = match (n, step) {
-                (8, s::DUP) => "set up its descriptors",
-                (8, s::CHDIR) => "enter its working directory",
-                (8, s::PERSONALITY) => "set its personality",
-                (8, s::SESSION) => "create its session",
-                (8, s::TRACEME) => "accept ptrace",
-                _ => "start",
-            };
-            return Err(RestartError::Stub {
-                step,
-                source: errno,
-            });
-        }
-    }
-    ptrace::setoptions(
-        pid,
-        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_TRACECLONE | Options::PTRACE_O_EXITKILL,
-    )
-    .map_err(sys_err("PTRACE_SETOPTIONS"))?;
-    sys::ptrace::set_sigmask(pid, u64::MAX).map_err(sys_err("PTRACE_SETSIGMASK"))?;
-
-    let mut r = Restorer {
-        pid,
-        img,
-        inj: Injector::new(pid, 0)?,
-        scratch: 0,
-        restore_pid: opts.restore_pid,
-    };
-    let map_fd_of = |path: &str, writable: bool| {
-        map_fds
-            .iter()
-            .find(|(p, w, _)| p == path && *w == writable)
-            .map(|(_, _, fd)| fd.as_raw_fd())
-    };
-    r.address_space(&map_fd_of, &reader, path, progress)?;
-    for &fd in map_raw.iter().chain([&plan.error_fd]) {
-        r.call("close", nr::CLOSE, &[fd as u64])?;
-    }
-    r.late_opens(&late)?;
-    r.mm(exe_fd.as_ref().map(|f| f.as_raw_fd()), &mut warnings)?;
-    if let Some(fd) = &exe_fd {
-        r.call("close", nr::CLOSE, &[fd.as_raw_fd() as u64])?;
-    }
-    r.sigactions()?;
-    let tids = r.threads()?;
-    r.pending(&tids)?;
-    // Limits while the stub still has the caller's credentials (prlimit of a process of
-    // another user needs CAP_SYS_RESOURCE); raising a hard limit needs it anyway.
-    // Limits while the stub still has the caller's credentials (prlimit of another user's
-    // process needs CAP_SYS_RESOURCE, as does raising a hard limit).
-    for rl in &img.process.rlimits {
-        if let Err(e) = sys::process::set_rlimit(pid, rl.resource, rl.soft, rl.hard) {
-            warnings.push(format!("resource limit {} not restored: {e}", rl.resource));
-        }
-    }
-    if restore_creds {
-        r.creds(&tids)?;
-    }
-    r.call("munmap", nr::MUNMAP, &[r.scratch, SCRATCH])?;
-    for (t, &tid) in img.threads.iter().zip(&tids) {
-        sys::ptrace::set_xstate(tid, &t.xstate).map_err(sys_err(format!(
-            "PTRACE_SETREGSET(NT_X86_XSTATE) on thread {tid}"
-        )))?;
-        ptrace::setregs(tid, regs_to(&t.regs))
-            .map_err(sys_err(format!("PTRACE_SETREGS on thread {tid}")))?;
-        sys::ptrace::set_sigmask(tid, t.sigmask)
-            .map_err(sys_err(format!("PTRACE_SETSIGMASK on thread {tid}")))?;
-    }
-    match opts.after {
-        After::Kill => {
-            guard.armed = true;
-            drop(guard);
-            return Ok(Restored { pid, warnings });
-        }
-        After::Stop => signal::kill(pid, Signal::SIGSTOP).map_err(sys_err("kill"))?,
-        _ if img.process.stopped => signal::kill(pid, Signal::SIGSTOP).map_err(sys_err("kill"))?,
-        _ => {}
-    }
-    for &tid in &tids {
-        ptrace::detach(tid, None).map_err(sys_err(format!("PTRACE_DETACH on thread {tid}")))?;
-    }
-    guard.armed = false;
-    Ok(Restored { pid, warnings })
+    Ok(())
 }
 
 /// Open every file description of the image as the caller.
 fn prepare_files(
     img: &Image,
+    pipes: &[(u64, OwnedFd, OwnedFd)],
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<Prepared>, Vec<LateOpen>), RestartError> {
     let mut opened: Vec<Option<OwnedFd>> = (0..img.files.len()).map(|_| None).collect();
@@ -671,30 +1052,27 @@ fn prepare_files(
                 }
             }
             FileKind::Pipe { ino, read_end, .. } => {
-                let peer = img.files.iter().position(|o| matches!(&o.kind, FileKind::Pipe { ino: pi, read_end: pr, .. } if pi == ino && pr != read_end));
-                match peer {
+                match pipes.iter().find(|(i, _, _)| i == ino) {
+                    // Both ends are in the image: one pipe for every holder.
+                    Some((_, r, w)) => {
+                        let end = if *read_end { r } else { w };
+                        end.try_clone().map_err(|e| RestartError::Sys {
+                            op: "dup of a pipe end".into(),
+                            source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                        })?
+                    }
+                    // A std stream into a pipe that was outside: the restarter's own.
                     None if std_only(i) => dup_own(first_fd)?,
-                    _ => {
+                    None => {
                         let (r, w) =
                             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe2"))?;
-                        let reader = if *read_end {
-                            f
-                        } else {
-                            peer.map_or(f, |p| &img.files[p])
-                        };
-                        if let FileKind::Pipe { data, capacity, .. } = &reader.kind {
-                            if *capacity as usize > 65536 {
-                                let _ =
-                                    fcntl::fcntl(w.as_fd(), FcntlArg::F_SETPIPE_SZ(*capacity as _));
+                        if let FileKind::Pipe { data, .. } = &f.kind {
+                            if *read_end {
+                                write_all(&w, data).map_err(sys_err("refilling a pipe"))?;
                             }
-                            write_all(&w, data).map_err(sys_err("refilling a pipe"))?;
                         }
-                        let (mine, theirs) = if *read_end { (r, w) } else { (w, r) };
-                        match peer {
-                            Some(p) => opened[p] = Some(theirs),
-                            None => warnings.push(format!("descriptor {first_fd}: the other end of its pipe was outside the process; it is now closed")),
-                        }
-                        mine
+                        warnings.push(format!("PID {}: descriptor {first_fd}: the other end of its pipe was outside the image; it is now closed", img.process.pid));
+                        if *read_end { r } else { w }
                     }
                 }
             }
@@ -804,7 +1182,9 @@ impl Restorer<'_> {
     fn address_space(
         &mut self,
         map_fd: &dyn Fn(&str, bool) -> Option<RawFd>,
+        shm_fd: &dyn Fn(u64) -> Option<RawFd>,
         reader: &image::Reader,
+        index: usize,
         path: &Path,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), RestartError> {
@@ -943,10 +1323,19 @@ impl Restorer<'_> {
             if r.growsdown {
                 flags |= libc::MAP_GROWSDOWN;
             }
+            // Shared anonymous memory that other processes of the image map too comes
+            // from one memfd, so they share it again.
+            let shared_obj = (r.kind == RegionKind::SharedAnon)
+                .then(|| img.shared_anon.iter().find(|id| id.start == r.start))
+                .flatten()
+                .and_then(|id| shm_fd(id.ino));
             let fd = match &r.kind {
                 RegionKind::File { path, .. } => {
                     map_fd(path, r.shared && r.prot & libc::PROT_WRITE as u32 != 0)
                         .map_or(u64::MAX, |fd| fd as u64)
+                }
+                RegionKind::SharedAnon if shared_obj.is_some() => {
+                    shared_obj.map_or(u64::MAX, |fd| fd as u64)
                 }
                 _ => {
                     flags |= libc::MAP_ANONYMOUS;
@@ -974,7 +1363,7 @@ impl Restorer<'_> {
         }
         // Page contents.
         let total = img.pagemap.iter().map(|p| p.pages * PAGE_SIZE).sum();
-        if let Some(mut pages) = reader.pages()? {
+        if let Some(mut pages) = reader.pages_of(index)? {
             let mut buf = vec![0u8; 8 << 20];
             let mut done = 0;
             for run in &img.pagemap {

@@ -14,6 +14,12 @@
 //! | 0x06 | FDS      | descriptor number → file description, close-on-exec |
 //! | 0x08 | PAGES    | raw page data, streamed (optionally zstd) |
 //! | 0x07 | PAGEMAP  | runs `(address, pages)` giving where each page of PAGES goes |
+//! | 0x80000009 | SHMEM | optional: the shmem inode behind each shared anonymous region, so processes that shared it share it again |
+//!
+//! An image of several processes (a process tree, a process group, a session) is a META
+//! section followed by one group per process, each starting with its PROCESS section;
+//! the first group is the root of the scope. A reader that predates trees reads the first
+//! group only.
 //!
 //! Every record is little-endian via [`wire`]. Kinds with bit 31 set are optional: a reader
 //! that does not know one skips it; an unknown kind without that bit means the image needs
@@ -51,6 +57,8 @@ pub mod kind {
     pub const PAGEMAP: u32 = 0x07;
     /// Page data.
     pub const PAGES: u32 = 0x08;
+    /// Identity of shared anonymous regions (optional).
+    pub const SHMEM: u32 = 0x8000_0009;
     /// Bit set on kinds a reader may skip when it does not know them.
     pub const OPTIONAL: u32 = 0x8000_0000;
 
@@ -65,6 +73,7 @@ pub mod kind {
             FDS => "FDS",
             PAGEMAP => "PAGEMAP",
             PAGES => "PAGES",
+            SHMEM => "SHMEM",
             super::container::END_KIND => "END",
             _ => "unknown",
         }
@@ -343,7 +352,8 @@ fn enc_pagemap(runs: &[PageRun]) -> Vec<u8> {
     e.into_vec()
 }
 
-/// Writes one process image: metadata first, then the page stream, then the page map.
+/// Writes an image: META, then for each process its metadata sections, its page stream
+/// and its page map; then [`Writer::finish`].
 #[derive(Debug)]
 pub struct Writer {
     inner: ImageWriter,
@@ -351,7 +361,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Start an image at `path` (written under a temporary name until [`Writer::commit`]).
+    /// Start an image at `path` (written under a temporary name until [`Writer::finish`]).
     pub fn create(path: &Path, compress: bool) -> Result<Writer, ImageError> {
         Ok(Writer {
             inner: ImageWriter::create(path)?,
@@ -359,10 +369,14 @@ impl Writer {
         })
     }
 
-    /// Write every metadata section of `image` (all but PAGES and PAGEMAP).
-    pub fn metadata(&mut self, image: &Image) -> Result<(), ImageError> {
-        self.inner
-            .section(kind::META, false, &enc_meta(&image.meta))?;
+    /// Write the META section (once, first).
+    pub fn meta(&mut self, meta: &Meta) -> Result<(), ImageError> {
+        self.inner.section(kind::META, false, &enc_meta(meta))?;
+        Ok(())
+    }
+
+    /// Write one process's metadata sections (all but PAGES and PAGEMAP).
+    pub fn process(&mut self, image: &Image) -> Result<(), ImageError> {
         self.inner
             .section(kind::PROCESS, false, &enc_process(&image.process))?;
         for t in &image.threads {
@@ -373,20 +387,51 @@ impl Writer {
         self.inner
             .section(kind::FILES, self.compress, &enc_files(&image.files))?;
         self.inner.section(kind::FDS, false, &enc_fds(&image.fds))?;
+        if !image.shared_anon.is_empty() {
+            self.inner
+                .section(kind::SHMEM, false, &enc_shmem(&image.shared_anon))?;
+        }
         Ok(())
     }
 
-    /// A stream for the page data.
+    /// META and one process's metadata (the single-process case).
+    pub fn metadata(&mut self, image: &Image) -> Result<(), ImageError> {
+        self.meta(&image.meta)?;
+        self.process(image)
+    }
+
+    /// A stream for the current process's page data.
     pub fn pages(&mut self) -> Result<container::SectionStream<'_>, ImageError> {
         Ok(self.inner.stream(kind::PAGES, self.compress)?)
     }
 
-    /// Write the page map, END, fsync and rename into place; returns the file size.
-    pub fn commit(mut self, pagemap: &[PageRun]) -> Result<u64, ImageError> {
+    /// Write the current process's page map.
+    pub fn pagemap(&mut self, pagemap: &[PageRun]) -> Result<(), ImageError> {
         self.inner
             .section(kind::PAGEMAP, false, &enc_pagemap(pagemap))?;
+        Ok(())
+    }
+
+    /// Write END, fsync and rename into place; returns the file size.
+    pub fn finish(self) -> Result<u64, ImageError> {
         Ok(self.inner.commit()?)
     }
+
+    /// Write the page map, END, fsync and rename into place; returns the file size.
+    pub fn commit(mut self, pagemap: &[PageRun]) -> Result<u64, ImageError> {
+        self.pagemap(pagemap)?;
+        self.finish()
+    }
+}
+
+fn enc_shmem(ids: &[SharedAnonId]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u64(ids.len() as u64);
+    for id in ids {
+        e.u64(id.start);
+        e.u64(id.ino);
+    }
+    e.into_vec()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -805,12 +850,57 @@ fn dec_pagemap(data: &[u8], regions: &[Region], cx: &Ctx<'_>) -> Result<Vec<Page
     Ok(out)
 }
 
+fn dec_shmem(
+    data: &[u8],
+    regions: &[Region],
+    cx: &Ctx<'_>,
+) -> Result<Vec<SharedAnonId>, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let n = d.count(MAX_REGIONS).map_err(&w)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = SharedAnonId {
+            start: d.u64().map_err(&w)?,
+            ino: d.u64().map_err(&w)?,
+        };
+        if !regions
+            .iter()
+            .any(|r| r.start == id.start && r.kind == RegionKind::SharedAnon)
+        {
+            return Err(cx.invalid(format!(
+                "{:#x} is not the start of a shared anonymous region",
+                id.start
+            )));
+        }
+        out.push(id);
+    }
+    d.finish().map_err(&w)?;
+    Ok(out)
+}
+
+/// Sections of one process, as found in the file.
+#[derive(Default)]
+struct Group {
+    process: Option<Process>,
+    threads: Vec<Thread>,
+    regions: Option<Vec<Region>>,
+    files: Option<Vec<OpenFile>>,
+    fds_raw: Option<Vec<u8>>,
+    pagemap_raw: Option<Vec<u8>>,
+    shmem_raw: Option<Vec<u8>>,
+    pages: Option<SectionInfo>,
+}
+
+/// Most processes one image may hold.
+const MAX_PROCESSES: usize = 1 << 15;
+
 /// An opened image: every record decoded and validated; page data ready to stream.
 #[derive(Debug)]
 pub struct Reader {
     inner: ImageReader,
-    image: Image,
-    pages: Option<SectionInfo>,
+    /// One image per process, the root of the scope first, with its page data.
+    images: Vec<(Image, Option<SectionInfo>)>,
 }
 
 impl Reader {
@@ -818,51 +908,70 @@ impl Reader {
     pub fn open(path: &Path) -> Result<Reader, ImageError> {
         let inner = ImageReader::open(path)?;
         let mut meta = None;
-        let mut process = None;
-        let mut threads = Vec::new();
-        let mut regions = None;
-        let mut files = None;
-        let mut fds_raw = None;
-        let mut pagemap_raw = None;
-        let mut pages = None;
+        let mut groups: Vec<Group> = Vec::new();
         for info in inner.sections() {
             let section = kind::name(info.kind);
             let cx = Ctx { path, section };
-            match info.kind {
-                kind::PAGES => {
-                    pages = Some(*info);
-                    continue;
-                }
-                container::END_KIND => continue,
-                k if k & kind::OPTIONAL != 0 => continue,
+            let known = matches!(
+                info.kind,
                 kind::META
-                | kind::PROCESS
-                | kind::THREAD
-                | kind::REGIONS
-                | kind::FILES
-                | kind::FDS
-                | kind::PAGEMAP => {}
-                k => {
+                    | kind::PROCESS
+                    | kind::THREAD
+                    | kind::REGIONS
+                    | kind::FILES
+                    | kind::FDS
+                    | kind::PAGEMAP
+                    | kind::PAGES
+                    | kind::SHMEM
+            );
+            match info.kind {
+                container::END_KIND => continue,
+                k if !known && k & kind::OPTIONAL != 0 => continue,
+                k if !known => {
                     return Err(ImageError::UnknownSection {
                         path: path.to_owned(),
                         kind: k,
                     });
                 }
+                kind::PROCESS => {
+                    if groups.len() >= MAX_PROCESSES {
+                        return Err(cx.invalid("too many processes"));
+                    }
+                    groups.push(Group::default());
+                }
+                kind::META => {}
+                _ if groups.is_empty() => {
+                    return Err(cx.invalid("section before the first PROCESS section"));
+                }
+                _ => {}
+            }
+            if info.kind == kind::PAGES {
+                if let Some(g) = groups.last_mut() {
+                    g.pages = Some(*info);
+                }
+                continue;
             }
             let data = inner.read(info, MAX_META_SECTION)?;
+            if info.kind == kind::META {
+                meta = Some(dec_meta(&data, &cx)?);
+                continue;
+            }
+            let Some(g) = groups.last_mut() else {
+                return Err(cx.invalid("section before the first PROCESS section"));
+            };
             match info.kind {
-                kind::META => meta = Some(dec_meta(&data, &cx)?),
-                kind::PROCESS => process = Some(dec_process(&data, &cx)?),
+                kind::PROCESS => g.process = Some(dec_process(&data, &cx)?),
                 kind::THREAD => {
-                    if threads.len() >= MAX_THREADS {
+                    if g.threads.len() >= MAX_THREADS {
                         return Err(cx.invalid("too many threads"));
                     }
-                    threads.push(dec_thread(&data, &cx)?);
+                    g.threads.push(dec_thread(&data, &cx)?);
                 }
-                kind::REGIONS => regions = Some(dec_regions(&data, &cx)?),
-                kind::FILES => files = Some(dec_files(&data, &cx)?),
-                kind::FDS => fds_raw = Some(data),
-                _ => pagemap_raw = Some(data),
+                kind::REGIONS => g.regions = Some(dec_regions(&data, &cx)?),
+                kind::FILES => g.files = Some(dec_files(&data, &cx)?),
+                kind::FDS => g.fds_raw = Some(data),
+                kind::SHMEM => g.shmem_raw = Some(data),
+                _ => g.pagemap_raw = Some(data),
             }
         }
         let missing = |section| ImageError::Missing {
@@ -870,35 +979,56 @@ impl Reader {
             section,
         };
         let meta = meta.ok_or_else(|| missing("META"))?;
-        let process = process.ok_or_else(|| missing("PROCESS"))?;
-        let regions = regions.ok_or_else(|| missing("REGIONS"))?;
-        let files = files.ok_or_else(|| missing("FILES"))?;
+        if groups.is_empty() {
+            return Err(missing("PROCESS"));
+        }
+        let mut images = Vec::with_capacity(groups.len());
+        for g in groups {
+            let image = Self::assemble(path, &meta, g, &images)?;
+            images.push(image);
+        }
+        Ok(Reader { inner, images })
+    }
+
+    /// Validate one process's sections into an [`Image`].
+    fn assemble(
+        path: &Path,
+        meta: &Meta,
+        g: Group,
+        before: &[(Image, Option<SectionInfo>)],
+    ) -> Result<(Image, Option<SectionInfo>), ImageError> {
+        let missing = |section| ImageError::Missing {
+            path: path.to_owned(),
+            section,
+        };
+        let cx = |section| Ctx { path, section };
+        let process = g.process.ok_or_else(|| missing("PROCESS"))?;
+        if before.iter().any(|(i, _)| i.process.pid == process.pid) {
+            return Err(cx("PROCESS").invalid(format!("process {} appears twice", process.pid)));
+        }
+        let regions = g.regions.ok_or_else(|| missing("REGIONS"))?;
+        let files = g.files.ok_or_else(|| missing("FILES"))?;
         let fds = dec_fds(
-            &fds_raw.ok_or_else(|| missing("FDS"))?,
+            &g.fds_raw.ok_or_else(|| missing("FDS"))?,
             files.len(),
-            &Ctx {
-                path,
-                section: "FDS",
-            },
+            &cx("FDS"),
         )?;
         let pagemap = dec_pagemap(
-            &pagemap_raw.ok_or_else(|| missing("PAGEMAP"))?,
+            &g.pagemap_raw.ok_or_else(|| missing("PAGEMAP"))?,
             &regions,
-            &Ctx {
-                path,
-                section: "PAGEMAP",
-            },
+            &cx("PAGEMAP"),
         )?;
-        let cx = Ctx {
-            path,
-            section: "THREAD",
+        let shared_anon = match &g.shmem_raw {
+            Some(raw) => dec_shmem(raw, &regions, &cx("SHMEM"))?,
+            None => Vec::new(),
         };
+        let threads = g.threads;
         if threads.first().map(|t| t.tid) != Some(process.pid) {
-            return Err(cx.invalid("the first thread is not the thread-group leader"));
+            return Err(cx("THREAD").invalid("the first thread is not the thread-group leader"));
         }
         for (i, t) in threads.iter().enumerate() {
             if threads[..i].iter().any(|o| o.tid == t.tid) {
-                return Err(cx.invalid(format!("thread {} appears twice", t.tid)));
+                return Err(cx("THREAD").invalid(format!("thread {} appears twice", t.tid)));
             }
         }
         let total: u64 = pagemap
@@ -906,44 +1036,50 @@ impl Reader {
             .map(|r| r.pages)
             .sum::<u64>()
             .saturating_mul(PAGE_SIZE);
-        let stored = pages.as_ref().map_or(0, |p| p.raw_len);
+        let stored = g.pages.as_ref().map_or(0, |p| p.raw_len);
         if total != stored {
-            return Err(Ctx {
-                path,
-                section: "PAGEMAP",
-            }
-            .invalid(format!(
+            return Err(cx("PAGEMAP").invalid(format!(
                 "maps {total} bytes of pages but PAGES holds {stored}"
             )));
         }
-        let image = Image {
-            meta,
-            process,
-            threads,
-            regions,
-            files,
-            fds,
-            pagemap,
-        };
-        Ok(Reader {
-            inner,
-            image,
-            pages,
-        })
+        Ok((
+            Image {
+                meta: meta.clone(),
+                process,
+                threads,
+                regions,
+                files,
+                fds,
+                pagemap,
+                shared_anon,
+            },
+            g.pages,
+        ))
     }
 
-    /// The decoded image.
-    pub fn image(&self) -> &Image {
-        &self.image
+    /// Every process of the image, the root of the scope first.
+    pub fn images(&self) -> impl ExactSizeIterator<Item = &Image> + '_ {
+        self.images.iter().map(|(i, _)| i)
     }
 
-    /// The page data as a reader that checks its checksum at the end.
-    pub fn pages(&self) -> Result<Option<container::SectionRead>, ImageError> {
-        self.pages
-            .as_ref()
+    /// The page data of process `index` (in [`Reader::images`] order), checked at the end.
+    pub fn pages_of(&self, index: usize) -> Result<Option<container::SectionRead>, ImageError> {
+        self.images
+            .get(index)
+            .and_then(|(_, p)| p.as_ref())
             .map(|p| self.inner.stream(p))
             .transpose()
             .map_err(ImageError::from)
+    }
+
+    /// The root process's image.
+    pub fn image(&self) -> &Image {
+        &self.images[0].0
+    }
+
+    /// The root process's page data, checked at the end.
+    pub fn pages(&self) -> Result<Option<container::SectionRead>, ImageError> {
+        self.pages_of(0)
     }
 
     /// Check the page data's checksum without using it. Restart calls this
@@ -951,10 +1087,10 @@ impl Reader {
     /// short-lived stub; the pass costs one read of the stored pages (usually
     /// from the page cache, at several GB/s).
     pub fn verify_pages(&self) -> Result<(), ImageError> {
-        match &self.pages {
-            Some(p) => self.inner.verify(p).map_err(ImageError::from),
-            None => Ok(()),
+        for p in self.images.iter().filter_map(|(_, p)| p.as_ref()) {
+            self.inner.verify(p)?;
         }
+        Ok(())
     }
 
     /// Size of the image file's sections, and whether each passes its checksum.
@@ -1093,6 +1229,7 @@ mod tests {
                 addr: 0x60_1000,
                 pages: 2,
             }],
+            shared_anon: Vec::new(),
         }
     }
 
@@ -1124,6 +1261,59 @@ mod tests {
         std::io::Read::read_to_end(&mut r.pages().unwrap().unwrap(), &mut data).unwrap();
         assert_eq!(data, vec![0xab; 8192]);
         assert!(r.verify().iter().all(|(_, _, ok)| ok.is_ok()));
+    }
+
+    /// Several processes in one image: each group keeps its own records and pages, and
+    /// the identity of shared anonymous memory survives.
+    #[test]
+    fn tree_round_trip() {
+        let path = tmp("tree");
+        let root = sample();
+        let mut child = sample();
+        child.process.pid = 101;
+        child.process.ppid = 100;
+        child.threads[0].tid = 101;
+        child.threads.truncate(1);
+        child.regions[1].kind = RegionKind::SharedAnon;
+        child.regions[1].shared = true;
+        child.shared_anon = vec![SharedAnonId {
+            start: child.regions[1].start,
+            ino: 4242,
+        }];
+        let mut w = Writer::create(&path, true).unwrap();
+        w.meta(&root.meta).unwrap();
+        for (img, byte) in [(&root, 0xab), (&child, 0xcd)] {
+            w.process(img).unwrap();
+            let mut s = w.pages().unwrap();
+            s.write_all(&[byte; 8192]).unwrap();
+            s.finish().unwrap();
+            w.pagemap(&img.pagemap).unwrap();
+        }
+        w.finish().unwrap();
+
+        let r = Reader::open(&path).unwrap();
+        let got: Vec<&Image> = r.images().collect();
+        assert_eq!(got, vec![&root, &child]);
+        for (i, byte) in [(0, 0xab), (1, 0xcd)] {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut r.pages_of(i).unwrap().unwrap(), &mut data).unwrap();
+            assert_eq!(data, vec![byte; 8192]);
+        }
+        r.verify_pages().unwrap();
+
+        // The same PID twice is refused.
+        let mut w = Writer::create(&path, false).unwrap();
+        w.meta(&root.meta).unwrap();
+        for _ in 0..2 {
+            w.process(&root).unwrap();
+            let mut s = w.pages().unwrap();
+            s.write_all(&[1; 8192]).unwrap();
+            s.finish().unwrap();
+            w.pagemap(&root.pagemap).unwrap();
+        }
+        w.finish().unwrap();
+        let err = Reader::open(&path).unwrap_err().to_string();
+        assert!(err.contains("process 100 appears twice"), "{err}");
     }
 
     /// Well-formed, correctly checksummed images whose content is refused, with the message.

@@ -5,49 +5,59 @@ use super::check;
 use libc::{c_int, c_long, pid_t};
 use nix::errno::Errno;
 use nix::unistd::Pid;
-use std::ffi::CStr;
 use std::os::fd::RawFd;
 
 /// `KCMP_FILE` from `include/uapi/linux/kcmp.h`.
 const KCMP_FILE: c_int = 0;
 
-/// How the restart stub joins a session and process group before it stops.
+/// How a restart stub joins a session and process group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StubSession {
-    /// `setsid()`: the process was a session leader (a daemon).
+    /// `setsid()`: the process was a session leader (a daemon, a shell).
     Leader,
     /// `setpgid(0, 0)`: the process led its own process group.
     GroupLeader,
-    /// Stay in the restarter's session and group.
+    /// `setpgid(0, pgid)`: the process was in the group of an earlier-created process.
+    Join(pid_t),
+    /// Stay in the parent's session and group.
     Inherit,
 }
 
-/// Everything the stub does between clone3 and stopping itself, decided in advance so that
-/// the child runs only async-signal-safe system calls and allocates nothing.
+/// Everything one stub does between clone3 and waiting for the restorer, decided in
+/// advance so that the child runs only async-signal-safe system calls and allocates
+/// nothing. A plan holds the plans of the process's children: a stub creates them (with
+/// their PIDs) before it arranges its own descriptors, so they inherit every descriptor
+/// the restorer prepared and keep the ones they need.
 #[derive(Debug)]
-pub struct StubPlan<'a> {
+pub struct StubPlan {
     /// PID to request with clone3 `set_tid`, or `None` for any free PID.
     pub set_tid: Option<pid_t>,
     /// `(source, target, cloexec)`: every source is at least `first_free` and no target is.
-    pub moves: &'a [(RawFd, RawFd, bool)],
+    pub moves: Vec<(RawFd, RawFd, bool)>,
     /// Descriptors (all at least `first_free`) the stub keeps open for the restorer.
-    pub keep: &'a [RawFd],
-    /// Lowest descriptor number used by `moves` sources and `keep`.
+    pub keep: Vec<RawFd>,
+    /// Lowest descriptor number used by `moves` sources and `keep` (the same for a whole
+    /// tree).
     pub first_free: RawFd,
     /// Working directory to enter.
-    pub cwd: &'a CStr,
+    pub cwd: std::ffi::CString,
     /// File mode creation mask.
     pub umask: u32,
     /// `personality(2)` value to set.
     pub personality: u32,
     /// Session and process group to join.
     pub session: StubSession,
-    /// Write end of a pipe on which the stub reports `(step, errno)` when a step fails.
-    pub error_fd: RawFd,
+    /// Write end of the report pipe (shared by a whole tree): each stub writes
+    /// `(pid, step, errno)` as three native-endian `u32`s, step 0 meaning "ready".
+    pub report_fd: RawFd,
+    /// The process's children, group leaders before the members of their groups.
+    pub children: Vec<StubPlan>,
 }
 
-/// Steps the stub may report failing on `StubPlan::error_fd`.
+/// Steps a stub may report on `StubPlan::report_fd`.
 pub mod stub_step {
+    /// Set up and waiting for the restorer.
+    pub const READY: u32 = 0;
     /// Moving a descriptor into place.
     pub const DUP: u32 = 1;
     /// Entering the working directory.
@@ -56,16 +66,31 @@ pub mod stub_step {
     pub const PERSONALITY: u32 = 3;
     /// Becoming a session or group leader.
     pub const SESSION: u32 = 4;
-    /// `PTRACE_TRACEME`.
-    pub const TRACEME: u32 = 5;
+    /// Creating a child (clone3 with `set_tid`); the report carries the child's PID.
+    pub const CHILD: u32 = 5;
 }
 
-/// Create the stub process with clone3 (with `set_tid` when asked) and return its PID.
-///
-/// The child applies `plan`, calls `PTRACE_TRACEME` and stops itself with SIGSTOP; the
-/// caller then waits for that stop and rebuilds the process by ptrace.
-pub fn spawn_stub(plan: &StubPlan<'_>) -> Result<Pid, Errno> {
-    let set_tid: [pid_t; 1] = [plan.set_tid.unwrap_or(0)];
+/// One report of a stub: `(pid, step, errno)`.
+pub type StubReport = (pid_t, u32, i32);
+
+/// Decode the 12-byte reports read from the report pipe.
+pub fn parse_reports(bytes: &[u8]) -> Vec<StubReport> {
+    bytes
+        .chunks_exact(12)
+        .map(|c| {
+            let w = |i: usize| [c[i], c[i + 1], c[i + 2], c[i + 3]];
+            (
+                pid_t::from_ne_bytes(w(0)),
+                u32::from_ne_bytes(w(4)),
+                i32::from_ne_bytes(w(8)),
+            )
+        })
+        .collect()
+}
+
+/// clone3 without `CLONE_VM` (a fork), with `set_tid` when given. Returns 0 in the child.
+fn fork_with_pid(set_tid: Option<pid_t>) -> Result<pid_t, Errno> {
+    let tid: [pid_t; 1] = [set_tid.unwrap_or(0)];
     let args = libc::clone_args {
         flags: 0,
         pidfd: 0,
@@ -75,18 +100,18 @@ pub fn spawn_stub(plan: &StubPlan<'_>) -> Result<Pid, Errno> {
         stack: 0,
         stack_size: 0,
         tls: 0,
-        set_tid: if plan.set_tid.is_some() {
-            set_tid.as_ptr() as u64
+        set_tid: if set_tid.is_some() {
+            tid.as_ptr() as u64
         } else {
             0
         },
-        set_tid_size: u64::from(plan.set_tid.is_some()),
+        set_tid_size: u64::from(set_tid.is_some()),
         cgroup: 0,
     };
     // SAFETY: `args` is a valid, fully initialised clone_args alive across the call and
-    // `set_tid` (which it points to) outlives it. Without CLONE_VM this is a fork: the child
-    // gets a copy of our memory and runs only `stub_main`, which makes async-signal-safe
-    // system calls on data prepared before the call and never returns.
+    // `tid` (which it points to) outlives it. Without CLONE_VM this is a fork: the child
+    // gets a copy of our memory and, in every caller, runs only `stub_main`, which makes
+    // async-signal-safe system calls on data prepared before the call and never returns.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -94,91 +119,119 @@ pub fn spawn_stub(plan: &StubPlan<'_>) -> Result<Pid, Errno> {
             size_of::<libc::clone_args>(),
         )
     };
-    match check(ret)? {
+    Ok(check(ret)? as pid_t)
+}
+
+/// Create the stub tree described by `plan` and return the root's PID.
+///
+/// Every stub applies its plan, reports `READY` on the report pipe and then waits in
+/// `pause()` until the restorer seizes it with ptrace. Failures are reported on the same
+/// pipe; the failing stub exits with 127.
+pub fn spawn_stub(plan: &StubPlan) -> Result<Pid, Errno> {
+    match fork_with_pid(plan.set_tid)? {
         0 => stub_main(plan),
-        child => Ok(Pid::from_raw(child as pid_t)),
+        child => Ok(Pid::from_raw(child)),
     }
 }
 
-/// Body of the stub child. Never returns: it stops under ptrace or exits with 127.
-fn stub_main(plan: &StubPlan<'_>) -> ! {
-    let fail = |step: u32| -> ! {
-        let errno = Errno::last_raw() as u32;
-        let mut msg = [0u8; 8];
-        msg[..4].copy_from_slice(&step.to_ne_bytes());
-        msg[4..].copy_from_slice(&errno.to_ne_bytes());
-        // SAFETY: `msg` is 8 readable bytes; a failed write only loses the diagnosis.
-        unsafe { libc::write(plan.error_fd, msg.as_ptr().cast(), msg.len()) };
+/// Report `(pid, step, errno)` on the report pipe.
+fn report(fd: RawFd, pid: pid_t, step: u32, errno: i32) {
+    let mut msg = [0u8; 12];
+    msg[..4].copy_from_slice(&pid.to_ne_bytes());
+    msg[4..8].copy_from_slice(&step.to_ne_bytes());
+    msg[8..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: `msg` is 12 readable bytes (one atomic pipe write); a failed write only
+    // loses the report, and the restorer then times out.
+    unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Body of a stub. Never returns: it waits for the restorer or exits with 127.
+fn stub_main(plan: &StubPlan) -> ! {
+    // SAFETY: getpid is a plain system call (glibc no longer caches it).
+    let me = unsafe { libc::getpid() };
+    let fail = |step: u32, pid: pid_t| -> ! {
+        report(plan.report_fd, pid, step, Errno::last_raw());
         // SAFETY: _exit is async-signal-safe and ends this forked child without running
         // the parent's atexit handlers or destructors.
         unsafe { libc::_exit(127) }
     };
-    for &(src, dst, cloexec) in plan.moves {
-        // SAFETY: dup2 only manipulates this child's descriptor table.
+    // Session and group first: children inherit them.
+    let ret = match plan.session {
+        // SAFETY: setsid affects only this process, which leads no group yet.
+        StubSession::Leader => unsafe { libc::setsid() },
+        // SAFETY: setpgid on ourselves only changes our own process group.
+        StubSession::GroupLeader => unsafe { libc::setpgid(0, 0) },
+        // SAFETY: as above; the group's leader was created before us, in our session.
+        StubSession::Join(pgid) => unsafe { libc::setpgid(0, pgid) },
+        StubSession::Inherit => 0,
+    };
+    if ret < 0 {
+        fail(stub_step::SESSION, me);
+    }
+    for child in &plan.children {
+        match fork_with_pid(child.set_tid) {
+            Ok(0) => stub_main(child),
+            Ok(pid) => {
+                // Set the child's group from here too, as shells do, so that a later
+                // sibling joining that group never races the child's own setpgid.
+                let pgid = match child.session {
+                    StubSession::GroupLeader => Some(pid),
+                    StubSession::Join(g) => Some(g),
+                    _ => None,
+                };
+                if let Some(g) = pgid {
+                    // SAFETY: setpgid on our own child; failure (it did it already) is fine.
+                    unsafe { libc::setpgid(pid, g) };
+                }
+            }
+            Err(_) => fail(stub_step::CHILD, child.set_tid.unwrap_or(0)),
+        }
+    }
+    for &(src, dst, cloexec) in &plan.moves {
+        // SAFETY: dup2 only manipulates this process's descriptor table.
         if unsafe { libc::dup2(src, dst) } < 0 {
-            fail(stub_step::DUP);
+            fail(stub_step::DUP, me);
         }
         // SAFETY: fcntl(F_SETFD) only changes the descriptor flag of `dst`, ours now.
         if cloexec && unsafe { libc::fcntl(dst, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
-            fail(stub_step::DUP);
+            fail(stub_step::DUP, me);
         }
     }
-    // Close everything that is neither a target nor kept: below `first_free` the restarter's
-    // own descriptors, above it the move sources.
+    // Close everything that is neither a target nor kept: below `first_free` the
+    // restorer's own descriptors, above it the move sources and other processes' files.
     let is_target = |fd: RawFd| plan.moves.iter().any(|&(_, dst, _)| dst == fd);
-    let max_keep = plan
+    let keeps = |fd: RawFd| plan.keep.contains(&fd) || fd == plan.report_fd;
+    let top = plan
         .keep
         .iter()
+        .chain(plan.moves.iter().map(|(src, _, _)| src))
         .copied()
+        .chain([plan.report_fd, plan.first_free])
         .max()
-        .unwrap_or(plan.first_free)
-        .max(plan.error_fd);
-    let max_src = plan.moves.iter().map(|&(src, _, _)| src).max().unwrap_or(0);
-    let top = max_keep.max(max_src);
+        .unwrap_or(plan.first_free);
     for fd in 0..=top {
-        if !is_target(fd) && !plan.keep.contains(&fd) && fd != plan.error_fd {
-            // SAFETY: closing a descriptor of this child; EBADF for unused numbers is fine.
+        if !is_target(fd) && !keeps(fd) {
+            // SAFETY: closing a descriptor of this process; EBADF for unused numbers is fine.
             unsafe { libc::close(fd) };
         }
     }
-    // SAFETY: close_range only closes this child's descriptors above every one we keep.
+    // SAFETY: close_range only closes this process's descriptors above every one we keep.
     unsafe { libc::syscall(libc::SYS_close_range, (top + 1) as u32, u32::MAX, 0u32) };
-    // SAFETY: `cwd` is a valid NUL-terminated string owned by the parent's copy of `plan`.
+    // SAFETY: `cwd` is a valid NUL-terminated string owned by our copy of `plan`.
     if unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
-        fail(stub_step::CHDIR);
+        fail(stub_step::CHDIR, me);
     }
-    // SAFETY: umask only changes this child's creation mask.
+    // SAFETY: umask only changes this process's creation mask.
     unsafe { libc::umask(plan.umask as libc::mode_t) };
-    // SAFETY: personality only changes this child's execution domain flags.
+    // SAFETY: personality only changes this process's execution domain flags.
     if unsafe { libc::personality(plan.personality as libc::c_ulong) } < 0 {
-        fail(stub_step::PERSONALITY);
+        fail(stub_step::PERSONALITY, me);
     }
-    match plan.session {
-        StubSession::Leader => {
-            // SAFETY: setsid affects only this child, which is not a group leader yet.
-            if unsafe { libc::setsid() } < 0 {
-                fail(stub_step::SESSION);
-            }
-        }
-        StubSession::GroupLeader => {
-            // SAFETY: setpgid(0, 0) makes this child the leader of a new group.
-            if unsafe { libc::setpgid(0, 0) } < 0 {
-                fail(stub_step::SESSION);
-            }
-        }
-        StubSession::Inherit => {}
+    report(plan.report_fd, me, stub_step::READY, 0);
+    loop {
+        // SAFETY: pause only waits for a signal; the restorer seizes us while we wait.
+        unsafe { libc::pause() };
     }
-    // SAFETY: PTRACE_TRACEME takes no pointers; our parent becomes the tracer.
-    if unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) } < 0 {
-        fail(stub_step::TRACEME);
-    }
-    // SAFETY: getpid is a plain system call (glibc no longer caches it).
-    let me = unsafe { libc::getpid() };
-    // SAFETY: stopping ourselves; the tracer takes over from this signal-delivery-stop.
-    unsafe { libc::kill(me, libc::SIGSTOP) };
-    // Only reached if the tracer let us run on: nothing sensible to do.
-    // SAFETY: see `fail`.
-    unsafe { libc::_exit(127) }
 }
 
 /// Head and length of a thread's robust futex list (`get_robust_list(2)`).
