@@ -42,16 +42,19 @@ pub enum Command {
         )]
         cmd: Vec<String>,
     },
-    /// Save a running process to a context file.
+    /// Save a running process, or a whole job, to a context file.
     ///
-    /// Freezes every thread, writes the image (to a temporary name, fsynced, then renamed,
-    /// so FILE is never half-written), and then lets the process run on (default), stops,
-    /// terminates or kills it. Only the process's owner or root may checkpoint it; set-id
-    /// and non-dumpable processes are refused. If anything fails, the process keeps running.
+    /// Freezes every thread of every process in scope, writes the image (to a temporary
+    /// name, fsynced, then renamed, so FILE is never half-written), and then lets the
+    /// processes run on (default), stops, terminates or kills them. Only the owner or root
+    /// may checkpoint a process; set-id and non-dumpable processes are refused. If
+    /// anything fails, every process keeps running.
     ///
     /// Examples:
     ///   lifeboat checkpoint 4242                       # writes ./context.4242
     ///   lifeboat checkpoint --kill -f /shared/job.ctx 4242
+    ///   lifeboat checkpoint --tree 4242                # 4242 and its descendants
+    ///   lifeboat checkpoint --pgid 4242                # a shell pipeline's process group
     #[command(verbatim_doc_comment)]
     Checkpoint(CheckpointArgs),
     /// Recreate a process from a context file and let it continue.
@@ -135,10 +138,24 @@ pub struct CheckpointArgs {
     /// Compress memory pages and file contents with zstd (smaller, slower).
     #[arg(long)]
     pub compress: bool,
+    /// Save only this process [default, except for jobs started with `lifeboat run`].
+    #[arg(long = "pid", group = "scope")]
+    pub scope_pid: bool,
+    /// Save the process and all its descendants, with the pipes and shared memory
+    /// between them [default for jobs started with `lifeboat run`].
+    #[arg(long, group = "scope")]
+    pub tree: bool,
+    /// Save every process of process group ID (the ID is given instead of a PID).
+    #[arg(long, group = "scope")]
+    pub pgid: bool,
+    /// Save every process of session ID (the ID is given instead of a PID).
+    #[arg(long, group = "scope")]
+    pub sid: bool,
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Process to save.
+    /// Process to save (a process group ID with --pgid, a session ID with --sid).
+    #[arg(value_name = "ID")]
     pub pid: i32,
 }
 

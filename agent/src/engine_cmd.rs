@@ -63,6 +63,7 @@ fn run(cmd: &[String]) -> Result<ExitCode> {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let child = std::process::Command::new(prog)
         .args(args)
+        .env(RUN_MARK, "1")
         .spawn()
         .with_context(|| format!("cannot start `{prog}`"))?;
     let pid = Pid::from_raw(child.id() as i32);
@@ -71,6 +72,18 @@ fn run(cmd: &[String]) -> Result<ExitCode> {
         cmd.join(" ")
     );
     wait_forwarding(pid)
+}
+
+/// Set in the environment of jobs started by `lifeboat run`: their checkpoints save the
+/// whole tree by default.
+const RUN_MARK: &str = "LIFEBOAT_RUN";
+
+/// Whether `pid` was started by `lifeboat run` (its initial environment has the mark).
+fn started_by_run(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+        env.split(|&b| b == 0)
+            .any(|kv| kv == format!("{RUN_MARK}=1").as_bytes())
+    })
 }
 
 fn human(bytes: u64) -> String {
@@ -138,13 +151,28 @@ fn checkpoint(a: &CheckpointArgs) -> Result<ExitCode> {
         .file
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("context.{}", a.pid)));
+    let scope = if a.tree {
+        engine::Scope::Tree
+    } else if a.pgid {
+        engine::Scope::Pgid
+    } else if a.sid {
+        engine::Scope::Sid
+    } else if !a.scope_pid && started_by_run(a.pid) {
+        engine::Scope::Tree
+    } else {
+        engine::Scope::Pid
+    };
     let opts = engine::CheckpointOptions {
         after,
         compress: a.compress,
+        scope,
     };
     let mut bar = ProgressLine::new("saving memory", a.quiet);
     let report = engine::checkpoint(a.pid, &path, &opts, &mut |p| bar.update(p.done, p.total))
         .with_context(|| format!("checkpoint of PID {} failed", a.pid))?;
+    for w in &report.warnings {
+        eprintln!("lifeboat: warning: {w}");
+    }
     if !a.quiet {
         let then = match after {
             After::Run => "left running",
@@ -152,9 +180,16 @@ fn checkpoint(a: &CheckpointArgs) -> Result<ExitCode> {
             After::Term => "sent SIGTERM",
             After::Kill => "killed",
         };
+        let what = match report.pids.as_slice() {
+            [one] => format!("PID {one}"),
+            many => format!(
+                "{} processes ({})",
+                many.len(),
+                many.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+            ),
+        };
         println!(
-            "checkpointed PID {} to {}: {}, {} thread{}, {} of memory, in {:.3} s (frozen {:.3} s); process {then}",
-            a.pid,
+            "checkpointed {what} to {}: {}, {} thread{}, {} of memory, in {:.3} s (frozen {:.3} s); {} {then}",
             report.path.display(),
             human(report.bytes),
             report.threads,
@@ -162,6 +197,11 @@ fn checkpoint(a: &CheckpointArgs) -> Result<ExitCode> {
             human(report.pages * 4096),
             report.elapsed.as_secs_f64(),
             report.frozen.as_secs_f64(),
+            if report.pids.len() == 1 {
+                "process"
+            } else {
+                "processes"
+            },
         );
     }
     Ok(ExitCode::SUCCESS)

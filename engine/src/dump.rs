@@ -65,6 +65,12 @@ pub enum CheckpointError {
         /// PID.
         pid: i32,
     },
+    /// The scope names no process, or one that cannot be saved with the others.
+    #[error("{what}")]
+    Scope {
+        /// What is wrong.
+        what: String,
+    },
     /// A process cannot checkpoint itself.
     #[error("PID {pid} is lifeboat itself")]
     SelfCheckpoint {
@@ -144,13 +150,29 @@ pub enum CheckpointError {
     Image(#[from] ImageError),
 }
 
+/// Which processes a checkpoint saves (BLCR's scopes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// The one process (`--pid`).
+    #[default]
+    Pid,
+    /// The process and all its descendants (`--tree`).
+    Tree,
+    /// Every process of the process group whose ID is given (`--pgid`).
+    Pgid,
+    /// Every process of the session whose ID is given (`--sid`).
+    Sid,
+}
+
 /// How to checkpoint.
 #[derive(Debug, Clone)]
 pub struct CheckpointOptions {
-    /// What happens to the process afterwards.
+    /// What happens to the processes afterwards.
     pub after: After,
     /// Compress page data and file contents with zstd.
     pub compress: bool,
+    /// Which processes.
+    pub scope: Scope,
 }
 
 impl Default for CheckpointOptions {
@@ -158,6 +180,7 @@ impl Default for CheckpointOptions {
         CheckpointOptions {
             after: After::Run,
             compress: false,
+            scope: Scope::Pid,
         }
     }
 }
@@ -178,17 +201,24 @@ pub struct CheckpointReport {
     pub path: PathBuf,
     /// Its size in bytes.
     pub bytes: u64,
-    /// Threads saved.
+    /// Processes saved (the root first).
+    pub pids: Vec<i32>,
+    /// Threads saved, over all processes.
     pub threads: usize,
     /// Pages saved (zero pages elided).
     pub pages: u64,
     /// Wall time of the whole checkpoint.
     pub elapsed: Duration,
-    /// Time the process was frozen.
+    /// Time the processes were frozen.
     pub frozen: Duration,
+    /// Things saved differently than asked (a zombie left out).
+    pub warnings: Vec<String>,
 }
 
-/// Checkpoint `pid` into the context file `path`.
+/// Checkpoint `pid` (with the processes its scope adds) into the context file `path`.
+///
+/// Every process of the scope is frozen before any is examined, so the image is one
+/// consistent moment of the whole job; on any error every process is resumed.
 pub fn checkpoint(
     pid: i32,
     path: &Path,
@@ -196,36 +226,213 @@ pub fn checkpoint(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CheckpointReport, CheckpointError> {
     let started = Instant::now();
-    preflight(pid)?;
-    let frozen = Frozen::freeze(Pid::from_raw(pid)).map_err(|e| match e {
-        TraceError::NoProcess { pid } => CheckpointError::NoProcess { pid },
-        e => e.into(),
-    })?;
+    let mut warnings = Vec::new();
+    let frozen = freeze_scope(pid, opts.scope, &mut warnings)?;
     let frozen_at = Instant::now();
-    let mut image = collect(&frozen)?;
-    let mut writer = image::Writer::create(path, opts.compress)?;
-    let maps = procfs::maps(pid)?;
-    let runs;
-    let pages;
-    {
-        let plan = plan_pages(pid, &image.regions, &maps)?;
-        image.meta.frozen_us = frozen_at.elapsed().as_micros() as u64;
-        writer.metadata(&image)?;
-        let mut stream = writer.pages()?;
-        (runs, pages) = copy_pages(pid, &plan, &mut stream, path, progress)?;
-        stream.finish().map_err(ImageError::from)?;
+    let mut images = Vec::with_capacity(frozen.len());
+    for f in &frozen {
+        images.push(collect(f)?);
     }
-    let bytes = writer.commit(&runs)?;
+    let mut writer = image::Writer::create(path, opts.compress)?;
+    let mut pages = 0;
+    let mut meta = images[0].meta.clone();
+    meta.frozen_us = frozen_at.elapsed().as_micros() as u64;
+    writer.meta(&meta)?;
+    for image in &images {
+        let pid = image.process.pid;
+        let maps = procfs::maps(pid)?;
+        let plan = plan_pages(pid, &image.regions, &maps)?;
+        writer.process(image)?;
+        let mut stream = writer.pages()?;
+        let (runs, n) = copy_pages(pid, &plan, &mut stream, path, progress)?;
+        stream.finish().map_err(ImageError::from)?;
+        writer.pagemap(&runs)?;
+        pages += n;
+    }
+    let bytes = writer.finish()?;
     let frozen_for = frozen_at.elapsed();
-    frozen.release(opts.after)?;
+    let pids = images.iter().map(|i| i.process.pid).collect();
+    let threads = images.iter().map(|i| i.threads.len()).sum();
+    // Children first: a parent resumed first could see a child still frozen.
+    let mut first_err = None;
+    for f in frozen.into_iter().rev() {
+        if let Err(e) = f.release(opts.after) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e.into());
+    }
     Ok(CheckpointReport {
         path: path.to_owned(),
         bytes,
-        threads: image.threads.len(),
+        pids,
+        threads,
         pages,
         elapsed: started.elapsed(),
         frozen: frozen_for,
+        warnings,
     })
+}
+
+/// The processes of a scope: `(pid, ppid, pgid, sid, state)` of everything on the node,
+/// filtered. The root comes first, then parents before their children.
+fn scope_members(
+    pid: i32,
+    scope: Scope,
+) -> Result<(i32, Vec<(i32, procfs::Stat)>), CheckpointError> {
+    if scope == Scope::Pid {
+        let st = procfs::stat(pid).map_err(|e| {
+            if e.is_gone() {
+                CheckpointError::NoProcess { pid }
+            } else {
+                e.into()
+            }
+        })?;
+        return Ok((pid, vec![(pid, st)]));
+    }
+    let all: Vec<(i32, procfs::Stat)> = procfs::pids()
+        .into_iter()
+        .filter_map(|p| procfs::stat(p).ok().map(|s| (p, s)))
+        .collect();
+    let root = match scope {
+        Scope::Tree | Scope::Pid => pid,
+        // The group or session leader is the root when it still lives; else the member
+        // whose parent is outside the scope, lowest PID first.
+        Scope::Pgid | Scope::Sid => {
+            let member = |s: &procfs::Stat| {
+                if scope == Scope::Pgid {
+                    s.pgrp == pid
+                } else {
+                    s.session == pid
+                }
+            };
+            let members: Vec<i32> = all.iter().filter(|(_, s)| member(s)).map(|(p, _)| *p).collect();
+            if members.is_empty() {
+                return Err(CheckpointError::Scope {
+                    what: format!(
+                        "no process has {} {pid}",
+                        if scope == Scope::Pgid { "process group" } else { "session" }
+                    ),
+                });
+            }
+            if members.contains(&pid) {
+                pid
+            } else {
+                members[0]
+            }
+        }
+    };
+    let in_scope = |p: i32, s: &procfs::Stat| match scope {
+        Scope::Pid => p == root,
+        Scope::Tree => false, // by descent, below
+        Scope::Pgid => s.pgrp == pid,
+        Scope::Sid => s.session == pid,
+    };
+    // Breadth-first from the root: parents before children.
+    let mut out: Vec<(i32, procfs::Stat)> = Vec::new();
+    let Some(root_stat) = all.iter().find(|(p, _)| *p == root).map(|(_, s)| s.clone()) else {
+        return Err(CheckpointError::NoProcess { pid: root });
+    };
+    out.push((root, root_stat));
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i].0;
+        for (p, s) in &all {
+            if s.ppid == parent
+                && !out.iter().any(|(q, _)| q == p)
+                && (scope == Scope::Tree || in_scope(*p, s))
+            {
+                out.push((*p, s.clone()));
+            }
+        }
+        i += 1;
+    }
+    // Members of a group or session whose parents are outside it: top-level processes.
+    if matches!(scope, Scope::Pgid | Scope::Sid) {
+        for (p, s) in &all {
+            if in_scope(*p, s) && !out.iter().any(|(q, _)| q == p) {
+                out.push((*p, s.clone()));
+                let mut j = out.len() - 1;
+                while j < out.len() {
+                    let parent = out[j].0;
+                    for (c, cs) in &all {
+                        if cs.ppid == parent && in_scope(*c, cs) && !out.iter().any(|(q, _)| q == c) {
+                            out.push((*c, cs.clone()));
+                        }
+                    }
+                    j += 1;
+                }
+            }
+        }
+    }
+    Ok((root, out))
+}
+
+/// Freeze every process of the scope, re-reading it until no new process appears (a
+/// process forked between the scan and the freeze of its parent is caught by the next
+/// scan). Zombies are left out with a warning: they have no state but an exit status.
+fn freeze_scope(
+    pid: i32,
+    scope: Scope,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Frozen>, CheckpointError> {
+    let me = std::process::id() as i32;
+    let mut frozen: Vec<Frozen> = Vec::new();
+    let mut zombies: Vec<i32> = Vec::new();
+    loop {
+        let (root, members) = scope_members(pid, scope)?;
+        let mut added = false;
+        for (p, st) in members {
+            if frozen.iter().any(|f| f.pid().as_raw() == p) || zombies.contains(&p) {
+                continue;
+            }
+            if p == me && scope != Scope::Pid {
+                return Err(CheckpointError::Scope {
+                    what: format!("the scope includes lifeboat itself (PID {me}); checkpoint from outside the job"),
+                });
+            }
+            if st.state == 'Z' || st.state == 'X' {
+                if p == root {
+                    return Err(CheckpointError::NoProcess { pid: p });
+                }
+                warnings.push(format!(
+                    "PID {p} (`{}`) is a zombie (exited, not yet reaped); it is not saved",
+                    st.comm
+                ));
+                zombies.push(p);
+                continue;
+            }
+            preflight(p)?;
+            match Frozen::freeze(Pid::from_raw(p)) {
+                Ok(f) => {
+                    frozen.push(f);
+                    added = true;
+                }
+                // A child that exited meanwhile is simply not part of the job any more.
+                Err(TraceError::NoProcess { .. }) if p != root => {}
+                Err(TraceError::NoProcess { pid }) => {
+                    return Err(CheckpointError::NoProcess { pid });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !added {
+            break;
+        }
+    }
+    // Parents before children, root first (scan order of the last pass).
+    let (_, order) = scope_members(pid, scope)?;
+    frozen.sort_by_key(|f| {
+        order
+            .iter()
+            .position(|(p, _)| *p == f.pid().as_raw())
+            .unwrap_or(usize::MAX)
+    });
+    if frozen.is_empty() {
+        return Err(CheckpointError::NoProcess { pid });
+    }
+    Ok(frozen)
 }
 
 /// Refuse what ptrace and core dumps refuse, before touching the process.

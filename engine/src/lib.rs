@@ -21,7 +21,7 @@ mod sys;
 pub mod tracee;
 
 pub use check::check;
-pub use dump::{CheckpointError, CheckpointOptions, CheckpointReport, checkpoint};
+pub use dump::{CheckpointError, CheckpointOptions, CheckpointReport, Scope, checkpoint};
 pub use inspect::inspect;
 pub use restore::{RestartError, RestartOptions, Restored, restart};
 pub use tracee::After;

@@ -356,6 +356,18 @@ pub fn link(pid: i32, name: &str) -> Result<String, ProcError> {
 }
 
 /// Numeric entries of a `/proc` directory (`task`, `fd`), sorted.
+/// Every PID in `/proc` now (processes come and go while it is read).
+pub fn pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Numbered entries of `/proc/PID/DIR` (`task`, `fd`).
 pub fn numbered(pid: i32, dir: &str) -> Result<Vec<i32>, ProcError> {
     let path = path(pid, dir);
     let entries = fs::read_dir(&path).map_err(|source| ProcError::Read {

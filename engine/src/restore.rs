@@ -467,7 +467,7 @@ pub fn restart(
         })
         .collect();
 
-    let plan = stub_plans(
+    let plans = stub_plans(
         &imgs,
         opts.restore_pid,
         &moves_of,
@@ -481,14 +481,32 @@ pub fn restart(
             wait_for_zombie_reaped(img.process.pid);
         }
     }
-    let root = match sys::process::spawn_stub(&plan) {
-        Ok(pid) => pid,
-        Err(e) => return Err(spawn_error(e, imgs[0].process.pid, opts.restore_pid)),
-    };
     let mut guard = StubGuard {
-        pids: vec![root],
+        pids: Vec::new(),
         armed: true,
     };
+    for top in &plans {
+        let pid = match sys::process::spawn_stub(top) {
+            Ok(pid) => pid,
+            Err(e) => {
+                let want = top.set_tid.unwrap_or(imgs[0].process.pid);
+                return Err(spawn_error(e, want, opts.restore_pid));
+            }
+        };
+        guard.pids.push(pid);
+        // As a shell does: set the group from the parent too, so that the next member
+        // joining it never races the leader's own setpgid.
+        match top.session {
+            StubSession::GroupLeader => {
+                let _ = nix::unistd::setpgid(pid, pid);
+            }
+            StubSession::Join(g) => {
+                let _ = nix::unistd::setpgid(pid, Pid::from_raw(g));
+            }
+            _ => {}
+        }
+    }
+    let root = guard.pids[0];
     drop(holders);
     drop(report_w);
     let pids = wait_ready(root, &report_r, &imgs, opts.restore_pid, &mut guard)?;
@@ -541,7 +559,7 @@ pub fn restart(
         r.address_space(&map_fd_of, &shm_fd_of, &reader, i, path, progress)?;
         // The report pipe's write end has the same number in every stub.
         let mut to_close: Vec<RawFd> = keep_of[i].clone();
-        to_close.push(plan.report_fd);
+        to_close.push(plans[0].report_fd);
         let exe = exe_fds[i].as_ref().map(|f| f.as_raw_fd());
         for &fd in to_close.iter().filter(|&&fd| Some(fd) != exe) {
             r.call("close", nr::CLOSE, &[fd as u64])?;
@@ -701,8 +719,10 @@ fn wait_ready(
     }
 }
 
-/// The stub plan of every process, nested as the processes were: each process's
-/// children under it, group leaders before the members of their groups.
+/// The stub plans of every process, nested as the processes were: each process's
+/// children under it, group leaders before the members of their groups. The result has
+/// one plan per top-level process (the root first, then processes whose parent is not in
+/// the image, as in a process group or session scope), each created by the restarter.
 fn stub_plans(
     imgs: &[&Image],
     restore_pid: bool,
@@ -711,30 +731,40 @@ fn stub_plans(
     first_free: RawFd,
     report_fd: RawFd,
     warnings: &mut Vec<String>,
-) -> Result<sys::process::StubPlan, RestartError> {
+) -> Result<Vec<sys::process::StubPlan>, RestartError> {
     let index_of = |pid: i32| imgs.iter().position(|i| i.process.pid == pid);
     let mut made = vec![false; imgs.len()];
-    let root_plan = build_plan(
-        0,
-        imgs,
-        &index_of,
-        restore_pid,
-        moves,
-        keep,
-        first_free,
-        report_fd,
-        warnings,
-        &mut made,
-    )?;
+    let mut tops: Vec<usize> = (0..imgs.len())
+        .filter(|&i| i == 0 || index_of(imgs[i].process.ppid).is_none())
+        .collect();
+    tops.sort_by_key(|&i| {
+        let p = &imgs[i].process;
+        (i != 0, p.pgid != p.pid && p.sid != p.pid, p.pid)
+    });
+    let mut plans = Vec::with_capacity(tops.len());
+    for i in tops {
+        plans.push(build_plan(
+            i,
+            imgs,
+            &index_of,
+            restore_pid,
+            moves,
+            keep,
+            first_free,
+            report_fd,
+            warnings,
+            &mut made,
+        )?);
+    }
     if let Some(i) = made.iter().position(|m| !m) {
         return Err(RestartError::Tree {
             what: format!(
-                "process {} has no parent in the image (its parent {} is neither the root nor in the image)",
+                "process {} cannot be placed under its parent {}",
                 imgs[i].process.pid, imgs[i].process.ppid
             ),
         });
     }
-    Ok(root_plan)
+    Ok(plans)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -134,6 +134,7 @@ impl Checkpointer {
         let opts = CheckpointOptions {
             after,
             compress: self.compress,
+            scope: lifeboat_engine::Scope::Tree,
         };
         // ptrace belongs to the thread that attached: the whole checkpoint runs on one
         // dedicated thread, never on the async runtime.
