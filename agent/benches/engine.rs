@@ -118,6 +118,7 @@ fn one_round(memhog: &Path, dir: &Path, mib: u64, compress: bool) -> Round {
     let opts = CheckpointOptions {
         after: After::Kill,
         compress,
+        ..CheckpointOptions::default()
     };
     let report = checkpoint(pid.as_raw(), &image, &opts, &mut |_| {})
         .unwrap_or_else(|e| panic!("checkpoint of {mib} MiB memhog failed: {e}"));

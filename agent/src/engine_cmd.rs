@@ -185,7 +185,10 @@ fn checkpoint(a: &CheckpointArgs) -> Result<ExitCode> {
             many => format!(
                 "{} processes ({})",
                 many.len(),
-                many.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
         };
         println!(
@@ -244,7 +247,19 @@ fn restart(a: &RestartArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    wait_forwarding(restored.pid)
+    let code = wait_forwarding(restored.pid)?;
+    // Other top-level processes of a process-group or session image are our children
+    // too: wait for them as well, so the job is over when we return.
+    if restored.pids.len() > 1 {
+        loop {
+            match waitpid(None::<Pid>, None) {
+                Err(nix::errno::Errno::ECHILD) => break,
+                Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+                Err(e) => bail!("waiting for the restored processes: {e}"),
+            }
+        }
+    }
+    Ok(code)
 }
 
 fn inspect(file: &std::path::Path, json: bool) -> Result<ExitCode> {

@@ -1,0 +1,414 @@
+//! Whole jobs: process trees, shell pipelines and process groups checkpointed and
+//! restarted with the real binary, checked against uninterrupted runs byte for byte.
+//!
+//! Needs root (PIDs are restored with clone3 `set_tid`), gcc, python3, bash and gzip;
+//! fails with the reason when one is missing, never skips.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step should stop the test loudly
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("tree-tests")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Root, tools present, the test process a subreaper (restored trees started with
+/// `--detach` are re-parented to it, so it can reap them), and shmtree built.
+fn setup() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the tree tests must run as root (PIDs are restored with clone3 set_tid)"
+        );
+        for tool in ["gcc", "python3", "bash", "gzip"] {
+            assert!(
+                Command::new(tool)
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success()),
+                "{tool} is needed by the tree tests"
+            );
+        }
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        let dir = scratch("bin");
+        let out = dir.join("shmtree");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/programs/shmtree.c");
+        let st = Command::new("gcc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success(), "gcc failed on {}", src.display());
+        out
+    })
+}
+
+fn lifeboat(args: &[&str]) -> std::process::Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lifeboat {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Wait until `cond` holds, polling.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// Children of `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        if after.split(' ').nth(1) == Some(&pid.to_string()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Reap `pid` (a child or, as subreaper, an adopted descendant).
+fn reap(pid: i32) -> WaitStatus {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return s,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => panic!("waitpid {pid}: {e}"),
+        }
+    }
+}
+
+/// The PIDs a checkpoint reported (`checkpointed N processes (a b c) to ...`).
+fn saved_pids(out: &std::process::Output) -> Vec<i32> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let inner = text
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(pids, _)| pids.to_owned())
+        .unwrap_or_default();
+    inner.split(' ').filter_map(|p| p.parse().ok()).collect()
+}
+
+/// Wait until the processes are gone, reaping those that are (or become, as the test
+/// process is a subreaper) our children: their PIDs must be free for the restart.
+fn reap_gone(pids: &[i32]) {
+    for &pid in pids {
+        wait_until(&format!("PID {pid} to be gone"), || {
+            let _ = waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+            !Path::new(&format!("/proc/{pid}")).exists()
+        });
+    }
+}
+
+/// Kill the processes (and reap them).
+fn kill_all(pids: &[i32]) {
+    for &pid in pids {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    reap_gone(pids);
+}
+
+/// Start `lifeboat run -- bash -c SCRIPT` in `dir`; returns the runner and bash's PID.
+fn run_job(dir: &Path, script: &str) -> (Child, u32) {
+    let runner = Command::new(BIN)
+        .args(["run", "--", "bash", "-c", script])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rid = runner.id();
+    let mut job = 0;
+    wait_until("the job to start", || {
+        job = children(rid).first().copied().unwrap_or(0);
+        job != 0
+    });
+    (runner, job)
+}
+
+const PRODUCER: &str = r#"
+import sys, time, hashlib
+h = hashlib.sha256()
+for i in range(1, 601):
+    h.update(i.to_bytes(4, "little"))
+    print(f"{i:5} {h.hexdigest()}", flush=True)
+    time.sleep(0.005)
+"#;
+
+/// `producer | gzip -n > out.gz`, uninterrupted: the reference bytes.
+fn pipeline_reference(dir: &Path) -> Vec<u8> {
+    std::fs::write(dir.join("producer.py"), PRODUCER).unwrap();
+    let st = Command::new("bash")
+        .args(["-c", "python3 producer.py | gzip -n > ref.gz"])
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::read(dir.join("ref.gz")).unwrap()
+}
+
+/// The pipeline is saved mid-stream with everything in flight (python's output in the
+/// pipe, gzip's dictionary in memory, the half-written file), killed, restarted, and the
+/// compressed file is byte-identical to an uninterrupted run's.
+#[test]
+fn pipeline_into_gzip_kill_restart() {
+    setup();
+    let dir = scratch("pipeline");
+    let reference = pipeline_reference(&dir);
+    let (mut runner, bash) = run_job(&dir, "python3 producer.py | gzip -n > out.gz");
+    // Mid-stream: wait until the producer is well under way.
+    std::thread::sleep(Duration::from_millis(900));
+    let image = dir.join("job.ctx");
+    let out = lifeboat(&[
+        "checkpoint",
+        "--kill",
+        "-f",
+        image.to_str().unwrap(),
+        &bash.to_string(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("3 processes"),
+        "bash, python3 and gzip: {said}"
+    );
+    runner.wait().unwrap();
+    reap_gone(&saved_pids(&out));
+    let partial = std::fs::read(dir.join("out.gz")).unwrap();
+    assert!(
+        partial.len() < reference.len(),
+        "checkpointed before the end"
+    );
+
+    let restarted = lifeboat(&["restart", image.to_str().unwrap()]);
+    let _ = restarted;
+    let got = std::fs::read(dir.join("out.gz")).unwrap();
+    assert_eq!(got.len(), reference.len(), "same compressed length");
+    assert!(
+        got == reference,
+        "out.gz is byte-identical to the reference"
+    );
+}
+
+/// A process group (a pipeline with job control on) saved with --pgid: its members'
+/// parent, the shell, is outside the scope; they come back as children of the restarter.
+#[test]
+fn pipeline_process_group_scope() {
+    setup();
+    let dir = scratch("pgid");
+    let reference = pipeline_reference(&dir);
+    let (mut runner, bash) = run_job(
+        &dir,
+        "set -m; python3 producer.py | gzip -n > out.gz; wait; sleep 0.1",
+    );
+    let mut members = Vec::new();
+    wait_until("the pipeline", || {
+        members = children(bash);
+        members.len() == 2
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let pgid = std::fs::read_to_string(format!("/proc/{}/stat", members[0])).unwrap();
+    let pgid = pgid[pgid.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let image = dir.join("group.ctx");
+    let out = lifeboat(&[
+        "checkpoint",
+        "--pgid",
+        "--kill",
+        "-f",
+        image.to_str().unwrap(),
+        &pgid,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 processes"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    runner.wait().unwrap();
+    reap_gone(&saved_pids(&out));
+    lifeboat(&["restart", image.to_str().unwrap()]);
+    let got = std::fs::read(dir.join("out.gz")).unwrap();
+    assert!(
+        got == reference,
+        "out.gz is byte-identical to the reference"
+    );
+}
+
+fn shmtree_reference(dir: &Path, rounds: u32) -> String {
+    let out = Command::new(setup())
+        .arg(rounds.to_string())
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn start_shmtree(dir: &Path, rounds: u32) -> (Child, PathBuf) {
+    let path = dir.join("out.txt");
+    let child = Command::new(setup())
+        .arg(rounds.to_string())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&path).unwrap())
+        .spawn()
+        .unwrap();
+    (child, path)
+}
+
+/// A parent and three children sharing an anonymous mapping with a process-shared
+/// mutex in it, checkpointed three times (each restart's result checkpointed again):
+/// after each restart they still share the memory and the lock, the parent still reaps
+/// its children with their exit statuses, and the output equals an uninterrupted run.
+#[test]
+fn shared_memory_tree_three_cycles() {
+    setup();
+    let dir = scratch("shmtree");
+    let rounds = 120;
+    let reference = shmtree_reference(&dir, rounds);
+    let (mut child, out) = start_shmtree(&dir, rounds);
+    let root = child.id() as i32;
+    let image = dir.join("tree.ctx");
+    let image_s = image.to_str().unwrap().to_owned();
+    for (cycle, at) in [15usize, 45, 80].into_iter().enumerate() {
+        wait_until("progress", || lines(&out) > at);
+        let said = lifeboat(&[
+            "checkpoint",
+            "--tree",
+            "--kill",
+            "-f",
+            &image_s,
+            &root.to_string(),
+        ]);
+        assert!(
+            String::from_utf8_lossy(&said.stdout).contains("4 processes"),
+            "cycle {cycle}: {}",
+            String::from_utf8_lossy(&said.stdout)
+        );
+        if cycle == 0 {
+            child.wait().unwrap();
+        } else {
+            reap(root);
+        }
+        reap_gone(&saved_pids(&said));
+        // The restored processes' stderr is the restarter's: a file, so that nothing
+        // waits for the tree to close a pipe.
+        let errors = dir.join(format!("restart-{cycle}.err"));
+        let restarter = Command::new(BIN)
+            .args(["restart", "--detach", "-q", &image_s])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&errors).unwrap())
+            .spawn()
+            .unwrap();
+        let said = restarter.wait_with_output().unwrap();
+        assert!(
+            said.status.success(),
+            "restart failed: {}",
+            std::fs::read_to_string(&errors).unwrap_or_default()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&said.stdout).trim(),
+            root.to_string(),
+            "the root keeps its PID"
+        );
+        // The three children are the root's again, with their PIDs.
+        let deadline = Instant::now() + TIMEOUT;
+        while children(root as u32).len() != 3 {
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: the restored root has children {:?}; root status {:?}; output ends {:?}",
+                children(root as u32),
+                std::fs::read_to_string(format!("/proc/{root}/stat")),
+                std::fs::read_to_string(&out)
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    match reap(root) {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("the restored tree ended with {other:?}"),
+    }
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(got, reference);
+}
+
+/// A tree image cannot be restarted with new PIDs (its processes know each other's):
+/// the restart says so and creates nothing.
+#[test]
+fn tree_needs_its_pids() {
+    setup();
+    let dir = scratch("newpids");
+    let (mut child, out) = start_shmtree(&dir, 400);
+    wait_until("progress", || lines(&out) > 3);
+    let image = dir.join("tree.ctx");
+    let image_s = image.to_str().unwrap();
+    let said = lifeboat(&[
+        "checkpoint",
+        "--tree",
+        "-f",
+        image_s,
+        &child.id().to_string(),
+    ]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    kill_all(&saved_pids(&said));
+    let out = Command::new(BIN)
+        .args(["restart", "--no-restore-pid", image_s])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds 4 processes") && err.contains("original PIDs"),
+        "{err}"
+    );
+}
