@@ -307,12 +307,20 @@ fn scope_members(
                     s.session == pid
                 }
             };
-            let members: Vec<i32> = all.iter().filter(|(_, s)| member(s)).map(|(p, _)| *p).collect();
+            let members: Vec<i32> = all
+                .iter()
+                .filter(|(_, s)| member(s))
+                .map(|(p, _)| *p)
+                .collect();
             if members.is_empty() {
                 return Err(CheckpointError::Scope {
                     what: format!(
                         "no process has {} {pid}",
-                        if scope == Scope::Pgid { "process group" } else { "session" }
+                        if scope == Scope::Pgid {
+                            "process group"
+                        } else {
+                            "session"
+                        }
                     ),
                 });
             }
@@ -357,7 +365,8 @@ fn scope_members(
                 while j < out.len() {
                     let parent = out[j].0;
                     for (c, cs) in &all {
-                        if cs.ppid == parent && in_scope(*c, cs) && !out.iter().any(|(q, _)| q == c) {
+                        if cs.ppid == parent && in_scope(*c, cs) && !out.iter().any(|(q, _)| q == c)
+                        {
                             out.push((*c, cs.clone()));
                         }
                     }
@@ -389,7 +398,9 @@ fn freeze_scope(
             }
             if p == me && scope != Scope::Pid {
                 return Err(CheckpointError::Scope {
-                    what: format!("the scope includes lifeboat itself (PID {me}); checkpoint from outside the job"),
+                    what: format!(
+                        "the scope includes lifeboat itself (PID {me}); checkpoint from outside the job"
+                    ),
                 });
             }
             if st.state == 'Z' || st.state == 'X' {
