@@ -545,8 +545,15 @@ impl Brain {
                     let procs = tokio::task::spawn_blocking(procs::scan)
                         .await
                         .unwrap_or_default();
-                    let chosen: Vec<ProcessInfo> =
+                    let matching: Vec<ProcessInfo> =
                         procs.into_iter().filter(|p| target.matches(p)).collect();
+                    // Each checkpoint saves a process with its descendants: a match
+                    // whose parent matches too is saved with its parent.
+                    let chosen: Vec<ProcessInfo> = matching
+                        .iter()
+                        .filter(|p| !matching.iter().any(|q| q.pid == p.ppid))
+                        .cloned()
+                        .collect();
                     if chosen.is_empty() {
                         tracing::warn!(rule = %rule, target = %target, "checkpoint action: no process matches the target");
                         m.actions
@@ -636,6 +643,19 @@ impl Brain {
                 *self.shared.agent.write().unwrap_or_else(|e| e.into_inner()) = agent;
                 self.evaluator.reload(&rules);
                 m.rules_loaded.set(rules.rules.len() as i64);
+                // A firing rule that the new file removed is firing no more.
+                let gone: Vec<(String, String)> = self
+                    .firing
+                    .iter()
+                    .filter(|(name, _)| !rules.rules.iter().any(|r| &&r.name == name))
+                    .map(|(n, s)| (n.clone(), s.clone()))
+                    .collect();
+                for (name, severity) in gone {
+                    m.rule_firing
+                        .get_or_create(&vec![("rule", name.clone()), ("severity", severity)])
+                        .set(0);
+                    self.firing.remove(&name);
+                }
                 for w in &rules.warnings {
                     tracing::warn!(config = %self.config_path.display(), "{w}");
                 }
