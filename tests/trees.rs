@@ -1,4 +1,5 @@
-//! Whole jobs: process trees, shell pipelines and process groups checkpointed and
+//! Whole jobs: process trees, shell pipelines and process groups, and the descriptors
+//! event loops are built of (epoll, timerfd, eventfd, signalfd), checkpointed and
 //! restarted with the real binary, checked against uninterrupted runs byte for byte.
 //!
 //! Needs root (PIDs are restored with clone3 `set_tid`), gcc, python3, bash and gzip;
@@ -45,17 +46,23 @@ fn setup() -> &'static Path {
         }
         nix::sys::prctl::set_child_subreaper(true).unwrap();
         let dir = scratch("bin");
-        let out = dir.join("shmtree");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/programs/shmtree.c");
-        let st = Command::new("gcc")
-            .args(["-O2", "-pthread", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .unwrap();
-        assert!(st.success(), "gcc failed on {}", src.display());
-        out
+        for name in ["shmtree", "anonfds"] {
+            let src =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/programs/{name}.c"));
+            let st = Command::new("gcc")
+                .args(["-O2", "-pthread", "-o"])
+                .arg(dir.join(name))
+                .arg(&src)
+                .status()
+                .unwrap();
+            assert!(st.success(), "gcc failed on {}", src.display());
+        }
+        dir.join("shmtree")
     })
+}
+
+fn program(name: &str) -> PathBuf {
+    setup().with_file_name(name)
 }
 
 fn lifeboat(args: &[&str]) -> std::process::Output {
@@ -288,14 +295,19 @@ fn shmtree_reference(dir: &Path, rounds: u32) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Start `prog arg` with stdout into `path`; the caller waits for it (or reaps it).
+fn spawn_to_file(prog: &Path, arg: &str, path: &Path) -> Child {
+    Command::new(prog)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(path).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 fn start_shmtree(dir: &Path, rounds: u32) -> (Child, PathBuf) {
     let path = dir.join("out.txt");
-    let child = Command::new(setup())
-        .arg(rounds.to_string())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&path).unwrap())
-        .spawn()
-        .unwrap();
+    let child = spawn_to_file(setup(), &rounds.to_string(), &path);
     (child, path)
 }
 
@@ -410,5 +422,60 @@ fn tree_needs_its_pids() {
     assert!(
         err.contains("holds 4 processes") && err.contains("original PIDs"),
         "{err}"
+    );
+}
+
+/// An event loop over epoll (edge-triggered timerfd, signalfd), an eventfd in semaphore
+/// mode and a pending signal, saved at three points and each time killed and restarted:
+/// the output equals an uninterrupted run's (a timer not re-armed would hang the loop).
+#[test]
+fn event_loop_descriptors_kill_restart() {
+    let dir = scratch("anonfds");
+    let steps = 150;
+    let reference = Command::new(program("anonfds"))
+        .arg(steps.to_string())
+        .output()
+        .unwrap();
+    assert!(reference.status.success());
+    let path = dir.join("out.txt");
+    let mut child = spawn_to_file(&program("anonfds"), &steps.to_string(), &path);
+    let pid = child.id() as i32;
+    let image = dir.join("loop.ctx");
+    let image_s = image.to_str().unwrap().to_owned();
+    for (cycle, at) in [20usize, 60, 110].into_iter().enumerate() {
+        wait_until("progress", || lines(&path) > at);
+        let said = lifeboat(&["checkpoint", "--kill", "-f", &image_s, &pid.to_string()]);
+        if cycle == 0 {
+            child.wait().unwrap();
+        } else {
+            reap(pid);
+        }
+        reap_gone(&saved_pids(&said));
+        let inspect = lifeboat(&["inspect", &image_s]);
+        let text = String::from_utf8_lossy(&inspect.stdout);
+        for kind in ["timerfd", "eventfd", "signalfd", "epoll"] {
+            assert!(text.contains(kind), "inspect lists the {kind}: {text}");
+        }
+        let errors = dir.join(format!("restart-{cycle}.err"));
+        let st = Command::new(BIN)
+            .args(["restart", "--detach", "-q", &image_s])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "{}",
+            std::fs::read_to_string(&errors).unwrap_or_default()
+        );
+    }
+    match reap(pid) {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("the restored loop ended with {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        String::from_utf8(reference.stdout).unwrap()
     );
 }

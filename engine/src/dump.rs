@@ -955,8 +955,9 @@ fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
             }
         } else if target.starts_with("socket:[") {
             return Err(unsupported(format!("a socket ({target})")));
-        } else if target.starts_with("anon_inode:") {
-            return Err(unsupported(format!("an anonymous inode ({target})")));
+        } else if let Some(kind) = target.strip_prefix("anon_inode:") {
+            anon_inode(pid, fd, kind)
+                .ok_or_else(|| unsupported(format!("an anonymous inode ({target})")))??
         } else if ft.is_file() {
             let (path, deleted) = match target.strip_suffix(" (deleted)") {
                 Some(p) if md.nlink() == 0 => (p.to_owned(), true),
@@ -998,6 +999,93 @@ fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
         });
     }
     Ok((files, fds))
+}
+
+/// The state of an eventfd, timerfd, signalfd or epoll instance from its fdinfo
+/// (fs/eventfd.c, fs/timerfd.c, fs/signalfd.c, fs/eventpoll.c `*_show_fdinfo`); `None`
+/// for other anonymous inodes.
+fn anon_inode(pid: i32, fd: i32, kind: &str) -> Option<Result<FileKind, CheckpointError>> {
+    let fields = match procfs::fdinfo_fields(pid, fd) {
+        Ok(f) => f,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let bad = |what: &str| {
+        Err(CheckpointError::UnsupportedFd {
+            pid,
+            fd,
+            what: format!("an {kind} whose fdinfo has no readable {what}"),
+        })
+    };
+    let get = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    // `(123, 456)` as printed for it_value and it_interval.
+    let pair = |v: &str| -> Option<(i64, i64)> {
+        let (a, b) = v.trim_matches(|c| c == '(' || c == ')').split_once(',')?;
+        Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+    };
+    Some(match kind {
+        "[eventfd]" => match get("eventfd-count").and_then(|v| u64::from_str_radix(v, 16).ok()) {
+            Some(count) => Ok(FileKind::EventFd {
+                count,
+                semaphore: get("eventfd-semaphore") == Some("1"),
+            }),
+            None => bad("eventfd-count"),
+        },
+        "[timerfd]" => {
+            let clock = get("clockid").and_then(|v| v.parse().ok());
+            let ticks = get("ticks").and_then(|v| v.parse().ok());
+            let value = get("it_value").and_then(pair);
+            let interval = get("it_interval").and_then(pair);
+            match (clock, ticks, value, interval) {
+                (Some(clock), Some(ticks), Some(value), Some(interval)) => Ok(FileKind::TimerFd {
+                    clock,
+                    ticks,
+                    // An expired periodic timer shows 0 left until it is read: it is
+                    // still armed, its next expiry at most one period away.
+                    value: if value == (0, 0) { interval } else { value },
+                    interval,
+                }),
+                _ => bad("timer settings"),
+            }
+        }
+        "[signalfd]" => match get("sigmask").and_then(|v| u64::from_str_radix(v, 16).ok()) {
+            Some(mask) => Ok(FileKind::SignalFd { mask }),
+            None => bad("sigmask"),
+        },
+        "[eventpoll]" => {
+            let mut watches = Vec::new();
+            for (k, v) in &fields {
+                if k != "tfd" {
+                    continue;
+                }
+                // "   5 events:       19 data:                5  pos:0 ino:.. sdev:.."
+                let words: Vec<&str> = v.split_whitespace().collect();
+                let after = |key: &str| {
+                    words
+                        .iter()
+                        .position(|w| *w == key)
+                        .and_then(|i| words.get(i + 1))
+                };
+                let watch = (|| {
+                    Some(EpollWatch {
+                        fd: words.first()?.parse().ok()?,
+                        events: u32::from_str_radix(after("events:")?, 16).ok()?,
+                        data: u64::from_str_radix(after("data:")?, 16).ok()?,
+                    })
+                })();
+                match watch {
+                    Some(w) => watches.push(w),
+                    None => return Some(bad("interest list")),
+                }
+            }
+            Ok(FileKind::Epoll { watches })
+        }
+        _ => return None,
+    })
 }
 
 /// `/proc/PID/pagemap` bits (Documentation/admin-guide/mm/pagemap.rst).

@@ -249,6 +249,40 @@ pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
                         data.len(),
                     ),
                     FileKind::Fifo { path, data } => ("fifo", path.clone(), data.len()),
+                    FileKind::EventFd { count, semaphore } => (
+                        "eventfd",
+                        format!(
+                            "count {count}{}",
+                            if *semaphore { ", semaphore" } else { "" }
+                        ),
+                        0,
+                    ),
+                    FileKind::TimerFd {
+                        clock,
+                        value,
+                        interval,
+                        ticks,
+                    } => (
+                        "timerfd",
+                        format!(
+                            "clock {clock}, next in {}.{:09} s, every {}.{:09} s, {ticks} unread",
+                            value.0, value.1, interval.0, interval.1
+                        ),
+                        0,
+                    ),
+                    FileKind::SignalFd { mask } => ("signalfd", format!("mask {mask:#x}"), 0),
+                    FileKind::Epoll { watches } => (
+                        "epoll",
+                        format!(
+                            "watching {}",
+                            watches
+                                .iter()
+                                .map(|w| format!("{} ({:#x})", w.fd, w.events))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        0,
+                    ),
                 };
                 FdSummary {
                     fd: fd.fd,

@@ -410,6 +410,45 @@ pub enum FileKind {
         /// Bytes buffered in it.
         data: Vec<u8>,
     },
+    /// An eventfd (`anon_inode:[eventfd]`).
+    EventFd {
+        /// Its counter.
+        count: u64,
+        /// `EFD_SEMAPHORE`.
+        semaphore: bool,
+    },
+    /// A timerfd (`anon_inode:[timerfd]`).
+    TimerFd {
+        /// `CLOCK_*` id.
+        clock: i32,
+        /// Expirations not yet read.
+        ticks: u64,
+        /// Time to the next expiration `(s, ns)`; zero when disarmed.
+        value: (i64, i64),
+        /// Period `(s, ns)`; zero for a one-shot timer.
+        interval: (i64, i64),
+    },
+    /// A signalfd (`anon_inode:[signalfd]`).
+    SignalFd {
+        /// The signals it reads (bit N-1 for signal N).
+        mask: u64,
+    },
+    /// An epoll instance (`anon_inode:[eventpoll]`) with its interest list.
+    Epoll {
+        /// Watched descriptors.
+        watches: Vec<EpollWatch>,
+    },
+}
+
+/// One entry of an epoll interest list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpollWatch {
+    /// Descriptor number watched, in the process.
+    pub fd: i32,
+    /// `EPOLL*` event bits, flags such as `EPOLLET` included.
+    pub events: u32,
+    /// The user data returned with events.
+    pub data: u64,
 }
 
 /// An open file description.

@@ -390,6 +390,17 @@ pub struct FdInfo {
     pub flags: u32,
 }
 
+/// `/proc/PID/fdinfo/N` as `(key, value)` lines, values trimmed, in order (epoll
+/// instances have one `tfd` line per watch).
+pub fn fdinfo_fields(pid: i32, fd: i32) -> Result<Vec<(String, String)>, ProcError> {
+    let text = read(&path(pid, &format!("fdinfo/{fd}")))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
+}
+
 /// `/proc/PID/fdinfo/N`.
 pub fn fdinfo(pid: i32, fd: i32) -> Result<FdInfo, ProcError> {
     let path = path(pid, &format!("fdinfo/{fd}"));

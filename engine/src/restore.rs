@@ -234,6 +234,7 @@ mod nr {
     pub const DUP3: i64 = 292;
     pub const RT_TGSIGQUEUEINFO: i64 = 297;
     pub const RSEQ: i64 = 334;
+    pub const EPOLL_CTL: i64 = 233;
     pub const CLONE3: i64 = 435;
 }
 
@@ -395,7 +396,9 @@ pub fn restart(
     let mut holders: Vec<OwnedFd> = Vec::new();
     let mut moves_of = Vec::with_capacity(imgs.len());
     let mut late_of = Vec::with_capacity(imgs.len());
-    for (prepared, late) in per_proc {
+    let mut epolls_of = Vec::with_capacity(imgs.len());
+    for (prepared, late, epolls) in per_proc {
+        epolls_of.push(epolls);
         let mut moves = Vec::new();
         for p in &prepared {
             let high = lift(&p.fd)?;
@@ -565,6 +568,7 @@ pub fn restart(
             r.call("close", nr::CLOSE, &[fd as u64])?;
         }
         r.late_opens(&late_of[i])?;
+        r.epoll_watches(&epolls_of[i], &mut warnings)?;
         r.mm(exe, &mut warnings)?;
         if let Some(fd) = exe {
             r.call("close", nr::CLOSE, &[fd as u64])?;
@@ -981,11 +985,16 @@ fn open_mapped_files(
 }
 
 /// Open every file description of the image as the caller.
+/// Descriptors for the stub, files opened late by injection, and epoll interest lists to
+/// rebuild by injection `(epoll descriptor, watches)`.
+type PreparedFiles = (Vec<Prepared>, Vec<LateOpen>, Vec<(RawFd, Vec<EpollWatch>)>);
+
 fn prepare_files(
     img: &Image,
     pipes: &[(u64, OwnedFd, OwnedFd)],
     warnings: &mut Vec<String>,
-) -> Result<(Vec<Prepared>, Vec<LateOpen>), RestartError> {
+) -> Result<PreparedFiles, RestartError> {
+    let mut epolls = Vec::new();
     let mut opened: Vec<Option<OwnedFd>> = (0..img.files.len()).map(|_| None).collect();
     let mut late = Vec::new();
     let fds_of = |file: usize| {
@@ -1106,6 +1115,23 @@ fn prepare_files(
                     }
                 }
             }
+            FileKind::EventFd { count, semaphore } => {
+                sys::anonfd::eventfd(*count, *semaphore).map_err(sys_err("eventfd"))?
+            }
+            FileKind::TimerFd {
+                clock,
+                ticks,
+                value,
+                interval,
+            } => sys::anonfd::timerfd(*clock, *value, *interval, *ticks)
+                .map_err(sys_err(format!("timerfd for descriptor {first_fd}")))?,
+            FileKind::SignalFd { mask } => {
+                sys::anonfd::signalfd(*mask).map_err(sys_err("signalfd"))?
+            }
+            FileKind::Epoll { watches } => {
+                epolls.push((first_fd, watches.clone()));
+                sys::anonfd::epoll().map_err(sys_err("epoll_create1"))?
+            }
             FileKind::Fifo { path, data } => {
                 let helper = fcntl::open(
                     path.as_str(),
@@ -1160,7 +1186,7 @@ fn prepare_files(
             });
         }
     }
-    Ok((out, late))
+    Ok((out, late, epolls))
 }
 
 fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
@@ -1444,6 +1470,40 @@ impl Restorer<'_> {
                     let _ = self
                         .inj
                         .call(nr::MADVISE, &[r.start, r.len(), advice as u64])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuild epoll interest lists: `epoll_ctl(EPOLL_CTL_ADD)` inside the process, once
+    /// every descriptor is in place (epoll keys its entries by descriptor number).
+    fn epoll_watches(
+        &mut self,
+        epolls: &[(RawFd, Vec<EpollWatch>)],
+        warnings: &mut Vec<String>,
+    ) -> Result<(), RestartError> {
+        for (epfd, watches) in epolls {
+            for w in watches {
+                // struct epoll_event is packed on x86-64: u32 events, u64 data.
+                let mut ev = [0u8; 12];
+                ev[..4].copy_from_slice(&w.events.to_ne_bytes());
+                ev[4..].copy_from_slice(&w.data.to_ne_bytes());
+                self.poke(self.scratch, &ev)?;
+                let r = self.inj.call(
+                    nr::EPOLL_CTL,
+                    &[
+                        *epfd as u64,
+                        libc::EPOLL_CTL_ADD as u64,
+                        w.fd as u64,
+                        self.scratch,
+                    ],
+                )?;
+                if let Err(e) = r {
+                    warnings.push(format!(
+                        "PID {}: epoll descriptor {epfd}: watch of descriptor {} not restored: {e}",
+                        self.pid, w.fd
+                    ));
                 }
             }
         }

@@ -316,6 +316,38 @@ fn enc_files(files: &[OpenFile]) -> Vec<u8> {
                 e.str(path);
                 e.bytes(data);
             }
+            FileKind::EventFd { count, semaphore } => {
+                e.u8(5);
+                e.u64(*count);
+                e.bool(*semaphore);
+            }
+            FileKind::TimerFd {
+                clock,
+                ticks,
+                value,
+                interval,
+            } => {
+                e.u8(6);
+                e.i32(*clock);
+                e.u64(*ticks);
+                for t in [value, interval] {
+                    e.i64(t.0);
+                    e.i64(t.1);
+                }
+            }
+            FileKind::SignalFd { mask } => {
+                e.u8(7);
+                e.u64(*mask);
+            }
+            FileKind::Epoll { watches } => {
+                e.u8(8);
+                e.u64(watches.len() as u64);
+                for wch in watches {
+                    e.i32(wch.fd);
+                    e.u32(wch.events);
+                    e.u64(wch.data);
+                }
+            }
         }
     }
     e.into_vec()
@@ -758,6 +790,55 @@ fn dec_files(data: &[u8], cx: &Ctx<'_>) -> Result<Vec<OpenFile>, ImageError> {
                 path: dec_path(&mut d, cx)?,
                 data: d.bytes().map_err(&w)?.to_vec(),
             },
+            5 => FileKind::EventFd {
+                count: d.u64().map_err(&w)?,
+                semaphore: d.bool().map_err(&w)?,
+            },
+            6 => {
+                let clock = d.i32().map_err(&w)?;
+                // CLOCK_REALTIME, _MONOTONIC, _BOOTTIME, _REALTIME_ALARM, _BOOTTIME_ALARM:
+                // the clocks timerfd_create(2) accepts.
+                if ![0, 1, 7, 8, 9].contains(&clock) {
+                    return Err(cx.invalid(format!(
+                        "timerfd clock {clock} is not one timerfd_create accepts"
+                    )));
+                }
+                let ticks = d.u64().map_err(&w)?;
+                let mut t = [(0i64, 0i64); 2];
+                for slot in &mut t {
+                    *slot = (d.i64().map_err(&w)?, d.i64().map_err(&w)?);
+                    if slot.0 < 0 || !(0..1_000_000_000).contains(&slot.1) {
+                        return Err(
+                            cx.invalid(format!("timerfd time {slot:?} is not a valid timespec"))
+                        );
+                    }
+                }
+                FileKind::TimerFd {
+                    clock,
+                    ticks,
+                    value: t[0],
+                    interval: t[1],
+                }
+            }
+            7 => FileKind::SignalFd {
+                mask: d.u64().map_err(&w)?,
+            },
+            8 => {
+                let n = d.count(MAX_FDS).map_err(&w)?;
+                let mut watches = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let wch = EpollWatch {
+                        fd: d.i32().map_err(&w)?,
+                        events: d.u32().map_err(&w)?,
+                        data: d.u64().map_err(&w)?,
+                    };
+                    if wch.fd < 0 {
+                        return Err(cx.invalid(format!("epoll watch of descriptor {}", wch.fd)));
+                    }
+                    watches.push(wch);
+                }
+                FileKind::Epoll { watches }
+            }
             k => return Err(cx.invalid(format!("unknown file kind {k}"))),
         };
         if pos < 0 {

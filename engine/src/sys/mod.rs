@@ -4,6 +4,7 @@
 //! operation and names the invariant that makes it sound. Everything above `sys` is safe Rust.
 #![allow(unsafe_code)]
 
+pub mod anonfd;
 pub mod process;
 pub mod ptrace;
 
