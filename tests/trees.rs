@@ -438,17 +438,25 @@ fn event_loop_descriptors_kill_restart() {
         .unwrap();
     assert!(reference.status.success());
     let path = dir.join("out.txt");
-    let mut child = spawn_to_file(&program("anonfds"), &steps.to_string(), &path);
-    let pid = child.id() as i32;
+    // The first process is our child; later ones are adopted (we are a subreaper).
+    let mut first = Some(spawn_to_file(
+        &program("anonfds"),
+        &steps.to_string(),
+        &path,
+    ));
+    let pid = first.as_ref().map_or(0, |c| c.id() as i32);
     let image = dir.join("loop.ctx");
     let image_s = image.to_str().unwrap().to_owned();
     for (cycle, at) in [20usize, 60, 110].into_iter().enumerate() {
         wait_until("progress", || lines(&path) > at);
         let said = lifeboat(&["checkpoint", "--kill", "-f", &image_s, &pid.to_string()]);
-        if cycle == 0 {
-            child.wait().unwrap();
-        } else {
-            reap(pid);
+        match first.take() {
+            Some(mut child) => {
+                child.wait().unwrap();
+            }
+            None => {
+                reap(pid);
+            }
         }
         reap_gone(&saved_pids(&said));
         let inspect = lifeboat(&["inspect", &image_s]);
