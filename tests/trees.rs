@@ -487,3 +487,47 @@ fn event_loop_descriptors_kill_restart() {
         String::from_utf8(reference.stdout).unwrap()
     );
 }
+
+/// A shell and its background subshell write to one inherited stdout (one open file
+/// description, one offset). After the restart they still share it: every line of both
+/// is in the file, none overwritten.
+#[test]
+fn shared_stdout_offset_survives() {
+    setup();
+    let dir = scratch("sharedfd");
+    let script = "( for i in $(seq 1 150); do echo \"child line $i\"; sleep 0.01; done ) &\n\
+                  for i in $(seq 1 150); do echo \"parent line $i\"; sleep 0.01; done\nwait\n";
+    let out = dir.join("out.txt");
+    let job = Command::new("bash")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = job.id() as i32;
+    let mut job = Some(job);
+    wait_until("progress", || lines(&out) > 40);
+    let image = dir.join("sh.ctx");
+    let said = lifeboat(&[
+        "checkpoint",
+        "--tree",
+        "--kill",
+        "-f",
+        image.to_str().unwrap(),
+        &pid.to_string(),
+    ]);
+    assert!(String::from_utf8_lossy(&said.stdout).contains("processes"));
+    if let Some(mut j) = job.take() {
+        j.wait().unwrap();
+    }
+    reap_gone(&saved_pids(&said));
+    lifeboat(&["restart", image.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut got: Vec<&str> = text.lines().collect();
+    got.sort_unstable();
+    let mut want: Vec<String> = (1..=150)
+        .flat_map(|i| [format!("child line {i}"), format!("parent line {i}")])
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want, "every line of both writers, none clobbered");
+}

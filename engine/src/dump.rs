@@ -233,6 +233,7 @@ pub fn checkpoint(
     for f in &frozen {
         images.push(collect(f)?);
     }
+    find_shared_files(&mut images);
     let mut writer = image::Writer::create(path, opts.compress)?;
     let mut pages = 0;
     let mut meta = images[0].meta.clone();
@@ -273,6 +274,55 @@ pub fn checkpoint(
         frozen: frozen_for,
         warnings,
     })
+}
+
+/// Record which open file descriptions a process shares with an earlier one (inherited
+/// across fork), comparing candidates of the same kind and path with kcmp(2). Pipes need
+/// nothing here: restart gives every holder of a pipe end the same description.
+fn find_shared_files(images: &mut [Image]) {
+    let key = |f: &OpenFile| match &f.kind {
+        FileKind::Regular { path, .. }
+        | FileKind::Directory { path }
+        | FileKind::Device { path, .. }
+        | FileKind::Fifo { path, .. } => Some(path.clone()),
+        _ => None,
+    };
+    let first_fd = |img: &Image, file: usize| {
+        img.fds
+            .iter()
+            .find(|f| f.file as usize == file)
+            .map(|f| f.fd)
+    };
+    for i in 1..images.len() {
+        let (earlier, rest) = images.split_at_mut(i);
+        let me = &mut rest[0];
+        let my_pid = Pid::from_raw(me.process.pid);
+        for (fi, f) in me.files.iter().enumerate() {
+            let (Some(path), Some(fd)) = (key(f), first_fd(me, fi)) else {
+                continue;
+            };
+            let found = earlier.iter().find_map(|other| {
+                other.files.iter().enumerate().find_map(|(gi, g)| {
+                    let ofd = first_fd(other, gi)?;
+                    (key(g).as_deref() == Some(path.as_str())
+                        && std::mem::discriminant(&g.kind) == std::mem::discriminant(&f.kind)
+                        && sys::process::same_file(
+                            my_pid,
+                            fd,
+                            Pid::from_raw(other.process.pid),
+                            ofd,
+                        )
+                        .unwrap_or(false))
+                    .then_some(SharedFile {
+                        file: fi as u32,
+                        with_pid: other.process.pid,
+                        with_file: gi as u32,
+                    })
+                })
+            });
+            me.shared_files.extend(found);
+        }
+    }
 }
 
 /// The processes of a scope: `(pid, ppid, pgid, sid, state)` of everything on the node,
@@ -770,6 +820,7 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
         fds,
         pagemap: Vec::new(),
         shared_anon,
+        shared_files: Vec::new(),
     })
 }
 

@@ -30,6 +30,20 @@ pub struct Image {
     /// Identity of each shared anonymous region (the shmem inode behind it), so that
     /// processes of one image that share such memory share it again after restart.
     pub shared_anon: Vec<SharedAnonId>,
+    /// Open file descriptions this process shares with a process earlier in the image
+    /// (inherited across fork: one offset, one set of flags).
+    pub shared_files: Vec<SharedFile>,
+}
+
+/// An open file description shared with an earlier process of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedFile {
+    /// Index into this process's `files`.
+    pub file: u32,
+    /// The earlier process.
+    pub with_pid: i32,
+    /// Index into that process's `files`.
+    pub with_file: u32,
 }
 
 /// The shared-memory object behind a shared anonymous region.

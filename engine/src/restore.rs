@@ -379,9 +379,13 @@ pub fn restart(
 
     // Files, opened as the caller.
     let mut per_proc = Vec::with_capacity(imgs.len());
+    let mut opened_by: Vec<(i32, Vec<Option<OwnedFd>>)> = Vec::with_capacity(imgs.len());
     for img in &imgs {
-        per_proc.push(prepare_files(img, &pipes, &mut warnings)?);
+        let (prepared, opened) = prepare_files(img, &pipes, &opened_by, &mut warnings)?;
+        per_proc.push(prepared);
+        opened_by.push((img.process.pid, opened));
     }
+    drop(opened_by);
     drop(pipes);
     let first_free = imgs
         .iter()
@@ -992,10 +996,26 @@ type PreparedFiles = (Vec<Prepared>, Vec<LateOpen>, Vec<(RawFd, Vec<EpollWatch>)
 fn prepare_files(
     img: &Image,
     pipes: &[(u64, OwnedFd, OwnedFd)],
+    earlier: &[(i32, Vec<Option<OwnedFd>>)],
     warnings: &mut Vec<String>,
-) -> Result<PreparedFiles, RestartError> {
+) -> Result<(PreparedFiles, Vec<Option<OwnedFd>>), RestartError> {
     let mut epolls = Vec::new();
     let mut opened: Vec<Option<OwnedFd>> = (0..img.files.len()).map(|_| None).collect();
+    // Descriptions shared with an earlier process (inherited across fork) are the same
+    // description again, not a second open.
+    for sf in &img.shared_files {
+        let theirs = earlier
+            .iter()
+            .find(|(pid, _)| *pid == sf.with_pid)
+            .and_then(|(_, files)| files.get(sf.with_file as usize))
+            .and_then(Option::as_ref);
+        if let Some(fd) = theirs {
+            opened[sf.file as usize] = Some(fd.try_clone().map_err(|e| RestartError::Sys {
+                op: "dup of a shared file".into(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            })?);
+        }
+    }
     let mut late = Vec::new();
     let fds_of = |file: usize| {
         img.fds
@@ -1186,7 +1206,7 @@ fn prepare_files(
             });
         }
     }
-    Ok((out, late, epolls))
+    Ok(((out, late, epolls), opened))
 }
 
 fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {

@@ -15,6 +15,7 @@
 //! | 0x08 | PAGES    | raw page data, streamed (optionally zstd) |
 //! | 0x07 | PAGEMAP  | runs `(address, pages)` giving where each page of PAGES goes |
 //! | 0x80000009 | SHMEM | optional: the shmem inode behind each shared anonymous region, so processes that shared it share it again |
+//! | 0x8000000A | SHARED_FILES | optional: open file descriptions shared with an earlier process of the image |
 //!
 //! An image of several processes (a process tree, a process group, a session) is a META
 //! section followed by one group per process, each starting with its PROCESS section;
@@ -59,6 +60,8 @@ pub mod kind {
     pub const PAGES: u32 = 0x08;
     /// Identity of shared anonymous regions (optional).
     pub const SHMEM: u32 = 0x8000_0009;
+    /// Open file descriptions shared with earlier processes (optional).
+    pub const SHARED_FILES: u32 = 0x8000_000A;
     /// Bit set on kinds a reader may skip when it does not know them.
     pub const OPTIONAL: u32 = 0x8000_0000;
 
@@ -74,6 +77,7 @@ pub mod kind {
             PAGEMAP => "PAGEMAP",
             PAGES => "PAGES",
             SHMEM => "SHMEM",
+            SHARED_FILES => "SHARED_FILES",
             super::container::END_KIND => "END",
             _ => "unknown",
         }
@@ -422,6 +426,17 @@ impl Writer {
         if !image.shared_anon.is_empty() {
             self.inner
                 .section(kind::SHMEM, false, &enc_shmem(&image.shared_anon))?;
+        }
+        if !image.shared_files.is_empty() {
+            let mut e = Enc::new();
+            e.u64(image.shared_files.len() as u64);
+            for sf in &image.shared_files {
+                e.u32(sf.file);
+                e.i32(sf.with_pid);
+                e.u32(sf.with_file);
+            }
+            self.inner
+                .section(kind::SHARED_FILES, false, &e.into_vec())?;
         }
         Ok(())
     }
@@ -960,6 +975,37 @@ fn dec_shmem(
     Ok(out)
 }
 
+fn dec_shared_files(
+    data: &[u8],
+    files: usize,
+    before: &[(Image, Option<SectionInfo>)],
+    cx: &Ctx<'_>,
+) -> Result<Vec<SharedFile>, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let n = d.count(MAX_FDS).map_err(&w)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sf = SharedFile {
+            file: d.u32().map_err(&w)?,
+            with_pid: d.i32().map_err(&w)?,
+            with_file: d.u32().map_err(&w)?,
+        };
+        let Some((other, _)) = before.iter().find(|(i, _)| i.process.pid == sf.with_pid) else {
+            return Err(cx.invalid(format!(
+                "shares a file with process {}, which is not earlier in the image",
+                sf.with_pid
+            )));
+        };
+        if sf.file as usize >= files || sf.with_file as usize >= other.files.len() {
+            return Err(cx.invalid("shared file index out of range"));
+        }
+        out.push(sf);
+    }
+    d.finish().map_err(&w)?;
+    Ok(out)
+}
+
 /// Sections of one process, as found in the file.
 #[derive(Default)]
 struct Group {
@@ -970,6 +1016,7 @@ struct Group {
     fds_raw: Option<Vec<u8>>,
     pagemap_raw: Option<Vec<u8>>,
     shmem_raw: Option<Vec<u8>>,
+    shared_files_raw: Option<Vec<u8>>,
     pages: Option<SectionInfo>,
 }
 
@@ -1004,6 +1051,7 @@ impl Reader {
                     | kind::PAGEMAP
                     | kind::PAGES
                     | kind::SHMEM
+                    | kind::SHARED_FILES
             );
             match info.kind {
                 container::END_KIND => continue,
@@ -1052,6 +1100,7 @@ impl Reader {
                 kind::FILES => g.files = Some(dec_files(&data, &cx)?),
                 kind::FDS => g.fds_raw = Some(data),
                 kind::SHMEM => g.shmem_raw = Some(data),
+                kind::SHARED_FILES => g.shared_files_raw = Some(data),
                 _ => g.pagemap_raw = Some(data),
             }
         }
@@ -1103,6 +1152,10 @@ impl Reader {
             Some(raw) => dec_shmem(raw, &regions, &cx("SHMEM"))?,
             None => Vec::new(),
         };
+        let shared_files = match &g.shared_files_raw {
+            Some(raw) => dec_shared_files(raw, files.len(), before, &cx("SHARED_FILES"))?,
+            None => Vec::new(),
+        };
         let threads = g.threads;
         if threads.first().map(|t| t.tid) != Some(process.pid) {
             return Err(cx("THREAD").invalid("the first thread is not the thread-group leader"));
@@ -1133,6 +1186,7 @@ impl Reader {
                 fds,
                 pagemap,
                 shared_anon,
+                shared_files,
             },
             g.pages,
         ))
@@ -1311,6 +1365,7 @@ mod tests {
                 pages: 2,
             }],
             shared_anon: Vec::new(),
+            shared_files: Vec::new(),
         }
     }
 
