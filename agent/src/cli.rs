@@ -1,5 +1,5 @@
-//! Command-line interface: BLCR-familiar names (`run`, `checkpoint`, `restart`) plus
-//! `inspect` and `check`.
+//! Command-line interface: the engine's BLCR-familiar commands (`run`, `checkpoint`,
+//! `restart`, `inspect`, `check`), the node daemon (`agent`), `sensors`, `rules` and `demo`.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -57,13 +57,15 @@ pub enum Command {
     ///   lifeboat checkpoint --pgid 4242                # a shell pipeline's process group
     #[command(verbatim_doc_comment)]
     Checkpoint(CheckpointArgs),
-    /// Recreate a process from a context file and let it continue.
+    /// Recreate a process (or a whole saved job) from a context file and let it continue.
     ///
-    /// The process gets its original PID back (use --no-restore-pid if that PID is taken),
-    /// its memory, threads, registers, signal handlers, pending signals and files. Standard
-    /// streams that were a terminal or pipe are attached to this command's own. Files are
-    /// reopened with your permissions. By default lifeboat waits for the process and exits
-    /// with its status, forwarding SIGINT and SIGTERM to it.
+    /// The process gets its original PID back (use --no-restore-pid if that PID is taken;
+    /// an image of several processes always keeps its PIDs), its memory, threads,
+    /// registers, signal handlers, pending signals and files; a job gets its parent links,
+    /// process groups, sessions, pipes and shared memory back. Standard streams that were a
+    /// terminal or a pipe leading outside the image are attached to this command's own.
+    /// Files are reopened with your permissions. By default lifeboat waits for the process
+    /// and exits with its status, forwarding SIGINT, SIGTERM and SIGHUP to it.
     ///
     /// Examples:
     ///   lifeboat restart context.4242
@@ -78,10 +80,13 @@ pub enum Command {
         /// Context file.
         file: PathBuf,
     },
-    /// Watch a real workload get saved and restarted (python3 needed; no root-only
-    /// hardware): start it, checkpoint it, kill it, restart it, compare the result.
+    /// Watch lifeboat save a real workload before a simulated node fails (python3 needed,
+    /// no sensor hardware): a simulated EDAC node, the real agent with the shipped rules,
+    /// rising corrected-error counts, the agent's checkpoint, the "failure", the restart,
+    /// and a comparison with an uninterrupted run.
     Demo {
-        /// Directory for the context file [default: a new directory under $TMPDIR].
+        /// Working directory: the simulated node, the configuration and the checkpoint
+        /// store [default: a new directory under $TMPDIR, removed when the demo succeeds].
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },

@@ -243,7 +243,6 @@ const SCRATCH: u64 = 64 * 1024;
 /// Top of the 47-bit user address space.
 const USER_TOP_47: u64 = 0x7fff_ffff_f000;
 
-/// Kills the stub unless disarmed.
 /// Kills every stub created so far unless disarmed: a failed restart leaves nothing.
 struct StubGuard {
     pids: Vec<Pid>,

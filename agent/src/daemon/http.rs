@@ -1,12 +1,14 @@
 //! The agent's HTTP face: `/metrics` for Prometheus, and a small API beside it.
 //!
-//! - `GET /metrics`: OpenMetrics text.
+//! - `GET /metrics`: the classic text format, or OpenMetrics when the scraper asks for it
+//!   (`Accept: application/openmetrics-text`, as Prometheus does).
 //! - `GET /health`: `ok` while the agent runs.
 //! - `GET /api/v1/status`: sources found, rules loaded, recent events (JSON).
 //! - `GET /api/v1/checkpoints`: the images in this node's store (JSON).
 //! - `POST /api/v1/checkpoint` with `{"pid": N, "after": "run"|"stop"|"kill"}` and
 //!   `Authorization: Bearer TOKEN` (the token from the config file): checkpoint a
-//!   process now; answers when the image is written. Disabled without a token.
+//!   process with its descendants now; answers when the image is written. Disabled
+//!   without a token.
 
 use std::sync::Arc;
 

@@ -45,7 +45,8 @@ pub struct AgentArgs {
     /// Also append every reading to FILE as JSON Lines (replay it with `lifeboat rules test`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// Read sysfs, procfs and /var under DIR instead of the configured root.
+    /// Read the sensors' sysfs, procfs and /var files under DIR instead of the configured
+    /// root (processes to checkpoint are always the host's).
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Listen on ADDR instead of the configured address (port 0 picks a free port; the

@@ -10,7 +10,7 @@
 //! | 0x02 | PROCESS  | ids, command, cwd, umask, personality, creds, rlimits, mm layout, auxv, sigactions, shared pending signals |
 //! | 0x03 | THREAD   | one per thread, leader first: tid, name, registers, XSAVE area, mask, pending signals, rseq, robust list, clear_child_tid, sigaltstack |
 //! | 0x04 | REGIONS  | every VMA: range, protection, shared, offset, backing (anon/heap/stack/shared anon/file by reference/vdso/vvar/vvar_vclock/vsyscall), advice |
-//! | 0x05 | FILES    | open file descriptions: flags, offset, and what they refer to (file by reference, deleted file content, device, pipe end with buffered bytes, FIFO) |
+//! | 0x05 | FILES    | open file descriptions: flags, offset, and what they refer to (file by reference, deleted file content, directory, device, pipe end with buffered bytes, FIFO, eventfd, timerfd, signalfd, epoll with its interest list) |
 //! | 0x06 | FDS      | descriptor number → file description, close-on-exec |
 //! | 0x08 | PAGES    | raw page data, streamed (optionally zstd) |
 //! | 0x07 | PAGEMAP  | runs `(address, pages)` giving where each page of PAGES goes |
