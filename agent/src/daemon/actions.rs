@@ -127,9 +127,13 @@ impl Checkpointer {
     ) -> Result<Outcome> {
         let pid = proc.pid;
         let now = SystemTime::now();
-        let path =
-            self.store
-                .prepare(pid, &proc.comm, job.as_deref(), now, procs::rss_bytes(pid))?;
+        let path = self.store.prepare(
+            pid,
+            &proc.comm,
+            job.as_deref(),
+            now,
+            procs::tree_rss_bytes(pid),
+        )?;
         tracing::info!(pid, comm = %proc.comm, job = job.as_deref().unwrap_or(""), reason, path = %path.display(), "checkpoint started");
         let opts = CheckpointOptions {
             after,

@@ -86,6 +86,20 @@ pub fn read(pid: i32) -> Option<ProcessInfo> {
     })
 }
 
+/// Resident memory of a process and its descendants, in bytes (about the size of the
+/// image of its tree).
+pub fn tree_rss_bytes(root: i32) -> u64 {
+    let all = scan();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(all.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
+        i += 1;
+    }
+    tree.into_iter().map(rss_bytes).sum()
+}
+
 /// Resident memory of a process in bytes (the size its image will roughly have).
 pub fn rss_bytes(pid: i32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
