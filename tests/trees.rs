@@ -531,3 +531,111 @@ fn shared_stdout_offset_survives() {
     want.sort_unstable();
     assert_eq!(got, want, "every line of both writers, none clobbered");
 }
+
+const LOCKER: &str = r#"
+import fcntl, struct, sys, time
+d = sys.argv[1]
+a = open(f"{d}/a", "r+"); b = open(f"{d}/b", "r+"); c = open(f"{d}/c", "r+")
+fcntl.flock(a, fcntl.LOCK_EX)
+fcntl.lockf(b, fcntl.LOCK_EX, 10, 5)          # bytes 5..14
+F_OFD_SETLK = 37
+fcntl.fcntl(c, F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 0, 0, 0))
+print("locked", flush=True)
+while True:
+    time.sleep(0.05)
+"#;
+
+/// What another process can take: `a` (flock), `b` bytes 5..14 and 20 (POSIX), `c` for
+/// writing (OFD). One word per lock: `free` or `held`.
+const PROBE: &str = r#"
+import fcntl, struct, sys
+d = sys.argv[1]
+def attempt(f):
+    try:
+        f(); return "free"
+    except BlockingIOError:
+        return "held"
+a = open(f"{d}/a", "r+"); b = open(f"{d}/b", "r+"); c = open(f"{d}/c", "r+")
+out = [attempt(lambda: fcntl.flock(a, fcntl.LOCK_EX | fcntl.LOCK_NB)),
+       attempt(lambda: fcntl.lockf(b, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 7)),
+       attempt(lambda: fcntl.lockf(b, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 20)),
+       attempt(lambda: fcntl.fcntl(c, 37, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0)))]
+print(" ".join(out))
+"#;
+
+fn probe(dir: &Path) -> String {
+    let out = Command::new("python3")
+        .args(["-c", PROBE])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// flock, POSIX record and OFD locks are held again after a restart (and only the ranges
+/// that were locked).
+#[test]
+fn file_locks_are_taken_back() {
+    setup();
+    let dir = scratch("locks");
+    for f in ["a", "b", "c"] {
+        std::fs::write(dir.join(f), "0123456789012345678901234567890\n").unwrap();
+    }
+    let out = dir.join("out.txt");
+    let locker = Command::new("python3")
+        .args(["-c", LOCKER])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = locker.id() as i32;
+    let mut locker = Some(locker);
+    wait_until("the locks", || lines(&out) >= 1);
+    assert_eq!(
+        probe(&dir),
+        "held held free held",
+        "the original holds its locks"
+    );
+    let image = dir.join("locks.ctx");
+    let said = lifeboat(&[
+        "checkpoint",
+        "--kill",
+        "-f",
+        image.to_str().unwrap(),
+        &pid.to_string(),
+    ]);
+    if let Some(mut l) = locker.take() {
+        l.wait().unwrap();
+    }
+    reap_gone(&saved_pids(&said));
+    assert_eq!(
+        probe(&dir),
+        "free free free free",
+        "killed: the locks went with it"
+    );
+    let errors = dir.join("restart.err");
+    let st = Command::new(BIN)
+        .args(["restart", "--detach", "-q", image.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "{}",
+        std::fs::read_to_string(&errors).unwrap_or_default()
+    );
+    let got = probe(&dir);
+    kill_all(&[pid]);
+    assert_eq!(
+        got, "held held free held",
+        "the restored process holds them again"
+    );
+}

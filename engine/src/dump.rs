@@ -797,6 +797,7 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
         })
         .collect();
     let (files, fds) = files(pid)?;
+    let locks = locks(pid, &fds)?;
     let meta = Meta {
         engine_version: env!("CARGO_PKG_VERSION").to_owned(),
         kernel: nix::sys::utsname::uname()
@@ -821,6 +822,7 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
         pagemap: Vec::new(),
         shared_anon,
         shared_files: Vec::new(),
+        locks,
     })
 }
 
@@ -1050,6 +1052,61 @@ fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
         });
     }
     Ok((files, fds))
+}
+
+/// Locks held through the process's descriptors: the `lock:` lines of fdinfo, which list
+/// the locks on that open file that belong to this process (POSIX) or to the description
+/// (flock, OFD): fs/locks.c `lock_get_status`, e.g.
+/// `1: POSIX  ADVISORY  READ 22989 fe:00:10010712 10 14`.
+fn locks(pid: i32, fds: &[Fd]) -> Result<Vec<FileLock>, CheckpointError> {
+    let mut out = Vec::new();
+    let mut seen_files = Vec::new();
+    for fd in fds {
+        // One descriptor per description: dups show the same locks.
+        if seen_files.contains(&fd.file) {
+            continue;
+        }
+        seen_files.push(fd.file);
+        let fields = match procfs::fdinfo_fields(pid, fd.fd) {
+            Ok(f) => f,
+            Err(e) if e.is_gone() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for (_, v) in fields.iter().filter(|(k, _)| k == "lock") {
+            let words: Vec<&str> = v.split_whitespace().collect();
+            // [id:, kind, ADVISORY|MANDATORY, READ|WRITE, pid, dev:ino, start, end]
+            let (Some(kind), Some(mode), Some(start), Some(end)) =
+                (words.get(1), words.get(3), words.get(6), words.get(7))
+            else {
+                continue;
+            };
+            let kind = match *kind {
+                "FLOCK" => LockKind::Flock,
+                "POSIX" => LockKind::Posix,
+                "OFDLCK" => LockKind::Ofd,
+                // Leases and others are not locks a process takes back by itself.
+                _ => continue,
+            };
+            let Ok(start) = start.parse::<u64>() else {
+                continue;
+            };
+            let end = match *end {
+                "EOF" => None,
+                e => match e.parse::<u64>() {
+                    Ok(e) => Some(e),
+                    Err(_) => continue,
+                },
+            };
+            out.push(FileLock {
+                fd: fd.fd,
+                kind,
+                write: *mode == "WRITE",
+                start,
+                end,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The state of an eventfd, timerfd, signalfd or epoll instance from its fdinfo

@@ -33,6 +33,34 @@ pub struct Image {
     /// Open file descriptions this process shares with a process earlier in the image
     /// (inherited across fork: one offset, one set of flags).
     pub shared_files: Vec<SharedFile>,
+    /// File locks the process holds (flock, POSIX record locks, OFD locks).
+    pub locks: Vec<FileLock>,
+}
+
+/// Which kind of lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// `flock(2)`: belongs to the open file description.
+    Flock,
+    /// `fcntl(F_SETLK)`: belongs to the process.
+    Posix,
+    /// `fcntl(F_OFD_SETLK)`: belongs to the open file description.
+    Ofd,
+}
+
+/// A lock held on a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLock {
+    /// A descriptor of the locked file (its first one in the process).
+    pub fd: i32,
+    /// flock, POSIX or OFD.
+    pub kind: LockKind,
+    /// Exclusive (write) rather than shared (read).
+    pub write: bool,
+    /// First byte locked (0 for flock).
+    pub start: u64,
+    /// Last byte locked, or `None` for "to the end of the file, however long".
+    pub end: Option<u64>,
 }
 
 /// An open file description shared with an earlier process of the image.

@@ -235,6 +235,8 @@ mod nr {
     pub const RT_TGSIGQUEUEINFO: i64 = 297;
     pub const RSEQ: i64 = 334;
     pub const EPOLL_CTL: i64 = 233;
+    pub const FCNTL: i64 = 72;
+    pub const FLOCK: i64 = 73;
     pub const CLONE3: i64 = 435;
 }
 
@@ -572,6 +574,7 @@ pub fn restart(
         }
         r.late_opens(&late_of[i])?;
         r.epoll_watches(&epolls_of[i], &mut warnings)?;
+        r.locks(&mut warnings)?;
         r.mm(exe, &mut warnings)?;
         if let Some(fd) = exe {
             r.call("close", nr::CLOSE, &[fd as u64])?;
@@ -1524,6 +1527,52 @@ impl Restorer<'_> {
                         self.pid, w.fd
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Take the locks back, inside the process (a POSIX lock belongs to the process that
+    /// sets it). A lock someone else took meanwhile is a warning, not a failure.
+    fn locks(&mut self, warnings: &mut Vec<String>) -> Result<(), RestartError> {
+        for l in &self.img.locks {
+            let r = match l.kind {
+                LockKind::Flock => {
+                    let op = if l.write {
+                        libc::LOCK_EX
+                    } else {
+                        libc::LOCK_SH
+                    } | libc::LOCK_NB;
+                    self.inj.call(nr::FLOCK, &[l.fd as u64, op as u64])?
+                }
+                LockKind::Posix | LockKind::Ofd => {
+                    // struct flock (x86-64): short type, short whence, 4 bytes padding,
+                    // off_t start, off_t len, pid_t pid, 4 bytes padding.
+                    let mut fl = [0u8; 32];
+                    let ty: i16 = if l.write {
+                        libc::F_WRLCK
+                    } else {
+                        libc::F_RDLCK
+                    } as i16;
+                    fl[..2].copy_from_slice(&ty.to_ne_bytes());
+                    fl[8..16].copy_from_slice(&(l.start as i64).to_ne_bytes());
+                    let len = l.end.map_or(0, |e| (e - l.start + 1) as i64);
+                    fl[16..24].copy_from_slice(&len.to_ne_bytes());
+                    self.poke(self.scratch, &fl)?;
+                    let cmd = if l.kind == LockKind::Posix {
+                        libc::F_SETLK
+                    } else {
+                        libc::F_OFD_SETLK
+                    };
+                    self.inj
+                        .call(nr::FCNTL, &[l.fd as u64, cmd as u64, self.scratch])?
+                }
+            };
+            if let Err(e) = r {
+                warnings.push(format!(
+                    "PID {}: descriptor {}: {:?} lock not taken back: {e}",
+                    self.pid, l.fd, l.kind
+                ));
             }
         }
         Ok(())

@@ -16,6 +16,7 @@
 //! | 0x07 | PAGEMAP  | runs `(address, pages)` giving where each page of PAGES goes |
 //! | 0x80000009 | SHMEM | optional: the shmem inode behind each shared anonymous region, so processes that shared it share it again |
 //! | 0x8000000A | SHARED_FILES | optional: open file descriptions shared with an earlier process of the image |
+//! | 0x8000000B | LOCKS | optional: flock, POSIX and OFD locks the process holds |
 //!
 //! An image of several processes (a process tree, a process group, a session) is a META
 //! section followed by one group per process, each starting with its PROCESS section;
@@ -62,6 +63,8 @@ pub mod kind {
     pub const SHMEM: u32 = 0x8000_0009;
     /// Open file descriptions shared with earlier processes (optional).
     pub const SHARED_FILES: u32 = 0x8000_000A;
+    /// File locks (optional).
+    pub const LOCKS: u32 = 0x8000_000B;
     /// Bit set on kinds a reader may skip when it does not know them.
     pub const OPTIONAL: u32 = 0x8000_0000;
 
@@ -78,6 +81,7 @@ pub mod kind {
             PAGES => "PAGES",
             SHMEM => "SHMEM",
             SHARED_FILES => "SHARED_FILES",
+            LOCKS => "LOCKS",
             super::container::END_KIND => "END",
             _ => "unknown",
         }
@@ -437,6 +441,22 @@ impl Writer {
             }
             self.inner
                 .section(kind::SHARED_FILES, false, &e.into_vec())?;
+        }
+        if !image.locks.is_empty() {
+            let mut e = Enc::new();
+            e.u64(image.locks.len() as u64);
+            for l in &image.locks {
+                e.i32(l.fd);
+                e.u8(match l.kind {
+                    LockKind::Flock => 0,
+                    LockKind::Posix => 1,
+                    LockKind::Ofd => 2,
+                });
+                e.bool(l.write);
+                e.u64(l.start);
+                e.u64(l.end.unwrap_or(u64::MAX));
+            }
+            self.inner.section(kind::LOCKS, false, &e.into_vec())?;
         }
         Ok(())
     }
@@ -975,6 +995,43 @@ fn dec_shmem(
     Ok(out)
 }
 
+fn dec_locks(data: &[u8], fds: &[Fd], cx: &Ctx<'_>) -> Result<Vec<FileLock>, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let n = d.count(MAX_FDS).map_err(&w)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let fd = d.i32().map_err(&w)?;
+        let kind = match d.u8().map_err(&w)? {
+            0 => LockKind::Flock,
+            1 => LockKind::Posix,
+            2 => LockKind::Ofd,
+            k => return Err(cx.invalid(format!("unknown lock kind {k}"))),
+        };
+        let write = d.bool().map_err(&w)?;
+        let start = d.u64().map_err(&w)?;
+        let end = match d.u64().map_err(&w)? {
+            u64::MAX => None,
+            e => Some(e),
+        };
+        if !fds.iter().any(|f| f.fd == fd) {
+            return Err(cx.invalid(format!("lock on descriptor {fd}, which is not open")));
+        }
+        if start > i64::MAX as u64 || end.is_some_and(|e| e < start || e > i64::MAX as u64) {
+            return Err(cx.invalid(format!("lock range {start}..{end:?} is invalid")));
+        }
+        out.push(FileLock {
+            fd,
+            kind,
+            write,
+            start,
+            end,
+        });
+    }
+    d.finish().map_err(&w)?;
+    Ok(out)
+}
+
 fn dec_shared_files(
     data: &[u8],
     files: usize,
@@ -1017,6 +1074,7 @@ struct Group {
     pagemap_raw: Option<Vec<u8>>,
     shmem_raw: Option<Vec<u8>>,
     shared_files_raw: Option<Vec<u8>>,
+    locks_raw: Option<Vec<u8>>,
     pages: Option<SectionInfo>,
 }
 
@@ -1052,6 +1110,7 @@ impl Reader {
                     | kind::PAGES
                     | kind::SHMEM
                     | kind::SHARED_FILES
+                    | kind::LOCKS
             );
             match info.kind {
                 container::END_KIND => continue,
@@ -1101,6 +1160,7 @@ impl Reader {
                 kind::FDS => g.fds_raw = Some(data),
                 kind::SHMEM => g.shmem_raw = Some(data),
                 kind::SHARED_FILES => g.shared_files_raw = Some(data),
+                kind::LOCKS => g.locks_raw = Some(data),
                 _ => g.pagemap_raw = Some(data),
             }
         }
@@ -1156,6 +1216,10 @@ impl Reader {
             Some(raw) => dec_shared_files(raw, files.len(), before, &cx("SHARED_FILES"))?,
             None => Vec::new(),
         };
+        let locks = match &g.locks_raw {
+            Some(raw) => dec_locks(raw, &fds, &cx("LOCKS"))?,
+            None => Vec::new(),
+        };
         let threads = g.threads;
         if threads.first().map(|t| t.tid) != Some(process.pid) {
             return Err(cx("THREAD").invalid("the first thread is not the thread-group leader"));
@@ -1187,6 +1251,7 @@ impl Reader {
                 pagemap,
                 shared_anon,
                 shared_files,
+                locks,
             },
             g.pages,
         ))
@@ -1366,6 +1431,7 @@ mod tests {
             }],
             shared_anon: Vec::new(),
             shared_files: Vec::new(),
+            locks: Vec::new(),
         }
     }
 
