@@ -1,6 +1,7 @@
-//! Whole jobs: process trees, shell pipelines and process groups, and the descriptors
-//! event loops are built of (epoll, timerfd, eventfd, signalfd), checkpointed and
-//! restarted with the real binary, checked against uninterrupted runs byte for byte.
+//! Whole jobs: process trees, shell pipelines and process groups, shared memory and
+//! shared files, the descriptors event loops are built of (epoll, timerfd, eventfd,
+//! signalfd), file locks and timers, checkpointed and restarted with the real binary,
+//! checked against uninterrupted runs byte for byte.
 //!
 //! Needs root (PIDs are restored with clone3 `set_tid`), gcc, python3, bash and gzip;
 //! fails with the reason when one is missing, never skips.
@@ -46,7 +47,7 @@ fn setup() -> &'static Path {
         }
         nix::sys::prctl::set_child_subreaper(true).unwrap();
         let dir = scratch("bin");
-        for name in ["shmtree", "anonfds"] {
+        for name in ["shmtree", "anonfds", "timers"] {
             let src =
                 Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/programs/{name}.c"));
             let st = Command::new("gcc")
@@ -637,5 +638,55 @@ fn file_locks_are_taken_back() {
     assert_eq!(
         got, "held held free held",
         "the restored process holds them again"
+    );
+}
+
+/// An interval timer and a POSIX timer (with its ID and sigev_value) keep firing after a
+/// restart; the output equals an uninterrupted run's.
+#[test]
+fn timers_keep_firing() {
+    let dir = scratch("timers");
+    let ticks = 150;
+    let reference = Command::new(program("timers"))
+        .arg(ticks.to_string())
+        .output()
+        .unwrap();
+    assert!(reference.status.success());
+    let path = dir.join("out.txt");
+    let mut first = Some(spawn_to_file(&program("timers"), &ticks.to_string(), &path));
+    let pid = first.as_ref().map_or(0, |c| c.id() as i32);
+    wait_until("progress", || lines(&path) > 40);
+    let image = dir.join("timers.ctx");
+    let said = lifeboat(&[
+        "checkpoint",
+        "--kill",
+        "-f",
+        image.to_str().unwrap(),
+        &pid.to_string(),
+    ]);
+    if let Some(mut c) = first.take() {
+        c.wait().unwrap();
+    }
+    reap_gone(&saved_pids(&said));
+    let errors = dir.join("restart.err");
+    let st = Command::new(BIN)
+        .args(["restart", "--detach", "-q", image.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "{}",
+        std::fs::read_to_string(&errors).unwrap_or_default()
+    );
+    match reap(pid) {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("the restored program ended with {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        String::from_utf8(reference.stdout).unwrap()
     );
 }

@@ -547,6 +547,8 @@ mod nr {
     pub const RT_SIGACTION: i64 = 13;
     pub const SIGALTSTACK: i64 = 131;
     pub const PRCTL: i64 = 157;
+    pub const GETITIMER: i64 = 36;
+    pub const TIMER_GETTIME: i64 = 224;
 }
 
 fn inject_ok(pid: i32, call: &'static str, r: Result<u64, Errno>) -> Result<u64, CheckpointError> {
@@ -576,6 +578,8 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
     // on the way; each thread gets its mask and its (restart-adjusted) registers back.
     let mut threads = Vec::new();
     let mut sigactions = Vec::new();
+    let mut timers = Timers::default();
+    let posix_listed = procfs::timers(pid)?;
     let mut brk = 0;
     let mut scratch = 0;
     for (i, st) in frozen.threads().iter().enumerate() {
@@ -625,6 +629,33 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
                         flags: u64_at(&b, 1),
                         restorer: u64_at(&b, 2),
                         mask: u64_at(&b, 3),
+                    });
+                }
+                // Interval timers: struct itimerval {interval, value}, each {s, us}.
+                for which in 0..3u64 {
+                    inject_ok(
+                        pid,
+                        "getitimer",
+                        inj.call(nr::GETITIMER, &[which, scratch])?,
+                    )?;
+                    let b = read_remote(scratch, 32)?;
+                    timers.itimers[which as usize] = (
+                        (u64_at(&b, 0) as i64, u64_at(&b, 1) as i64),
+                        (u64_at(&b, 2) as i64, u64_at(&b, 3) as i64),
+                    );
+                }
+                // POSIX timers: struct itimerspec {interval, value}, each {s, ns}.
+                for t in &posix_listed {
+                    inject_ok(
+                        pid,
+                        "timer_gettime",
+                        inj.call(nr::TIMER_GETTIME, &[t.id as u64, scratch])?,
+                    )?;
+                    let b = read_remote(scratch, 32)?;
+                    timers.posix.push(PosixTimer {
+                        interval: (u64_at(&b, 0) as i64, u64_at(&b, 1) as i64),
+                        value: (u64_at(&b, 2) as i64, u64_at(&b, 3) as i64),
+                        ..*t
                     });
                 }
             }
@@ -823,6 +854,7 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
         shared_anon,
         shared_files: Vec::new(),
         locks,
+        timers,
     })
 }
 

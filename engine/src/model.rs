@@ -35,6 +35,46 @@ pub struct Image {
     pub shared_files: Vec<SharedFile>,
     /// File locks the process holds (flock, POSIX record locks, OFD locks).
     pub locks: Vec<FileLock>,
+    /// Interval timers and POSIX timers.
+    pub timers: Timers,
+}
+
+/// The timers of a process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timers {
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF` as `(interval, value)`, each
+    /// `(seconds, microseconds)`; zero value means disarmed.
+    pub itimers: [((i64, i64), (i64, i64)); 3],
+    /// `timer_create(2)` timers.
+    pub posix: Vec<PosixTimer>,
+}
+
+impl Timers {
+    /// Whether there is anything to restore.
+    pub fn is_empty(&self) -> bool {
+        self.posix.is_empty() && self.itimers.iter().all(|(_, v)| *v == (0, 0))
+    }
+}
+
+/// A POSIX timer (`/proc/PID/timers` plus `timer_gettime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PosixTimer {
+    /// Timer ID, as the process knows it.
+    pub id: i32,
+    /// `CLOCK_*`.
+    pub clock: i32,
+    /// `sigev_notify`: `SIGEV_SIGNAL` 0, `SIGEV_NONE` 1, `SIGEV_THREAD_ID` 4.
+    pub notify: i32,
+    /// Signal sent.
+    pub signo: i32,
+    /// Thread signalled (`SIGEV_THREAD_ID`), else 0.
+    pub tid: i32,
+    /// `sigev_value` delivered with the signal.
+    pub sival: u64,
+    /// Time to the next expiration `(s, ns)`; zero when disarmed.
+    pub value: (i64, i64),
+    /// Period `(s, ns)`.
+    pub interval: (i64, i64),
 }
 
 /// Which kind of lock.

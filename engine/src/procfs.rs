@@ -356,6 +356,67 @@ pub fn link(pid: i32, name: &str) -> Result<String, ProcError> {
 }
 
 /// Numeric entries of a `/proc` directory (`task`, `fd`), sorted.
+/// The POSIX timers of a process from `/proc/PID/timers` (fs/proc/base.c `show_timer`):
+/// ID, signal and `sigev_value`, notification and target, clock. Times are left zero.
+pub fn timers(pid: i32) -> Result<Vec<crate::model::PosixTimer>, ProcError> {
+    let p = path(pid, "timers");
+    let text = match fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ProcError::Read { path: p, source }),
+    };
+    let bad = |what: &str| parse_err(&p, what);
+    let mut out: Vec<crate::model::PosixTimer> = Vec::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if key == "ID" {
+            out.push(crate::model::PosixTimer {
+                id: value.parse().map_err(|_| bad("bad timer ID"))?,
+                clock: 0,
+                notify: 0,
+                signo: 0,
+                tid: 0,
+                sival: 0,
+                value: (0, 0),
+                interval: (0, 0),
+            });
+            continue;
+        }
+        let Some(t) = out.last_mut() else {
+            continue;
+        };
+        match key {
+            // "14/0000000000000000": signal / sigev_value
+            "signal" => {
+                let (sig, val) = value
+                    .split_once('/')
+                    .ok_or_else(|| bad("bad timer signal"))?;
+                t.signo = sig.parse().map_err(|_| bad("bad timer signal"))?;
+                t.sival = u64::from_str_radix(val, 16).map_err(|_| bad("bad timer value"))?;
+            }
+            // "signal/pid.1234", "signal/tid.1235", "none/pid.1234"
+            "notify" => {
+                let (how, target) = value.split_once('/').ok_or_else(|| bad("bad notify"))?;
+                let (kind, id) = target.split_once('.').ok_or_else(|| bad("bad notify"))?;
+                t.notify = match (how, kind) {
+                    ("none", _) => libc::SIGEV_NONE,
+                    (_, "tid") => libc::SIGEV_THREAD_ID,
+                    _ => libc::SIGEV_SIGNAL,
+                };
+                if kind == "tid" {
+                    t.tid = id.parse().map_err(|_| bad("bad notify thread"))?;
+                }
+            }
+            "ClockID" => t.clock = value.parse().map_err(|_| bad("bad timer clock"))?,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Every PID in `/proc` now (processes come and go while it is read).
 pub fn pids() -> Vec<i32> {
     fs::read_dir("/proc")

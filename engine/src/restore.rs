@@ -236,6 +236,9 @@ mod nr {
     pub const RSEQ: i64 = 334;
     pub const EPOLL_CTL: i64 = 233;
     pub const FCNTL: i64 = 72;
+    pub const SETITIMER: i64 = 38;
+    pub const TIMER_CREATE: i64 = 222;
+    pub const TIMER_SETTIME: i64 = 223;
     pub const FLOCK: i64 = 73;
     pub const CLONE3: i64 = 435;
 }
@@ -583,6 +586,7 @@ pub fn restart(
         let tids = r.threads()?;
         guard.pids.extend(tids.iter().skip(1).copied());
         r.pending(&tids)?;
+        r.timers(&mut warnings)?;
         // Limits while the stub still has the caller's credentials (prlimit of another
         // user's process needs CAP_SYS_RESOURCE, as does raising a hard limit).
         for rl in &img.process.rlimits {
@@ -1529,6 +1533,80 @@ impl Restorer<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Re-arm interval timers and recreate POSIX timers with their IDs
+    /// (`PR_TIMER_CREATE_RESTORE_IDS`, Linux 6.17), signal, value and next expiry.
+    fn timers(&mut self, warnings: &mut Vec<String>) -> Result<(), RestartError> {
+        let t = &self.img.timers;
+        for (which, (interval, value)) in t.itimers.iter().enumerate() {
+            if *value == (0, 0) {
+                continue;
+            }
+            let mut b = [0u8; 32];
+            for (i, v) in [interval.0, interval.1, value.0, value.1]
+                .iter()
+                .enumerate()
+            {
+                b[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
+            }
+            self.poke(self.scratch, &b)?;
+            self.call("setitimer", nr::SETITIMER, &[which as u64, self.scratch, 0])?;
+        }
+        if t.posix.is_empty() {
+            return Ok(());
+        }
+        // PR_TIMER_CREATE_RESTORE_IDS = 77, _ON = 1, _OFF = 0 (include/uapi/linux/prctl.h).
+        if let Err(e) = self.inj.call(nr::PRCTL, &[77, 1])? {
+            warnings.push(format!(
+                "PID {}: POSIX timers not restored: this kernel cannot recreate timer IDs ({e})",
+                self.pid
+            ));
+            return Ok(());
+        }
+        for pt in &t.posix {
+            // struct sigevent: sigev_value (8), sigev_signo (4), sigev_notify (4), _tid (4).
+            let mut ev = [0u8; 64];
+            ev[..8].copy_from_slice(&pt.sival.to_ne_bytes());
+            ev[8..12].copy_from_slice(&pt.signo.to_ne_bytes());
+            ev[12..16].copy_from_slice(&pt.notify.to_ne_bytes());
+            ev[16..20].copy_from_slice(&pt.tid.to_ne_bytes());
+            self.poke(self.scratch, &ev)?;
+            self.poke(self.scratch + 64, &pt.id.to_ne_bytes())?;
+            let created = self.inj.call(
+                nr::TIMER_CREATE,
+                &[pt.clock as u64, self.scratch, self.scratch + 64],
+            )?;
+            if let Err(e) = created {
+                warnings.push(format!(
+                    "PID {}: POSIX timer {} not restored: {e}",
+                    self.pid, pt.id
+                ));
+                continue;
+            }
+            if pt.value == (0, 0) {
+                continue;
+            }
+            let mut spec = [0u8; 32];
+            for (i, v) in [pt.interval.0, pt.interval.1, pt.value.0, pt.value.1]
+                .iter()
+                .enumerate()
+            {
+                spec[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
+            }
+            self.poke(self.scratch + 128, &spec)?;
+            self.call(
+                "timer_settime",
+                nr::TIMER_SETTIME,
+                &[pt.id as u64, 0, self.scratch + 128, 0],
+            )?;
+        }
+        self.call(
+            "prctl(PR_TIMER_CREATE_RESTORE_IDS, off)",
+            nr::PRCTL,
+            &[77, 0],
+        )?;
         Ok(())
     }
 

@@ -17,6 +17,7 @@
 //! | 0x80000009 | SHMEM | optional: the shmem inode behind each shared anonymous region, so processes that shared it share it again |
 //! | 0x8000000A | SHARED_FILES | optional: open file descriptions shared with an earlier process of the image |
 //! | 0x8000000B | LOCKS | optional: flock, POSIX and OFD locks the process holds |
+//! | 0x8000000C | TIMERS | optional: interval timers (setitimer/alarm) and POSIX timers |
 //!
 //! An image of several processes (a process tree, a process group, a session) is a META
 //! section followed by one group per process, each starting with its PROCESS section;
@@ -65,6 +66,8 @@ pub mod kind {
     pub const SHARED_FILES: u32 = 0x8000_000A;
     /// File locks (optional).
     pub const LOCKS: u32 = 0x8000_000B;
+    /// Timers (optional).
+    pub const TIMERS: u32 = 0x8000_000C;
     /// Bit set on kinds a reader may skip when it does not know them.
     pub const OPTIONAL: u32 = 0x8000_0000;
 
@@ -82,6 +85,7 @@ pub mod kind {
             SHMEM => "SHMEM",
             SHARED_FILES => "SHARED_FILES",
             LOCKS => "LOCKS",
+            TIMERS => "TIMERS",
             super::container::END_KIND => "END",
             _ => "unknown",
         }
@@ -457,6 +461,25 @@ impl Writer {
                 e.u64(l.end.unwrap_or(u64::MAX));
             }
             self.inner.section(kind::LOCKS, false, &e.into_vec())?;
+        }
+        if !image.timers.is_empty() {
+            let mut e = Enc::new();
+            for (interval, value) in &image.timers.itimers {
+                for v in [interval.0, interval.1, value.0, value.1] {
+                    e.i64(v);
+                }
+            }
+            e.u64(image.timers.posix.len() as u64);
+            for t in &image.timers.posix {
+                for v in [t.id, t.clock, t.notify, t.signo, t.tid] {
+                    e.i32(v);
+                }
+                e.u64(t.sival);
+                for v in [t.value.0, t.value.1, t.interval.0, t.interval.1] {
+                    e.i64(v);
+                }
+            }
+            self.inner.section(kind::TIMERS, false, &e.into_vec())?;
         }
         Ok(())
     }
@@ -995,6 +1018,56 @@ fn dec_shmem(
     Ok(out)
 }
 
+fn dec_timers(data: &[u8], cx: &Ctx<'_>) -> Result<Timers, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let mut timers = Timers::default();
+    let time = |t: (i64, i64), unit: i64| -> Result<(i64, i64), ImageError> {
+        if t.0 < 0 || !(0..unit).contains(&t.1) {
+            return Err(cx.invalid(format!("timer time {t:?} is invalid")));
+        }
+        Ok(t)
+    };
+    for slot in &mut timers.itimers {
+        let mut v = [0i64; 4];
+        for x in &mut v {
+            *x = d.i64().map_err(&w)?;
+        }
+        *slot = (
+            time((v[0], v[1]), 1_000_000)?,
+            time((v[2], v[3]), 1_000_000)?,
+        );
+    }
+    let n = d.count(1 << 16).map_err(&w)?;
+    for _ in 0..n {
+        let mut h = [0i32; 5];
+        for x in &mut h {
+            *x = d.i32().map_err(&w)?;
+        }
+        let sival = d.u64().map_err(&w)?;
+        let mut v = [0i64; 4];
+        for x in &mut v {
+            *x = d.i64().map_err(&w)?;
+        }
+        let t = PosixTimer {
+            id: h[0],
+            clock: h[1],
+            notify: h[2],
+            signo: h[3],
+            tid: h[4],
+            sival,
+            value: time((v[0], v[1]), 1_000_000_000)?,
+            interval: time((v[2], v[3]), 1_000_000_000)?,
+        };
+        if t.id < 0 || ![0, 1, 4].contains(&t.notify) || !(0..=64).contains(&t.signo) {
+            return Err(cx.invalid(format!("POSIX timer {t:?} is invalid")));
+        }
+        timers.posix.push(t);
+    }
+    d.finish().map_err(&w)?;
+    Ok(timers)
+}
+
 fn dec_locks(data: &[u8], fds: &[Fd], cx: &Ctx<'_>) -> Result<Vec<FileLock>, ImageError> {
     let w = cx.wire();
     let mut d = Dec::new(data);
@@ -1075,6 +1148,7 @@ struct Group {
     shmem_raw: Option<Vec<u8>>,
     shared_files_raw: Option<Vec<u8>>,
     locks_raw: Option<Vec<u8>>,
+    timers_raw: Option<Vec<u8>>,
     pages: Option<SectionInfo>,
 }
 
@@ -1111,6 +1185,7 @@ impl Reader {
                     | kind::SHMEM
                     | kind::SHARED_FILES
                     | kind::LOCKS
+                    | kind::TIMERS
             );
             match info.kind {
                 container::END_KIND => continue,
@@ -1161,6 +1236,7 @@ impl Reader {
                 kind::SHMEM => g.shmem_raw = Some(data),
                 kind::SHARED_FILES => g.shared_files_raw = Some(data),
                 kind::LOCKS => g.locks_raw = Some(data),
+                kind::TIMERS => g.timers_raw = Some(data),
                 _ => g.pagemap_raw = Some(data),
             }
         }
@@ -1220,6 +1296,10 @@ impl Reader {
             Some(raw) => dec_locks(raw, &fds, &cx("LOCKS"))?,
             None => Vec::new(),
         };
+        let timers = match &g.timers_raw {
+            Some(raw) => dec_timers(raw, &cx("TIMERS"))?,
+            None => Timers::default(),
+        };
         let threads = g.threads;
         if threads.first().map(|t| t.tid) != Some(process.pid) {
             return Err(cx("THREAD").invalid("the first thread is not the thread-group leader"));
@@ -1252,6 +1332,7 @@ impl Reader {
                 shared_anon,
                 shared_files,
                 locks,
+                timers,
             },
             g.pages,
         ))
@@ -1432,6 +1513,7 @@ mod tests {
             shared_anon: Vec::new(),
             shared_files: Vec::new(),
             locks: Vec::new(),
+            timers: Timers::default(),
         }
     }
 
