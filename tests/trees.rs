@@ -394,35 +394,61 @@ fn shared_memory_tree_three_cycles() {
     assert_eq!(got, reference);
 }
 
-/// A tree image cannot be restarted with new PIDs (its processes know each other's):
-/// the restart says so and creates nothing.
+/// A tree restarted with --no-restore-pid while the original still runs (so its PIDs
+/// are taken) gets its original PIDs inside a new PID namespace: the copy continues
+/// exactly as the original does, and the original is untouched.
 #[test]
-fn tree_needs_its_pids() {
+fn tree_copy_in_new_pid_namespace_beside_original() {
     setup();
-    let dir = scratch("newpids");
-    let (mut child, out) = start_shmtree(&dir, 400);
-    wait_until("progress", || lines(&out) > 3);
+    let dir = scratch("pidns");
+    let rounds = 100;
+    let reference = shmtree_reference(&dir, rounds);
+    // The original writes into a pipe to us: the copy's stdout (a pipe leading outside
+    // the image) becomes the restarter's.
+    let mut original = Command::new(setup())
+        .arg(rounds.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut orig_out = original.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut orig_out, &mut s).unwrap();
+        tx.send(s).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(800));
     let image = dir.join("tree.ctx");
-    let image_s = image.to_str().unwrap();
     let said = lifeboat(&[
         "checkpoint",
         "--tree",
         "-f",
-        image_s,
-        &child.id().to_string(),
+        image.to_str().unwrap(),
+        &original.id().to_string(),
     ]);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    kill_all(&saved_pids(&said));
-    let out = Command::new(BIN)
-        .args(["restart", "--no-restore-pid", image_s])
+    assert!(String::from_utf8_lossy(&said.stdout).contains("4 processes"));
+    let copy = Command::new(BIN)
+        .args(["restart", "--no-restore-pid"])
+        .arg(&image)
+        .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("holds 4 processes") && err.contains("original PIDs"),
-        "{err}"
+    let err = String::from_utf8_lossy(&copy.stderr);
+    assert!(copy.status.success(), "restart failed: {err}");
+    assert!(err.contains("new PID namespace"), "{err}");
+    let copy_out = String::from_utf8(copy.stdout).unwrap();
+    // The copy printed the rest of the run from the checkpoint on.
+    let first = copy_out.lines().next().expect("the copy printed something");
+    let at = reference
+        .find(first)
+        .expect("the copy's first line is in the reference");
+    assert_eq!(copy_out, reference[at..], "the copy continues exactly");
+    assert!(original.wait().unwrap().success());
+    assert_eq!(
+        rx.recv().unwrap(),
+        reference,
+        "the original ran undisturbed"
     );
 }
 

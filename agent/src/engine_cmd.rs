@@ -230,10 +230,24 @@ fn restart(a: &RestartArgs) -> Result<ExitCode> {
         eprintln!("lifeboat: warning: {w}");
     }
     if !a.quiet {
+        let how = if restored.pids.contains(&restored.pid) {
+            format!("as PID {}", restored.pid)
+        } else {
+            format!(
+                "with its {} original PIDs in a new PID namespace (its init is PID {}; host PIDs {})",
+                restored.pids.len(),
+                restored.pid,
+                restored
+                    .pids
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        };
         eprintln!(
-            "lifeboat: restarted {} as PID {} in {:.3} s",
+            "lifeboat: restarted {} {how} in {:.3} s",
             a.file.display(),
-            restored.pid,
             started.elapsed().as_secs_f64()
         );
     }

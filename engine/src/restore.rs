@@ -366,16 +366,11 @@ pub fn restart(
     } else {
         vec![false; imgs.len()]
     };
-    if imgs.len() > 1 && !opts.restore_pid {
-        // Processes remember each other's PIDs (a shell's job table, a parent's child
-        // list): a tree keeps its PIDs, or it would need a new PID namespace.
-        return Err(RestartError::Tree {
-            what: format!(
-                "this image holds {} processes; a process tree is restarted with its original PIDs (--no-restore-pid works for single processes only)",
-                imgs.len()
-            ),
-        });
-    }
+    // Processes remember each other's PIDs (a shell's job table, a parent's child list):
+    // a job restarted without its PIDs on the host gets them back inside a new PID
+    // namespace, beside whatever holds them outside.
+    let in_namespace = imgs.len() > 1 && !opts.restore_pid;
+    let set_pids = opts.restore_pid || in_namespace;
 
     // Pipes and shared memory that several processes of the image hold: one each.
     let pipes = shared_pipes(&imgs)?;
@@ -478,9 +473,9 @@ pub fn restart(
         })
         .collect();
 
-    let plans = stub_plans(
+    let mut plans = stub_plans(
         &imgs,
-        opts.restore_pid,
+        set_pids,
         &moves_of,
         &keep_of,
         first_free,
@@ -491,6 +486,25 @@ pub fn restart(
         for img in &imgs {
             wait_for_zombie_reaped(img.process.pid);
         }
+    }
+    if in_namespace {
+        let cwd = CString::new("/").map_err(|_| RestartError::Sys {
+            op: "cwd".into(),
+            source: Errno::EINVAL,
+        })?;
+        plans = vec![sys::process::StubPlan {
+            namespace_init: true,
+            set_tid: None,
+            moves: Vec::new(),
+            keep: Vec::new(),
+            first_free,
+            cwd,
+            umask: 0o022,
+            personality: 0,
+            session: StubSession::Inherit,
+            report_fd: plans[0].report_fd,
+            children: plans,
+        }];
     }
     let mut guard = StubGuard {
         pids: Vec::new(),
@@ -520,7 +534,7 @@ pub fn restart(
     let root = guard.pids[0];
     drop(holders);
     drop(report_w);
-    let pids = wait_ready(root, &report_r, &imgs, opts.restore_pid, &mut guard)?;
+    let pids = wait_ready(root, &report_r, &imgs, set_pids, in_namespace, &mut guard)?;
 
     // Seize every stub while it waits in pause().
     for &pid in &pids {
@@ -565,7 +579,7 @@ pub fn restart(
             img,
             inj: Injector::new(pid, 0)?,
             scratch: 0,
-            restore_pid: opts.restore_pid,
+            restore_pid: set_pids,
         };
         r.address_space(&map_fd_of, &shm_fd_of, &reader, i, path, progress)?;
         // The report pipe's write end has the same number in every stub.
@@ -668,6 +682,7 @@ fn wait_ready(
     report: &OwnedFd,
     imgs: &[&Image],
     restore_pid: bool,
+    in_namespace: bool,
     guard: &mut StubGuard,
 ) -> Result<Vec<Pid>, RestartError> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -698,7 +713,11 @@ fn wait_ready(
             let step = match step {
                 s::READY => {
                     ready.push(pid);
-                    guard.pids.push(Pid::from_raw(pid));
+                    // Inside a namespace the PID is the inner one; killing the init
+                    // (already guarded) kills them all.
+                    if !in_namespace {
+                        guard.pids.push(Pid::from_raw(pid));
+                    }
                     continue;
                 }
                 s::CHILD if source == Errno::EEXIST => return Err(pid_in_use(pid)),
@@ -726,11 +745,56 @@ fn wait_ready(
         }
     }
     // With restored PIDs each process has its image's PID; otherwise there is one.
-    if restore_pid {
+    if in_namespace {
+        outer_pids(root, imgs)
+    } else if restore_pid {
         Ok(imgs.iter().map(|i| Pid::from_raw(i.process.pid)).collect())
     } else {
         Ok(vec![root])
     }
+}
+
+/// The host PIDs of the processes of `imgs`, restored with their PIDs inside the PID
+/// namespace whose init is `init`: each descendant's `NSpid` line ends with its PID in
+/// the namespace.
+fn outer_pids(init: Pid, imgs: &[&Image]) -> Result<Vec<Pid>, RestartError> {
+    let mut inner_to_outer: Vec<(i32, i32)> = Vec::new();
+    let mut frontier = vec![init.as_raw()];
+    let all: Vec<(i32, i32)> = procfs::pids()
+        .into_iter()
+        .filter_map(|p| procfs::stat(p).ok().map(|s| (p, s.ppid)))
+        .collect();
+    while let Some(parent) = frontier.pop() {
+        for &(p, ppid) in &all {
+            if ppid != parent {
+                continue;
+            }
+            frontier.push(p);
+            let status = fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            if let Some(inner) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse().ok())
+            {
+                inner_to_outer.push((inner, p));
+            }
+        }
+    }
+    imgs.iter()
+        .map(|img| {
+            inner_to_outer
+                .iter()
+                .find(|(inner, _)| *inner == img.process.pid)
+                .map(|(_, outer)| Pid::from_raw(*outer))
+                .ok_or_else(|| RestartError::Tree {
+                    what: format!(
+                        "process {} did not appear in the new PID namespace",
+                        img.process.pid
+                    ),
+                })
+        })
+        .collect()
 }
 
 /// The stub plans of every process, nested as the processes were: each process's
@@ -848,6 +912,7 @@ fn build_plan(
         source: Errno::EINVAL,
     })?;
     Ok(sys::process::StubPlan {
+        namespace_init: false,
         set_tid: restore_pid.then_some(p.pid),
         moves: moves[i].clone(),
         keep: keep[i].clone(),
@@ -1792,11 +1857,19 @@ impl Restorer<'_> {
             let bytes: Vec<u8> = args.iter().flat_map(|v| v.to_ne_bytes()).collect();
             self.poke(self.scratch, &bytes)?;
             self.poke(tid_addr, &t.tid.to_ne_bytes())?;
+            self.inj.clones.clear();
             let new = match self
                 .inj
                 .call(nr::CLONE3, &[self.scratch, bytes.len() as u64])?
             {
-                Ok(tid) => Pid::from_raw(tid as i32),
+                // The TID as the tracer sees it (clone3 answers in the process's own PID
+                // namespace, which may be a new one).
+                Ok(tid) => self
+                    .inj
+                    .clones
+                    .last()
+                    .copied()
+                    .unwrap_or(Pid::from_raw(tid as i32)),
                 Err(Errno::EEXIST) => {
                     return Err(RestartError::PidInUse {
                         pid: t.tid,

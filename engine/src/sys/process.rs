@@ -52,6 +52,10 @@ pub struct StubPlan {
     pub report_fd: RawFd,
     /// The process's children, group leaders before the members of their groups.
     pub children: Vec<StubPlan>,
+    /// This stub is the init of a new PID namespace (created with `CLONE_NEWPID`) that
+    /// holds the restored processes with their original PIDs: it creates `children`,
+    /// closes every descriptor, reaps, and exits with the status of its first child.
+    pub namespace_init: bool,
 }
 
 /// Steps a stub may report on `StubPlan::report_fd`.
@@ -88,11 +92,17 @@ pub fn parse_reports(bytes: &[u8]) -> Vec<StubReport> {
         .collect()
 }
 
-/// clone3 without `CLONE_VM` (a fork), with `set_tid` when given. Returns 0 in the child.
-fn fork_with_pid(set_tid: Option<pid_t>) -> Result<pid_t, Errno> {
+/// clone3 without `CLONE_VM` (a fork), with `set_tid` when given (the PID in the
+/// caller's innermost PID namespace), in a new PID namespace when asked. Returns 0 in the
+/// child.
+fn fork_with_pid(set_tid: Option<pid_t>, new_pid_ns: bool) -> Result<pid_t, Errno> {
     let tid: [pid_t; 1] = [set_tid.unwrap_or(0)];
     let args = libc::clone_args {
-        flags: 0,
+        flags: if new_pid_ns {
+            libc::CLONE_NEWPID as u64
+        } else {
+            0
+        },
         pidfd: 0,
         child_tid: 0,
         parent_tid: 0,
@@ -128,7 +138,7 @@ fn fork_with_pid(set_tid: Option<pid_t>) -> Result<pid_t, Errno> {
 /// `pause()` until the restorer seizes it with ptrace. Failures are reported on the same
 /// pipe; the failing stub exits with 127.
 pub fn spawn_stub(plan: &StubPlan) -> Result<Pid, Errno> {
-    match fork_with_pid(plan.set_tid)? {
+    match fork_with_pid(plan.set_tid, plan.namespace_init)? {
         0 => stub_main(plan),
         child => Ok(Pid::from_raw(child)),
     }
@@ -143,6 +153,36 @@ fn report(fd: RawFd, pid: pid_t, step: u32, errno: i32) {
     // SAFETY: `msg` is 12 readable bytes (one atomic pipe write); a failed write only
     // loses the report, and the restorer then times out.
     unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Body of the init of a restart's PID namespace, once its children exist: keep nothing
+/// open, reap every process that ends, and leave with the status of the first child (the
+/// root of the image), as 128+N if it was killed by signal N.
+fn namespace_init(plan: &StubPlan) -> ! {
+    // SAFETY: close_range only closes this process's descriptors (all of them).
+    unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+    let root = plan.children.first().and_then(|c| c.set_tid).unwrap_or(0);
+    let mut code = 0;
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes one int to `status`, which is ours and alive.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            // ECHILD: everyone is gone.
+            // SAFETY: see `stub_main`'s `fail`.
+            unsafe { libc::_exit(code) }
+        }
+        if pid == root {
+            code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+        }
+    }
 }
 
 /// Body of a stub. Never returns: it waits for the restorer or exits with 127.
@@ -169,7 +209,7 @@ fn stub_main(plan: &StubPlan) -> ! {
         fail(stub_step::SESSION, me);
     }
     for child in &plan.children {
-        match fork_with_pid(child.set_tid) {
+        match fork_with_pid(child.set_tid, false) {
             Ok(0) => stub_main(child),
             Ok(pid) => {
                 // Set the child's group from here too, as shells do, so that a later
@@ -186,6 +226,9 @@ fn stub_main(plan: &StubPlan) -> ! {
             }
             Err(_) => fail(stub_step::CHILD, child.set_tid.unwrap_or(0)),
         }
+    }
+    if plan.namespace_init {
+        namespace_init(plan);
     }
     for &(src, dst, cloexec) in &plan.moves {
         // SAFETY: dup2 only manipulates this process's descriptor table.
