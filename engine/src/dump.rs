@@ -920,7 +920,15 @@ fn region(pid: i32, m: &MapEntry) -> Result<Region, CheckpointError> {
         // Shared memory a restart of several processes set up (see restore::shared_memory).
         Some(n) if m.shared && n.starts_with("/memfd:lifeboat-shared") => RegionKind::SharedAnon,
         Some(n) if n.starts_with('[') => RegionKind::Anon, // [anon:name] and friends
-        Some(n) if m.deleted() => return Err(unsupported(&format!("mapping of deleted file {n}"))),
+        // A shared mapping of a file deleted since (POSIX semaphores and shared memory in
+        // /dev/shm, as Python's multiprocessing makes them): shared memory, restored from
+        // its pages and shared again by inode.
+        Some(_) if m.deleted() && m.shared => RegionKind::SharedAnon,
+        Some(n) if m.deleted() => {
+            return Err(unsupported(&format!(
+                "private mapping of deleted file {n} (a program or library replaced while it runs)"
+            )));
+        }
         Some(path) => {
             // Identity by path, as restart checks it; a file replaced since it was mapped
             // shows as "(deleted)" above.
