@@ -716,3 +716,66 @@ fn timers_keep_firing() {
         String::from_utf8(reference.stdout).unwrap()
     );
 }
+
+const ZOMBIE_PARENT: &str = r#"
+import os, signal, time
+a = os.fork()
+if a == 0:
+    os._exit(7)
+b = os.fork()
+if b == 0:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)
+for i in range(1, 41):
+    print(f"tick {i}", flush=True)
+    time.sleep(0.05)
+for p in (a, b):
+    pid, st = os.waitpid(p, 0)
+    how = f"exit {os.WEXITSTATUS(st)}" if os.WIFEXITED(st) else f"signal {os.WTERMSIG(st)}"
+    print(f"child {'ab'[(a, b).index(pid)]} {how}", flush=True)
+"#;
+
+/// Children that exited but were not reaped yet come back as zombies with their exit
+/// statuses (one exited with 7, one was killed by SIGTERM): the restored parent's
+/// waitpid() finds them.
+#[test]
+fn zombies_are_restored_for_their_parent() {
+    setup();
+    let dir = scratch("zombies");
+    let out = dir.join("out.txt");
+    let parent = Command::new("python3")
+        .args(["-c", ZOMBIE_PARENT])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = parent.id() as i32;
+    let mut parent = Some(parent);
+    wait_until("the children to be zombies", || {
+        lines(&out) > 5 && children(pid as u32).len() == 2
+    });
+    let zombies: Vec<i32> = children(pid as u32).into_iter().map(|p| p as i32).collect();
+    let image = dir.join("z.ctx");
+    let said = lifeboat(&[
+        "checkpoint",
+        "--tree",
+        "--kill",
+        "-f",
+        image.to_str().unwrap(),
+        &pid.to_string(),
+    ]);
+    if let Some(mut p) = parent.take() {
+        p.wait().unwrap();
+    }
+    reap_gone(&saved_pids(&said));
+    // The zombies are handed to us (the subreaper) when their parent dies: reap them
+    // too, their PIDs must be free.
+    reap_gone(&zombies);
+    lifeboat(&["restart", image.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("tick 40\n"), "{text}");
+    assert!(
+        text.ends_with("child a exit 7\nchild b signal 15\n"),
+        "the parent reaped both with their statuses: {text}"
+    );
+}

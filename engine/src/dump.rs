@@ -227,7 +227,28 @@ pub fn checkpoint(
 ) -> Result<CheckpointReport, CheckpointError> {
     let started = Instant::now();
     let mut warnings = Vec::new();
-    let frozen = freeze_scope(pid, opts.scope, &mut warnings)?;
+    let (frozen, zombie_stats) = freeze_scope(pid, opts.scope, &mut warnings)?;
+    // A zombie is saved when its parent is: restart recreates it for the parent's wait().
+    let zombies: Vec<Zombie> = zombie_stats
+        .into_iter()
+        .filter_map(|(p, st)| {
+            if frozen.iter().any(|f| f.pid().as_raw() == st.ppid) {
+                Some(Zombie {
+                    pid: p,
+                    ppid: st.ppid,
+                    pgid: st.pgrp,
+                    sid: st.session,
+                    status: st.exit_code,
+                })
+            } else {
+                warnings.push(format!(
+                    "PID {p} (`{}`) is a zombie whose parent is outside the scope; it is not saved",
+                    st.comm
+                ));
+                None
+            }
+        })
+        .collect();
     let frozen_at = Instant::now();
     let mut images = Vec::with_capacity(frozen.len());
     for f in &frozen {
@@ -239,6 +260,7 @@ pub fn checkpoint(
     let mut meta = images[0].meta.clone();
     meta.frozen_us = frozen_at.elapsed().as_micros() as u64;
     writer.meta(&meta)?;
+    writer.zombies(&zombies)?;
     for image in &images {
         let pid = image.process.pid;
         let maps = procfs::maps(pid)?;
@@ -431,19 +453,23 @@ fn scope_members(
 /// Freeze every process of the scope, re-reading it until no new process appears (a
 /// process forked between the scan and the freeze of its parent is caught by the next
 /// scan). Zombies are left out with a warning: they have no state but an exit status.
+/// Frozen processes and the zombies of the scope.
+type FrozenScope = (Vec<Frozen>, Vec<(i32, procfs::Stat)>);
+
 fn freeze_scope(
     pid: i32,
     scope: Scope,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<Frozen>, CheckpointError> {
+    _warnings: &mut Vec<String>,
+) -> Result<FrozenScope, CheckpointError> {
     let me = std::process::id() as i32;
     let mut frozen: Vec<Frozen> = Vec::new();
-    let mut zombies: Vec<i32> = Vec::new();
+    let mut zombies: Vec<(i32, procfs::Stat)> = Vec::new();
     loop {
         let (root, members) = scope_members(pid, scope)?;
         let mut added = false;
         for (p, st) in members {
-            if frozen.iter().any(|f| f.pid().as_raw() == p) || zombies.contains(&p) {
+            if frozen.iter().any(|f| f.pid().as_raw() == p) || zombies.iter().any(|(z, _)| *z == p)
+            {
                 continue;
             }
             if p == me && scope != Scope::Pid {
@@ -457,11 +483,7 @@ fn freeze_scope(
                 if p == root {
                     return Err(CheckpointError::NoProcess { pid: p });
                 }
-                warnings.push(format!(
-                    "PID {p} (`{}`) is a zombie (exited, not yet reaped); it is not saved",
-                    st.comm
-                ));
-                zombies.push(p);
+                zombies.push((p, st));
                 continue;
             }
             preflight(p)?;
@@ -493,7 +515,7 @@ fn freeze_scope(
     if frozen.is_empty() {
         return Err(CheckpointError::NoProcess { pid });
     }
-    Ok(frozen)
+    Ok((frozen, zombies))
 }
 
 /// Refuse what ptrace and core dumps refuse, before touching the process.

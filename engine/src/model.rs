@@ -39,6 +39,22 @@ pub struct Image {
     pub timers: Timers,
 }
 
+/// A process of the scope that had exited but was not yet reaped by its parent: restart
+/// recreates it as a zombie, so that its parent's wait() finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zombie {
+    /// PID.
+    pub pid: i32,
+    /// Parent (in the image).
+    pub ppid: i32,
+    /// Process group.
+    pub pgid: i32,
+    /// Session.
+    pub sid: i32,
+    /// Exit status as waitpid(2) reports it.
+    pub status: i32,
+}
+
 /// The timers of a process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timers {

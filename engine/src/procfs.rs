@@ -201,6 +201,8 @@ pub struct Stat {
     pub env_start: u64,
     /// See `MmLayout`.
     pub env_end: u64,
+    /// Exit status as waitpid(2) reports it (field 52; meaningful for zombies).
+    pub exit_code: i32,
 }
 
 /// `/proc/PID/stat` (or `/proc/PID/task/TID/stat`).
@@ -246,6 +248,7 @@ pub fn stat_at(path: &Path) -> Result<Stat, ProcError> {
         arg_end: num(49)?,
         env_start: num(50)?,
         env_end: num(51)?,
+        exit_code: int(52).unwrap_or(0),
     })
 }
 

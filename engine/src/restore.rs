@@ -475,6 +475,7 @@ pub fn restart(
 
     let mut plans = stub_plans(
         &imgs,
+        reader.zombies(),
         set_pids,
         &moves_of,
         &keep_of,
@@ -494,6 +495,7 @@ pub fn restart(
         })?;
         plans = vec![sys::process::StubPlan {
             namespace_init: true,
+            exit_status: None,
             set_tid: None,
             moves: Vec::new(),
             keep: Vec::new(),
@@ -534,7 +536,15 @@ pub fn restart(
     let root = guard.pids[0];
     drop(holders);
     drop(report_w);
-    let pids = wait_ready(root, &report_r, &imgs, set_pids, in_namespace, &mut guard)?;
+    let pids = wait_ready(
+        root,
+        &report_r,
+        &imgs,
+        reader.zombies().len(),
+        set_pids,
+        in_namespace,
+        &mut guard,
+    )?;
 
     // Seize every stub while it waits in pause().
     for &pid in &pids {
@@ -681,6 +691,7 @@ fn wait_ready(
     root: Pid,
     report: &OwnedFd,
     imgs: &[&Image],
+    zombies: usize,
     restore_pid: bool,
     in_namespace: bool,
     guard: &mut StubGuard,
@@ -690,7 +701,7 @@ fn wait_ready(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut ready: Vec<i32> = Vec::new();
     let mut buf = Vec::new();
-    while ready.len() < imgs.len() {
+    while ready.len() < imgs.len() + zombies {
         if std::time::Instant::now() > deadline {
             return Err(RestartError::Stub {
                 step: "report ready in time",
@@ -797,12 +808,28 @@ fn outer_pids(init: Pid, imgs: &[&Image]) -> Result<Vec<Pid>, RestartError> {
         .collect()
 }
 
+/// One process to create: a live one (index into the images) or a zombie.
+struct Member {
+    pid: i32,
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+    cwd: String,
+    umask: u32,
+    personality: u32,
+    /// Exit status, for a zombie.
+    zombie: Option<i32>,
+}
+
 /// The stub plans of every process, nested as the processes were: each process's
 /// children under it, group leaders before the members of their groups. The result has
 /// one plan per top-level process (the root first, then processes whose parent is not in
 /// the image, as in a process group or session scope), each created by the restarter.
+/// Zombies are planned under their parents; their stubs exit with the saved status.
+#[allow(clippy::too_many_arguments)]
 fn stub_plans(
     imgs: &[&Image],
+    zombies: &[Zombie],
     restore_pid: bool,
     moves: &[Vec<(RawFd, RawFd, bool)>],
     keep: &[Vec<RawFd>],
@@ -810,120 +837,142 @@ fn stub_plans(
     report_fd: RawFd,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<sys::process::StubPlan>, RestartError> {
-    let index_of = |pid: i32| imgs.iter().position(|i| i.process.pid == pid);
-    let mut made = vec![false; imgs.len()];
+    let root_cwd = imgs[0].process.cwd.clone();
+    let members: Vec<Member> = imgs
+        .iter()
+        .map(|img| Member {
+            pid: img.process.pid,
+            ppid: img.process.ppid,
+            pgid: img.process.pgid,
+            sid: img.process.sid,
+            cwd: img.process.cwd.clone(),
+            umask: img.process.umask,
+            personality: img.process.personality,
+            zombie: None,
+        })
+        .chain(zombies.iter().map(|z| Member {
+            pid: z.pid,
+            ppid: z.ppid,
+            pgid: z.pgid,
+            sid: z.sid,
+            cwd: root_cwd.clone(),
+            umask: 0o022,
+            personality: 0,
+            zombie: Some(z.status),
+        }))
+        .collect();
+    let planner = Planner {
+        members: &members,
+        restore_pid,
+        moves,
+        keep,
+        first_free,
+        report_fd,
+    };
+    let mut made = vec![false; members.len()];
     let mut tops: Vec<usize> = (0..imgs.len())
-        .filter(|&i| i == 0 || index_of(imgs[i].process.ppid).is_none())
+        .filter(|&i| i == 0 || planner.index_of(members[i].ppid).is_none())
         .collect();
     tops.sort_by_key(|&i| {
-        let p = &imgs[i].process;
+        let p = &members[i];
         (i != 0, p.pgid != p.pid && p.sid != p.pid, p.pid)
     });
     let mut plans = Vec::with_capacity(tops.len());
     for i in tops {
-        plans.push(build_plan(
-            i,
-            imgs,
-            &index_of,
-            restore_pid,
-            moves,
-            keep,
-            first_free,
-            report_fd,
-            warnings,
-            &mut made,
-        )?);
+        plans.push(planner.plan(i, warnings, &mut made)?);
     }
     if let Some(i) = made.iter().position(|m| !m) {
         return Err(RestartError::Tree {
             what: format!(
                 "process {} cannot be placed under its parent {}",
-                imgs[i].process.pid, imgs[i].process.ppid
+                members[i].pid, members[i].ppid
             ),
         });
     }
     Ok(plans)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_plan(
-    i: usize,
-    imgs: &[&Image],
-    index_of: &dyn Fn(i32) -> Option<usize>,
+/// What every plan of a restart shares.
+struct Planner<'a> {
+    members: &'a [Member],
     restore_pid: bool,
-    moves: &[Vec<(RawFd, RawFd, bool)>],
-    keep: &[Vec<RawFd>],
+    moves: &'a [Vec<(RawFd, RawFd, bool)>],
+    keep: &'a [Vec<RawFd>],
     first_free: RawFd,
     report_fd: RawFd,
-    warnings: &mut Vec<String>,
-    made: &mut [bool],
-) -> Result<sys::process::StubPlan, RestartError> {
-    made[i] = true;
-    let p = &imgs[i].process;
-    let parent = (i != 0)
-        .then(|| index_of(p.ppid))
-        .flatten()
-        .map(|j| &imgs[j].process);
-    let session = if p.sid == p.pid {
-        StubSession::Leader
-    } else if p.pgid == p.pid {
-        StubSession::GroupLeader
-    } else if let Some(par) = parent {
-        if p.pgid == par.pgid {
-            StubSession::Inherit
-        } else if index_of(p.pgid).is_some() {
-            StubSession::Join(p.pgid)
-        } else {
-            warnings.push(format!(
-                "PID {}: its process group {} is not in the image; it joins its parent's",
-                p.pid, p.pgid
-            ));
-            StubSession::Inherit
-        }
-    } else {
-        StubSession::Inherit
-    };
-    // Children: processes whose parent is this one, group leaders first so that the
-    // members of their groups can join them.
-    let mut kids: Vec<usize> = (0..imgs.len())
-        .filter(|&j| j != 0 && imgs[j].process.ppid == p.pid && !made[j])
-        .collect();
-    kids.sort_by_key(|&j| {
-        let c = &imgs[j].process;
-        (c.pgid != c.pid && c.sid != c.pid, c.pid)
-    });
-    let mut children = Vec::with_capacity(kids.len());
-    for j in kids {
-        children.push(build_plan(
-            j,
-            imgs,
-            index_of,
-            restore_pid,
-            moves,
-            keep,
-            first_free,
-            report_fd,
-            warnings,
-            made,
-        )?);
+}
+
+impl Planner<'_> {
+    fn index_of(&self, pid: i32) -> Option<usize> {
+        self.members.iter().position(|m| m.pid == pid)
     }
-    let cwd = CString::new(p.cwd.clone()).map_err(|_| RestartError::Sys {
-        op: "cwd contains NUL".into(),
-        source: Errno::EINVAL,
-    })?;
-    Ok(sys::process::StubPlan {
-        namespace_init: false,
-        set_tid: restore_pid.then_some(p.pid),
-        moves: moves[i].clone(),
-        keep: keep[i].clone(),
-        first_free,
-        cwd,
-        umask: p.umask,
-        personality: p.personality,
-        session,
-        report_fd,
-        children,
-    })
+
+    fn plan(
+        &self,
+        i: usize,
+        warnings: &mut Vec<String>,
+        made: &mut [bool],
+    ) -> Result<sys::process::StubPlan, RestartError> {
+        made[i] = true;
+        let p = &self.members[i];
+        let parent = (i != 0)
+            .then(|| self.index_of(p.ppid))
+            .flatten()
+            .map(|j| &self.members[j]);
+        let session = if p.sid == p.pid {
+            StubSession::Leader
+        } else if p.pgid == p.pid {
+            StubSession::GroupLeader
+        } else if parent.is_none() && i != 0 && self.index_of(p.pgid).is_some() {
+            // A top-level member of a group whose leader was created before it.
+            StubSession::Join(p.pgid)
+        } else if let Some(par) = parent {
+            if p.pgid == par.pgid {
+                StubSession::Inherit
+            } else if self.index_of(p.pgid).is_some() {
+                StubSession::Join(p.pgid)
+            } else {
+                warnings.push(format!(
+                    "PID {}: its process group {} is not in the image; it joins its parent's",
+                    p.pid, p.pgid
+                ));
+                StubSession::Inherit
+            }
+        } else {
+            StubSession::Inherit
+        };
+        // Children: processes whose parent is this one, group leaders first so that the
+        // members of their groups can join them.
+        let mut kids: Vec<usize> = (0..self.members.len())
+            .filter(|&j| j != 0 && self.members[j].ppid == p.pid && !made[j])
+            .collect();
+        kids.sort_by_key(|&j| {
+            let c = &self.members[j];
+            (c.pgid != c.pid && c.sid != c.pid, c.pid)
+        });
+        let mut children = Vec::with_capacity(kids.len());
+        for j in kids {
+            children.push(self.plan(j, warnings, made)?);
+        }
+        let cwd = CString::new(p.cwd.clone()).map_err(|_| RestartError::Sys {
+            op: "cwd contains NUL".into(),
+            source: Errno::EINVAL,
+        })?;
+        Ok(sys::process::StubPlan {
+            namespace_init: false,
+            exit_status: p.zombie,
+            set_tid: self.restore_pid.then_some(p.pid),
+            moves: self.moves.get(i).cloned().unwrap_or_default(),
+            keep: self.keep.get(i).cloned().unwrap_or_default(),
+            first_free: self.first_free,
+            cwd,
+            umask: p.umask,
+            personality: p.personality,
+            session,
+            report_fd: self.report_fd,
+            children,
+        })
+    }
 }
 
 /// A pipe for every pipe inode whose both ends are held inside the image (by one process

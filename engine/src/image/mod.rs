@@ -14,6 +14,7 @@
 //! | 0x06 | FDS      | descriptor number → file description, close-on-exec |
 //! | 0x08 | PAGES    | raw page data, streamed (optionally zstd) |
 //! | 0x07 | PAGEMAP  | runs `(address, pages)` giving where each page of PAGES goes |
+//! | 0x0D | ZOMBIES  | processes of the scope that had exited, unreaped: pid, parent, group, session, exit status (after META) |
 //! | 0x80000009 | SHMEM | optional: the shmem inode behind each shared anonymous region, so processes that shared it share it again |
 //! | 0x8000000A | SHARED_FILES | optional: open file descriptions shared with an earlier process of the image |
 //! | 0x8000000B | LOCKS | optional: flock, POSIX and OFD locks the process holds |
@@ -60,6 +61,8 @@ pub mod kind {
     pub const PAGEMAP: u32 = 0x07;
     /// Page data.
     pub const PAGES: u32 = 0x08;
+    /// Exited, unreaped processes of the scope.
+    pub const ZOMBIES: u32 = 0x0D;
     /// Identity of shared anonymous regions (optional).
     pub const SHMEM: u32 = 0x8000_0009;
     /// Open file descriptions shared with earlier processes (optional).
@@ -83,6 +86,7 @@ pub mod kind {
             PAGEMAP => "PAGEMAP",
             PAGES => "PAGES",
             SHMEM => "SHMEM",
+            ZOMBIES => "ZOMBIES",
             SHARED_FILES => "SHARED_FILES",
             LOCKS => "LOCKS",
             TIMERS => "TIMERS",
@@ -416,6 +420,22 @@ impl Writer {
     /// Write the META section (once, first).
     pub fn meta(&mut self, meta: &Meta) -> Result<(), ImageError> {
         self.inner.section(kind::META, false, &enc_meta(meta))?;
+        Ok(())
+    }
+
+    /// Write the ZOMBIES section (after META, before the processes), if there are any.
+    pub fn zombies(&mut self, zombies: &[Zombie]) -> Result<(), ImageError> {
+        if zombies.is_empty() {
+            return Ok(());
+        }
+        let mut e = Enc::new();
+        e.u64(zombies.len() as u64);
+        for z in zombies {
+            for v in [z.pid, z.ppid, z.pgid, z.sid, z.status] {
+                e.i32(v);
+            }
+        }
+        self.inner.section(kind::ZOMBIES, false, &e.into_vec())?;
         Ok(())
     }
 
@@ -1161,6 +1181,8 @@ pub struct Reader {
     inner: ImageReader,
     /// One image per process, the root of the scope first, with its page data.
     images: Vec<(Image, Option<SectionInfo>)>,
+    /// Exited, unreaped processes of the scope.
+    zombies: Vec<Zombie>,
 }
 
 impl Reader {
@@ -1168,6 +1190,7 @@ impl Reader {
     pub fn open(path: &Path) -> Result<Reader, ImageError> {
         let inner = ImageReader::open(path)?;
         let mut meta = None;
+        let mut zombies: Vec<Zombie> = Vec::new();
         let mut groups: Vec<Group> = Vec::new();
         for info in inner.sections() {
             let section = kind::name(info.kind);
@@ -1175,6 +1198,7 @@ impl Reader {
             let known = matches!(
                 info.kind,
                 kind::META
+                    | kind::ZOMBIES
                     | kind::PROCESS
                     | kind::THREAD
                     | kind::REGIONS
@@ -1203,6 +1227,7 @@ impl Reader {
                     groups.push(Group::default());
                 }
                 kind::META => {}
+                kind::ZOMBIES => {}
                 _ if groups.is_empty() => {
                     return Err(cx.invalid("section before the first PROCESS section"));
                 }
@@ -1217,6 +1242,29 @@ impl Reader {
             let data = inner.read(info, MAX_META_SECTION)?;
             if info.kind == kind::META {
                 meta = Some(dec_meta(&data, &cx)?);
+                continue;
+            }
+            if info.kind == kind::ZOMBIES {
+                let w = cx.wire();
+                let mut d = Dec::new(&data);
+                let n = d.count(MAX_PROCESSES as u64).map_err(&w)?;
+                for _ in 0..n {
+                    let mut v = [0i32; 5];
+                    for x in &mut v {
+                        *x = d.i32().map_err(&w)?;
+                    }
+                    if v[..4].iter().any(|&p| p <= 0) {
+                        return Err(cx.invalid(format!("zombie record {v:?} has a bad PID")));
+                    }
+                    zombies.push(Zombie {
+                        pid: v[0],
+                        ppid: v[1],
+                        pgid: v[2],
+                        sid: v[3],
+                        status: v[4],
+                    });
+                }
+                d.finish().map_err(&w)?;
                 continue;
             }
             let Some(g) = groups.last_mut() else {
@@ -1253,7 +1301,25 @@ impl Reader {
             let image = Self::assemble(path, &meta, g, &images)?;
             images.push(image);
         }
-        Ok(Reader { inner, images })
+        for z in &zombies {
+            if images.iter().any(|(i, _)| i.process.pid == z.pid)
+                || !images.iter().any(|(i, _)| i.process.pid == z.ppid)
+            {
+                return Err(ImageError::Invalid {
+                    path: path.to_owned(),
+                    section: "ZOMBIES",
+                    what: format!(
+                        "zombie {} is also a live process, or its parent {} is not in the image",
+                        z.pid, z.ppid
+                    ),
+                });
+            }
+        }
+        Ok(Reader {
+            inner,
+            images,
+            zombies,
+        })
     }
 
     /// Validate one process's sections into an [`Image`].
@@ -1351,6 +1417,11 @@ impl Reader {
             .map(|p| self.inner.stream(p))
             .transpose()
             .map_err(ImageError::from)
+    }
+
+    /// Exited, unreaped processes of the scope.
+    pub fn zombies(&self) -> &[Zombie] {
+        &self.zombies
     }
 
     /// The root process's image.

@@ -52,6 +52,9 @@ pub struct StubPlan {
     pub report_fd: RawFd,
     /// The process's children, group leaders before the members of their groups.
     pub children: Vec<StubPlan>,
+    /// This stub stands for a zombie: once set up, it reports ready and exits with this
+    /// wait status (or dies of its signal), for its parent to reap.
+    pub exit_status: Option<i32>,
     /// This stub is the init of a new PID namespace (created with `CLONE_NEWPID`) that
     /// holds the restored processes with their original PIDs: it creates `children`,
     /// closes every descriptor, reaps, and exits with the status of its first child.
@@ -185,6 +188,36 @@ fn namespace_init(plan: &StubPlan) -> ! {
     }
 }
 
+/// End as a zombie with `status`: report ready first (the restorer counts it), then exit
+/// as the process did, without a core dump.
+fn become_zombie(plan: &StubPlan, me: pid_t, status: i32) -> ! {
+    report(plan.report_fd, me, stub_step::READY, 0);
+    // SAFETY: close_range only closes this process's descriptors (all of them).
+    unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `none` is a valid rlimit alive across the call: no core file.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+        // SAFETY: resetting one signal to its default action in this process.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set; sigprocmask then unblocks everything.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+        }
+        // SAFETY: `set` was initialised just above and lives across the call.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) };
+        // SAFETY: sending a signal to ourselves.
+        unsafe { libc::kill(me, sig) };
+    }
+    // SAFETY: see `stub_main`'s `fail`.
+    unsafe { libc::_exit(libc::WEXITSTATUS(status)) }
+}
+
 /// Body of a stub. Never returns: it waits for the restorer or exits with 127.
 fn stub_main(plan: &StubPlan) -> ! {
     // SAFETY: getpid is a plain system call (glibc no longer caches it).
@@ -229,6 +262,9 @@ fn stub_main(plan: &StubPlan) -> ! {
     }
     if plan.namespace_init {
         namespace_init(plan);
+    }
+    if let Some(status) = plan.exit_status {
+        become_zombie(plan, me, status);
     }
     for &(src, dst, cloexec) in &plan.moves {
         // SAFETY: dup2 only manipulates this process's descriptor table.
