@@ -779,3 +779,64 @@ fn zombies_are_restored_for_their_parent() {
         "the parent reaped both with their statuses: {text}"
     );
 }
+
+const POOL: &str = r#"
+import multiprocessing as mp, time
+def work(x):
+    time.sleep(0.01)
+    return x * x
+def tasks(n):
+    for i in range(n):
+        time.sleep(0.01)
+        yield i
+if __name__ == "__main__":
+    with mp.Pool(3) as pool:
+        for i, r in enumerate(pool.imap(work, tasks(300))):
+            print(i, r, flush=True)
+"#;
+
+/// A Python multiprocessing pool (a parent with three threads, three workers, pipes
+/// between them and POSIX semaphores in deleted /dev/shm files) saved mid-run, killed and
+/// restarted: it finishes with exactly the output of an uninterrupted run.
+#[test]
+fn python_multiprocessing_pool_kill_restart() {
+    setup();
+    let dir = scratch("pool");
+    std::fs::write(dir.join("pool.py"), POOL).unwrap();
+    let reference = Command::new("python3")
+        .arg("pool.py")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(reference.status.success());
+    let out = dir.join("out.txt");
+    let job = Command::new("python3")
+        .arg("pool.py")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = job.id() as i32;
+    let mut job = Some(job);
+    wait_until("the pool to work", || lines(&out) > 60);
+    let image = dir.join("pool.ctx");
+    let said = lifeboat(&[
+        "checkpoint",
+        "--tree",
+        "--kill",
+        "-f",
+        image.to_str().unwrap(),
+        &pid.to_string(),
+    ]);
+    assert!(String::from_utf8_lossy(&said.stdout).contains("4 processes"));
+    if let Some(mut j) = job.take() {
+        j.wait().unwrap();
+    }
+    reap_gone(&saved_pids(&said));
+    lifeboat(&["restart", image.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        String::from_utf8(reference.stdout).unwrap()
+    );
+}

@@ -1294,9 +1294,12 @@ fn plan_pages(
             (RegionKind::File { .. }, false) => {
                 |e| (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
             }
-            (RegionKind::SharedAnon, _) | (RegionKind::Anon, true) => {
-                |e| e & (PM_PRESENT | PM_SWAP) != 0
-            }
+            // Shared memory: every page, present in this process's page table or not (a
+            // page another process wrote, or that this process has not touched since the
+            // object was filled through write(2), as sem_open(3) does, is in the object
+            // but not in our page table). Reading it faults it in; zero pages are dropped
+            // by the copy.
+            (RegionKind::SharedAnon, _) | (RegionKind::Anon, true) => |_| true,
             _ => continue,
         };
         debug_assert!(maps.iter().any(|m| m.start == r.start));
