@@ -840,3 +840,152 @@ fn python_multiprocessing_pool_kill_restart() {
         String::from_utf8(reference.stdout).unwrap()
     );
 }
+
+const SOCKETPAIRS: &str = r#"
+import os, socket, time
+a, b = socket.socketpair()
+d1, d2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+pid = os.fork()
+if pid == 0:
+    a.close(); d1.close()
+    f = b.makefile("rwb", buffering=0)
+    for line in f:
+        time.sleep(0.02)
+        b.sendall(line.upper())
+        d2.send(b"ack " + line.strip())
+    os._exit(0)
+b.close(); d2.close()
+r = a.makefile("rb", buffering=0)
+for i in range(1, 151):
+    a.sendall(f"line {i}\n".encode())
+    reply = r.readline().decode().strip()
+    print(i, reply, d1.recv(100).decode(), flush=True)
+a.shutdown(socket.SHUT_WR)
+os.waitpid(pid, 0)
+print("done", flush=True)
+"#;
+
+/// A parent and a child talking over a stream socketpair and a datagram socketpair,
+/// saved with messages in flight: after the restart the conversation goes on exactly.
+#[test]
+fn unix_socketpairs_between_processes() {
+    setup();
+    let dir = scratch("socketpair");
+    std::fs::write(dir.join("sp.py"), SOCKETPAIRS).unwrap();
+    let reference = Command::new("python3")
+        .arg("sp.py")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(reference.status.success());
+    let out = dir.join("out.txt");
+    let job = Command::new("python3")
+        .arg("sp.py")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = job.id() as i32;
+    let mut job = Some(job);
+    wait_until("the conversation", || lines(&out) > 30);
+    let image = dir.join("sp.ctx");
+    let said = lifeboat(&[
+        "checkpoint",
+        "--tree",
+        "--kill",
+        "-f",
+        image.to_str().unwrap(),
+        &pid.to_string(),
+    ]);
+    if let Some(mut j) = job.take() {
+        j.wait().unwrap();
+    }
+    reap_gone(&saved_pids(&said));
+    let inspect = lifeboat(&["inspect", image.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("paired with"));
+    lifeboat(&["restart", image.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        String::from_utf8(reference.stdout).unwrap()
+    );
+}
+
+const SERVER: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(8)
+print("listening", flush=True)
+served = 0
+while True:
+    c, _ = s.accept()
+    served += 1
+    c.sendall(f"hello {served}\n".encode())
+    c.close()
+"#;
+
+fn ask(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+    answer.trim().to_owned()
+}
+
+/// A server's listening socket is bound and listening again after the restart, and the
+/// server remembers how many clients it served.
+#[test]
+fn listening_tcp_socket_accepts_after_restart() {
+    setup();
+    let dir = scratch("server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = dir.join("out.txt");
+    let server = Command::new("python3")
+        .args(["-c", SERVER, &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = server.id() as i32;
+    let mut server = Some(server);
+    wait_until("the server", || lines(&out) >= 1);
+    assert_eq!(ask(port), "hello 1");
+    assert_eq!(ask(port), "hello 2");
+    let image = dir.join("server.ctx");
+    let said = lifeboat(&[
+        "checkpoint",
+        "--kill",
+        "-f",
+        image.to_str().unwrap(),
+        &pid.to_string(),
+    ]);
+    if let Some(mut s) = server.take() {
+        s.wait().unwrap();
+    }
+    reap_gone(&saved_pids(&said));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nobody listens while the server is down"
+    );
+    let errors = dir.join("restart.err");
+    let st = Command::new(BIN)
+        .args(["restart", "--detach", "-q", image.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "{}",
+        std::fs::read_to_string(&errors).unwrap_or_default()
+    );
+    let third = ask(port);
+    kill_all(&[pid]);
+    assert_eq!(third, "hello 3");
+}

@@ -10,6 +10,7 @@
 use crate::image::{self, ImageError};
 use crate::model::*;
 use crate::procfs::{self, MapEntry, ProcError};
+use crate::sockets;
 use crate::sys;
 use crate::tracee::{self, After, Frozen, Injector, TraceError};
 use nix::errno::Errno;
@@ -17,6 +18,7 @@ use nix::fcntl::{self, FcntlArg, OFlag, SpliceFFlags};
 use nix::sys::stat::Mode;
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, IoSliceMut, Write};
 use std::os::fd::AsFd;
@@ -255,6 +257,33 @@ pub fn checkpoint(
         images.push(collect(f)?);
     }
     find_shared_files(&mut images);
+    // A unix socket pair is saved only whole: both ends in the image.
+    let inos: Vec<u64> = images
+        .iter()
+        .flat_map(|i| i.files.iter())
+        .filter_map(|f| match f.kind {
+            FileKind::UnixPair { ino, .. } => Some(ino),
+            _ => None,
+        })
+        .collect();
+    for img in &images {
+        for (i, f) in img.files.iter().enumerate() {
+            if let FileKind::UnixPair { peer, .. } = f.kind {
+                if !inos.contains(&peer) {
+                    let fd = img
+                        .fds
+                        .iter()
+                        .find(|d| d.file as usize == i)
+                        .map_or(-1, |d| d.fd);
+                    return Err(CheckpointError::UnsupportedFd {
+                        pid: img.process.pid,
+                        fd,
+                        what: "a unix socket connected to a process outside the checkpoint's scope (save the whole job with --tree, --pgid or --sid)".into(),
+                    });
+                }
+            }
+        }
+    }
     let mut writer = image::Writer::create(path, opts.compress)?;
     let mut pages = 0;
     let mut meta = images[0].meta.clone();
@@ -1031,6 +1060,9 @@ fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
     let mut owners: Vec<(i32, u64, u64)> = Vec::new(); // (fd, dev, ino) of each file's first fd
     let mut fds = Vec::new();
     let mut peeked_pipes: Vec<u64> = Vec::new();
+    // Socket tables, read at the first socket.
+    let mut unix: Option<HashMap<u64, sockets::UnixInfo>> = None;
+    let mut tcp: Option<HashMap<u64, sockets::TcpInfo>> = None;
     for fd in procfs::numbered(pid, "fd")? {
         let fd_err = |source: io::Error| CheckpointError::Fd { pid, fd, source };
         let target = procfs::link(pid, &format!("fd/{fd}"))?;
@@ -1068,8 +1100,9 @@ fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
                 data,
                 capacity,
             }
-        } else if target.starts_with("socket:[") {
-            return Err(unsupported(format!("a socket ({target})")));
+        } else if let Some(rest) = target.strip_prefix("socket:[") {
+            let ino: u64 = rest.trim_end_matches(']').parse().unwrap_or(md.ino());
+            socket(pid, fd, ino, &mut unix, &mut tcp)?
         } else if let Some(kind) = target.strip_prefix("anon_inode:") {
             anon_inode(pid, fd, kind)
                 .ok_or_else(|| unsupported(format!("an anonymous inode ({target})")))??
@@ -1114,6 +1147,77 @@ fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
         });
     }
     Ok((files, fds))
+}
+
+/// What a socket descriptor is, for the kinds that can be restored: one end of an AF_UNIX
+/// pair (with its queued data, peeked through a duplicate of the descriptor), a listening
+/// TCP socket, or a TCP connection (restored closed).
+fn socket(
+    pid: i32,
+    fd: i32,
+    ino: u64,
+    unix: &mut Option<HashMap<u64, sockets::UnixInfo>>,
+    tcp: &mut Option<HashMap<u64, sockets::TcpInfo>>,
+) -> Result<FileKind, CheckpointError> {
+    let unsupported = |what: String| CheckpointError::UnsupportedFd { pid, fd, what };
+    if unix.is_none() {
+        *unix = Some(
+            sockets::unix_sockets()
+                .map_err(|e| unsupported(format!("a socket (sock_diag failed: {e})")))?,
+        );
+    }
+    if let Some(info) = unix.as_ref().and_then(|m| m.get(&ino)).copied() {
+        let Some(peer) = info.peer.filter(|_| info.state == 1 && !info.named) else {
+            return Err(unsupported(format!(
+                "a unix socket that is {} (only connected socket pairs are saved)",
+                if info.state == 10 {
+                    "listening"
+                } else if info.named {
+                    "bound to a name"
+                } else {
+                    "not connected"
+                }
+            )));
+        };
+        let dup = sys::process::pidfd_getfd(pid, fd)
+            .map_err(|e| unsupported(format!("a unix socket whose queue cannot be read ({e})")))?;
+        let queued = if info.sock_type == libc::SOCK_STREAM {
+            let data = sockets::peek_stream(&dup, info.rqueue as usize).map_err(|e| {
+                unsupported(format!("a unix socket whose queue cannot be read ({e})"))
+            })?;
+            if data.is_empty() {
+                Vec::new()
+            } else {
+                vec![data]
+            }
+        } else {
+            sockets::peek_datagrams(&dup, u32::MAX).map_err(|e| {
+                unsupported(format!("a unix socket whose queue cannot be read ({e})"))
+            })?
+        };
+        return Ok(FileKind::UnixPair {
+            ino,
+            peer,
+            sock_type: info.sock_type,
+            queued,
+        });
+    }
+    if tcp.is_none() {
+        *tcp = Some(sockets::tcp_sockets(pid));
+    }
+    match tcp.as_ref().and_then(|m| m.get(&ino)) {
+        // TCP_LISTEN
+        Some(t) if t.state == 0x0A => Ok(FileKind::TcpListen {
+            addr: t.local,
+            backlog: t.backlog,
+        }),
+        Some(t) => Ok(FileKind::TcpClosed {
+            v6: t.local.is_ipv6(),
+        }),
+        None => Err(unsupported(format!(
+            "a socket of a kind this version cannot save (socket:[{ino}]: not AF_UNIX, not TCP)"
+        ))),
+    }
 }
 
 /// Locks held through the process's descriptors: the `lock:` lines of fdinfo, which list

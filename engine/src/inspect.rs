@@ -270,6 +270,19 @@ pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
                         ),
                         0,
                     ),
+                    FileKind::UnixPair {
+                        ino, peer, queued, ..
+                    } => (
+                        "unix",
+                        format!("socket {ino} paired with {peer}"),
+                        queued.iter().map(Vec::len).sum(),
+                    ),
+                    FileKind::TcpListen { addr, backlog } => {
+                        ("tcp", format!("listening on {addr} (backlog {backlog})"), 0)
+                    }
+                    FileKind::TcpClosed { .. } => {
+                        ("tcp", "connection (restored closed)".to_owned(), 0)
+                    }
                     FileKind::SignalFd { mask } => ("signalfd", format!("mask {mask:#x}"), 0),
                     FileKind::Epoll { watches } => (
                         "epoll",

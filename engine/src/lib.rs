@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod model;
 pub mod procfs;
 pub mod restore;
+pub mod sockets;
 mod sys;
 pub mod tracee;
 

@@ -536,6 +536,30 @@ pub enum FileKind {
         /// Watched descriptors.
         watches: Vec<EpollWatch>,
     },
+    /// One end of a connected AF_UNIX socket pair whose other end is in the image too.
+    UnixPair {
+        /// Socket inode.
+        ino: u64,
+        /// The peer's inode.
+        peer: u64,
+        /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+        sock_type: i32,
+        /// What waits to be read on this end: one chunk for a stream, one per datagram.
+        queued: Vec<Vec<u8>>,
+    },
+    /// A listening TCP socket, bound and listening again on restart.
+    TcpListen {
+        /// Local address.
+        addr: std::net::SocketAddr,
+        /// Accept backlog.
+        backlog: u32,
+    },
+    /// A TCP connection. Not restorable: restarted as an unconnected socket (the peer has
+    /// long seen it close), as BLCR did.
+    TcpClosed {
+        /// IPv6 rather than IPv4.
+        v6: bool,
+    },
 }
 
 /// One entry of an epoll interest list.

@@ -374,17 +374,19 @@ pub fn restart(
 
     // Pipes and shared memory that several processes of the image hold: one each.
     let pipes = shared_pipes(&imgs)?;
+    let socks = socket_pairs(&imgs)?;
     let shm = shared_memory(&imgs)?;
 
     // Files, opened as the caller.
     let mut per_proc = Vec::with_capacity(imgs.len());
     let mut opened_by: Vec<(i32, Vec<Option<OwnedFd>>)> = Vec::with_capacity(imgs.len());
     for img in &imgs {
-        let (prepared, opened) = prepare_files(img, &pipes, &opened_by, &mut warnings)?;
+        let (prepared, opened) = prepare_files(img, &pipes, &socks, &opened_by, &mut warnings)?;
         per_proc.push(prepared);
         opened_by.push((img.process.pid, opened));
     }
     drop(opened_by);
+    drop(socks);
     drop(pipes);
     let first_free = imgs
         .iter()
@@ -1009,6 +1011,88 @@ fn shared_pipes(imgs: &[&Image]) -> Result<Vec<(u64, OwnedFd, OwnedFd)>, Restart
     Ok(out)
 }
 
+/// Both ends of every AF_UNIX socket pair of the image, created with socketpair(2) and
+/// refilled: what waited on one end is sent again from the other. Keyed by inode.
+fn socket_pairs(imgs: &[&Image]) -> Result<Vec<(u64, OwnedFd)>, RestartError> {
+    use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
+    let ends: Vec<(u64, u64, i32, &Vec<Vec<u8>>)> = imgs
+        .iter()
+        .flat_map(|img| img.files.iter())
+        .filter_map(|f| match &f.kind {
+            FileKind::UnixPair {
+                ino,
+                peer,
+                sock_type,
+                queued,
+            } => Some((*ino, *peer, *sock_type, queued)),
+            _ => None,
+        })
+        .collect();
+    let mut out: Vec<(u64, OwnedFd)> = Vec::new();
+    for &(ino, peer, ty, queued) in &ends {
+        if out.iter().any(|(i, _)| *i == ino) {
+            continue;
+        }
+        let Some(&(_, _, _, peer_queued)) = ends.iter().find(|e| e.0 == peer) else {
+            continue; // refused at checkpoint; prepare_files reports it
+        };
+        let ty = match ty {
+            libc::SOCK_DGRAM => SockType::Datagram,
+            libc::SOCK_SEQPACKET => SockType::SeqPacket,
+            _ => SockType::Stream,
+        };
+        let (a, b) = socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(sys_err("socketpair"))?;
+        for (to_queue, via) in [(queued, &b), (peer_queued, &a)] {
+            for chunk in to_queue {
+                let mut rest = &chunk[..];
+                loop {
+                    let n = send(via.as_raw_fd(), rest, MsgFlags::MSG_DONTWAIT)
+                        .map_err(sys_err("refilling a socket"))?;
+                    rest = &rest[n..];
+                    if rest.is_empty() || ty != SockType::Stream {
+                        break;
+                    }
+                }
+            }
+        }
+        out.push((ino, a));
+        out.push((peer, b));
+    }
+    Ok(out)
+}
+
+/// A TCP socket listening on `addr` again; the second value says why it could not be
+/// bound or listen, if so (the socket is then returned unbound).
+fn sys_socket_listen(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+) -> Result<(OwnedFd, Option<Errno>), RestartError> {
+    use nix::sys::socket::{Backlog, SockaddrStorage, bind, listen, setsockopt, sockopt};
+    let fd = tcp_socket(addr.is_ipv6())?;
+    let _ = setsockopt(&fd, sockopt::ReuseAddr, &true);
+    let sa = SockaddrStorage::from(addr);
+    if let Err(e) = bind(fd.as_raw_fd(), &sa) {
+        return Ok((fd, Some(e)));
+    }
+    let backlog =
+        Backlog::new(i32::try_from(backlog.max(1)).unwrap_or(128)).unwrap_or(Backlog::MAXCONN);
+    Ok(match listen(&fd, backlog) {
+        Ok(()) => (fd, None),
+        Err(e) => (fd, Some(e)),
+    })
+}
+
+fn tcp_socket(v6: bool) -> Result<OwnedFd, RestartError> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(sys_err("socket"))
+}
+
 /// A memfd for every shared anonymous object that several processes of the image map,
 /// sized to hold every mapping of it. Keyed by the original shmem inode.
 fn shared_memory(imgs: &[&Image]) -> Result<Vec<(u64, OwnedFd)>, RestartError> {
@@ -1116,6 +1200,7 @@ type PreparedFiles = (Vec<Prepared>, Vec<LateOpen>, Vec<(RawFd, Vec<EpollWatch>)
 fn prepare_files(
     img: &Image,
     pipes: &[(u64, OwnedFd, OwnedFd)],
+    socks: &[(u64, OwnedFd)],
     earlier: &[(i32, Vec<Option<OwnedFd>>)],
     warnings: &mut Vec<String>,
 ) -> Result<(PreparedFiles, Vec<Option<OwnedFd>>), RestartError> {
@@ -1267,6 +1352,35 @@ fn prepare_files(
                 .map_err(sys_err(format!("timerfd for descriptor {first_fd}")))?,
             FileKind::SignalFd { mask } => {
                 sys::anonfd::signalfd(*mask).map_err(sys_err("signalfd"))?
+            }
+            FileKind::UnixPair { ino, .. } => socks
+                .iter()
+                .find(|(i, _)| i == ino)
+                .ok_or(RestartError::Tree {
+                    what: format!("unix socket {ino} has no peer in the image"),
+                })?
+                .1
+                .try_clone()
+                .map_err(|e| RestartError::Sys {
+                    op: "dup of a socket".into(),
+                    source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                })?,
+            FileKind::TcpListen { addr, backlog } => {
+                let (fd, problem) = sys_socket_listen(*addr, *backlog)?;
+                if let Some(p) = problem {
+                    warnings.push(format!(
+                        "PID {}: descriptor {first_fd}: cannot listen on {addr} again ({p}); it is an unbound socket now",
+                        img.process.pid
+                    ));
+                }
+                fd
+            }
+            FileKind::TcpClosed { v6 } => {
+                warnings.push(format!(
+                    "PID {}: descriptor {first_fd}: a TCP connection cannot be restored; it is an unconnected socket now",
+                    img.process.pid
+                ));
+                tcp_socket(*v6)?
             }
             FileKind::Epoll { watches } => {
                 epolls.push((first_fd, watches.clone()));

@@ -355,6 +355,36 @@ fn enc_files(files: &[OpenFile]) -> Vec<u8> {
                 e.u8(7);
                 e.u64(*mask);
             }
+            FileKind::UnixPair {
+                ino,
+                peer,
+                sock_type,
+                queued,
+            } => {
+                e.u8(9);
+                e.u64(*ino);
+                e.u64(*peer);
+                e.i32(*sock_type);
+                e.u64(queued.len() as u64);
+                for q in queued {
+                    e.bytes(q);
+                }
+            }
+            FileKind::TcpListen { addr, backlog } => {
+                e.u8(10);
+                let (v6, ip) = match addr.ip() {
+                    std::net::IpAddr::V4(a) => (false, a.to_ipv6_mapped().octets()),
+                    std::net::IpAddr::V6(a) => (true, a.octets()),
+                };
+                e.bool(v6);
+                e.bytes(&ip);
+                e.u32(u32::from(addr.port()));
+                e.u32(*backlog);
+            }
+            FileKind::TcpClosed { v6 } => {
+                e.u8(11);
+                e.bool(*v6);
+            }
             FileKind::Epoll { watches } => {
                 e.u8(8);
                 e.u64(watches.len() as u64);
@@ -917,6 +947,48 @@ fn dec_files(data: &[u8], cx: &Ctx<'_>) -> Result<Vec<OpenFile>, ImageError> {
                 }
                 FileKind::Epoll { watches }
             }
+            9 => {
+                let ino = d.u64().map_err(&w)?;
+                let peer = d.u64().map_err(&w)?;
+                let sock_type = d.i32().map_err(&w)?;
+                if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&sock_type)
+                {
+                    return Err(cx.invalid(format!("unix socket type {sock_type}")));
+                }
+                let n = d.count(1 << 20).map_err(&w)?;
+                let mut queued = Vec::with_capacity(n);
+                for _ in 0..n {
+                    queued.push(d.bytes().map_err(&w)?.to_vec());
+                }
+                FileKind::UnixPair {
+                    ino,
+                    peer,
+                    sock_type,
+                    queued,
+                }
+            }
+            10 => {
+                let v6 = d.bool().map_err(&w)?;
+                let raw = d.bytes().map_err(&w)?;
+                let ip: [u8; 16] = raw
+                    .try_into()
+                    .map_err(|_| cx.invalid("TCP address is not 16 bytes"))?;
+                let port = u16::try_from(d.u32().map_err(&w)?)
+                    .map_err(|_| cx.invalid("TCP port out of range"))?;
+                let ip6 = std::net::Ipv6Addr::from(ip);
+                let ip = match (v6, ip6.to_ipv4_mapped()) {
+                    (false, Some(v4)) => std::net::IpAddr::V4(v4),
+                    (false, None) => return Err(cx.invalid("IPv4 address not v4-mapped")),
+                    (true, _) => std::net::IpAddr::V6(ip6),
+                };
+                FileKind::TcpListen {
+                    addr: std::net::SocketAddr::new(ip, port),
+                    backlog: d.u32().map_err(&w)?,
+                }
+            }
+            11 => FileKind::TcpClosed {
+                v6: d.bool().map_err(&w)?,
+            },
             k => return Err(cx.invalid(format!("unknown file kind {k}"))),
         };
         if pos < 0 {

@@ -386,3 +386,34 @@ pub fn fionread(fd: std::os::fd::BorrowedFd<'_>) -> Result<usize, Errno> {
     check(c_long::from(ret))?;
     Ok(n.max(0) as usize)
 }
+
+/// A duplicate of descriptor `fd` of process `pid` (`pidfd_open` + `pidfd_getfd`, Linux
+/// 5.6): the same open file, so a socket's queue can be peeked from here.
+pub fn pidfd_getfd(pid: i32, fd: RawFd) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes plain integers.
+    let pidfd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the kernel just created `pidfd` for us and nobody else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd_getfd takes plain integers and returns a new descriptor.
+    let dup = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
+    // SAFETY: a new descriptor the kernel just created for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup as RawFd) })
+}
+
+/// `setsockopt(SO_PEEK_OFF)`: with an offset, MSG_PEEK reads advance through the queue;
+/// -1 switches it off (nix has no wrapper).
+pub fn set_peek_offset(fd: std::os::fd::BorrowedFd<'_>, offset: i32) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `offset` is a readable int alive across the call, its size given exactly.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            (&offset as *const i32).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    check(c_long::from(ret)).map(drop)
+}
