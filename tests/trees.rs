@@ -157,6 +157,27 @@ fn kill_all(pids: &[i32]) {
     reap_gone(pids);
 }
 
+/// `lifeboat restart --detach -q IMAGE`; returns the PID it printed. The restored
+/// processes' stderr is the restarter's: a file (`errors`), so that nothing waits for the
+/// tree to close a pipe.
+fn restart_detached(image: &Path, errors: &Path) -> String {
+    let restarter = Command::new(BIN)
+        .args(["restart", "--detach", "-q"])
+        .arg(image)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(errors).unwrap())
+        .spawn()
+        .unwrap();
+    let out = restarter.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "restart failed: {}",
+        std::fs::read_to_string(errors).unwrap_or_default()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Start `lifeboat run -- bash -c SCRIPT` in `dir`; returns the runner and bash's PID.
 fn run_job(dir: &Path, script: &str) -> (Child, u32) {
     let runner = Command::new(BIN)
@@ -347,27 +368,8 @@ fn shared_memory_tree_three_cycles() {
             reap(root);
         }
         reap_gone(&saved_pids(&said));
-        // The restored processes' stderr is the restarter's: a file, so that nothing
-        // waits for the tree to close a pipe.
-        let errors = dir.join(format!("restart-{cycle}.err"));
-        let restarter = Command::new(BIN)
-            .args(["restart", "--detach", "-q", &image_s])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&errors).unwrap())
-            .spawn()
-            .unwrap();
-        let said = restarter.wait_with_output().unwrap();
-        assert!(
-            said.status.success(),
-            "restart failed: {}",
-            std::fs::read_to_string(&errors).unwrap_or_default()
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&said.stdout).trim(),
-            root.to_string(),
-            "the root keeps its PID"
-        );
+        let printed = restart_detached(&image, &dir.join(format!("restart-{cycle}.err")));
+        assert_eq!(printed, root.to_string(), "the root keeps its PID");
         // The three children are the root's again, with their PIDs.
         let deadline = Instant::now() + TIMEOUT;
         while children(root as u32).len() != 3 {
@@ -491,19 +493,7 @@ fn event_loop_descriptors_kill_restart() {
         for kind in ["timerfd", "eventfd", "signalfd", "epoll"] {
             assert!(text.contains(kind), "inspect lists the {kind}: {text}");
         }
-        let errors = dir.join(format!("restart-{cycle}.err"));
-        let st = Command::new(BIN)
-            .args(["restart", "--detach", "-q", &image_s])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&errors).unwrap())
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
-            "{}",
-            std::fs::read_to_string(&errors).unwrap_or_default()
-        );
+        restart_detached(&image, &dir.join(format!("restart-{cycle}.err")));
     }
     match reap(pid) {
         WaitStatus::Exited(_, 0) => {}
@@ -646,19 +636,7 @@ fn file_locks_are_taken_back() {
         "free free free free",
         "killed: the locks went with it"
     );
-    let errors = dir.join("restart.err");
-    let st = Command::new(BIN)
-        .args(["restart", "--detach", "-q", image.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&errors).unwrap())
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "{}",
-        std::fs::read_to_string(&errors).unwrap_or_default()
-    );
+    restart_detached(&image, &dir.join("restart.err"));
     let got = probe(&dir);
     kill_all(&[pid]);
     assert_eq!(
@@ -694,19 +672,7 @@ fn timers_keep_firing() {
         c.wait().unwrap();
     }
     reap_gone(&saved_pids(&said));
-    let errors = dir.join("restart.err");
-    let st = Command::new(BIN)
-        .args(["restart", "--detach", "-q", image.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&errors).unwrap())
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "{}",
-        std::fs::read_to_string(&errors).unwrap_or_default()
-    );
+    restart_detached(&image, &dir.join("restart.err"));
     match reap(pid) {
         WaitStatus::Exited(_, 0) => {}
         other => panic!("the restored program ended with {other:?}"),
@@ -972,20 +938,98 @@ fn listening_tcp_socket_accepts_after_restart() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "nobody listens while the server is down"
     );
-    let errors = dir.join("restart.err");
-    let st = Command::new(BIN)
-        .args(["restart", "--detach", "-q", image.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&errors).unwrap())
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "{}",
-        std::fs::read_to_string(&errors).unwrap_or_default()
-    );
+    restart_detached(&image, &dir.join("restart.err"));
     let third = ask(port);
     kill_all(&[pid]);
     assert_eq!(third, "hello 3");
+}
+
+/// An inotify instance watching two directories, with a gap in its watch descriptors
+/// (a watch removed in between): after the restart both watches report again, under
+/// their original descriptors. Events queued at the checkpoint are not kept; the program
+/// makes its events again until it sees them.
+const INOTIFY: &str = r#"
+import os, ctypes, struct, time, sys, select
+libc = ctypes.CDLL(None, use_errno=True)
+d = sys.argv[1]
+fd = libc.inotify_init1(os.O_NONBLOCK)
+w1 = libc.inotify_add_watch(fd, d.encode(), 0x100 | 0x200)   # IN_CREATE | IN_DELETE
+junk = libc.inotify_add_watch(fd, b"/tmp", 0x4)
+libc.inotify_rm_watch(fd, junk)
+w2 = libc.inotify_add_watch(fd, (d + "/sub").encode(), 0x100)
+print("watches", w1, w2, flush=True)
+time.sleep(0.1)
+try:
+    os.read(fd, 65536)      # the IN_IGNORED of the removed watch
+except BlockingIOError:
+    pass
+def events(timeout):
+    if not select.select([fd], [], [], timeout)[0]:
+        return []
+    buf = os.read(fd, 65536)
+    out, off = [], 0
+    while off < len(buf):
+        wd, mask, cookie, ln = struct.unpack_from("iIII", buf, off)
+        out.append((wd, mask, buf[off + 16:off + 16 + ln].rstrip(b"\0").decode()))
+        off += 16 + ln
+    return out
+for i in range(1, 81):
+    want = {(w1, 0x100, f"f{i}"), (w1, 0x200, f"f{i}"), (w2, 0x100, f"g{i}")}
+    while want:
+        # (Re)make the events; events queued when a checkpoint came are gone.
+        open(f"{d}/f{i}", "w").close(); os.unlink(f"{d}/f{i}")
+        if os.path.exists(f"{d}/sub/g{i}"):
+            os.unlink(f"{d}/sub/g{i}")
+        open(f"{d}/sub/g{i}", "w").close()
+        deadline = time.time() + 0.5
+        while want and time.time() < deadline:
+            for e in events(0.1):
+                want.discard(e)
+    print(f"iteration {i}: watch {w1} saw f{i} come and go, watch {w2} saw g{i}", flush=True)
+    time.sleep(0.03)
+"#;
+
+#[test]
+fn inotify_watches_are_added_again() {
+    setup();
+    let dir = scratch("inotify");
+    let watched = dir.join("w");
+    std::fs::create_dir_all(watched.join("sub")).unwrap();
+    std::fs::write(dir.join("ino.py"), INOTIFY).unwrap();
+    let reference = Command::new("python3")
+        .arg(dir.join("ino.py"))
+        .arg(&watched)
+        .output()
+        .unwrap();
+    assert!(reference.status.success());
+    let out = dir.join("out.txt");
+    let job = Command::new("python3")
+        .arg(dir.join("ino.py"))
+        .arg(&watched)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = job.id() as i32;
+    let mut job = Some(job);
+    wait_until("progress", || lines(&out) > 15);
+    let image = dir.join("ino.ctx");
+    let said = lifeboat(&[
+        "checkpoint",
+        "--kill",
+        "-f",
+        image.to_str().unwrap(),
+        &pid.to_string(),
+    ]);
+    if let Some(mut j) = job.take() {
+        j.wait().unwrap();
+    }
+    reap_gone(&saved_pids(&said));
+    let inspect = lifeboat(&["inspect", image.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("inotify"));
+    lifeboat(&["restart", image.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        String::from_utf8(reference.stdout).unwrap()
+    );
 }

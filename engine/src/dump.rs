@@ -1220,6 +1220,48 @@ fn socket(
     }
 }
 
+/// The watches of an inotify instance: fdinfo gives each watch's descriptor, mask and file
+/// handle (fs/notify/fdinfo.c); the handle, opened on the mount of its device, gives the
+/// path to watch again.
+fn inotify_watches(
+    pid: i32,
+    fields: &[(String, String)],
+) -> Result<Vec<InotifyWatch>, CheckpointError> {
+    let mut out = Vec::new();
+    // "inotify wd:1 ino:a1b2 sdev:800001 mask:fff ignored_mask:0 fhandle-bytes:8
+    //  fhandle-type:1 f_handle:b2a1000000000000", split at its first colon.
+    for (k, rest) in fields.iter().filter(|(k, _)| k.starts_with("inotify")) {
+        let v = &format!("{}:{rest}", k.trim_start_matches("inotify").trim());
+        let get = |key: &str| {
+            v.split_whitespace()
+                .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        };
+        let hex = |key: &str| get(key).and_then(|x| u64::from_str_radix(x, 16).ok());
+        let bad = |what: &str| CheckpointError::Scope {
+            what: format!("PID {pid}: an inotify watch whose {what} cannot be read ({v})"),
+        };
+        let wd = hex("wd").ok_or_else(|| bad("descriptor"))? as i32;
+        let mask = hex("mask").ok_or_else(|| bad("mask"))? as u32;
+        let sdev = hex("sdev").ok_or_else(|| bad("device"))?;
+        let htype = hex("fhandle-type").ok_or_else(|| bad("file handle"))? as i32;
+        let handle: Vec<u8> = get("f_handle")
+            .map(|h| {
+                (0..h.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(h.get(i * 2..i * 2 + 2)?, 16).ok())
+                    .collect()
+            })
+            .ok_or_else(|| bad("file handle"))?;
+        // s_dev in the kernel's internal encoding: major << 20 | minor.
+        let (major, minor) = (sdev >> 20, sdev & 0xfffff);
+        let mount = procfs::mount_point(pid, major, minor).ok_or_else(|| bad("mount"))?;
+        let path = sys::process::path_of_handle(&mount, htype, &handle)
+            .map_err(|e| bad(&format!("file (open_by_handle_at: {e})")))?;
+        out.push(InotifyWatch { wd, mask, path });
+    }
+    out.sort_by_key(|w| w.wd);
+    Ok(out)
+}
+
 /// Locks held through the process's descriptors: the `lock:` lines of fdinfo, which list
 /// the locks on that open file that belong to this process (POSIX) or to the description
 /// (flock, OFD): fs/locks.c `lock_get_status`, e.g.
@@ -1330,6 +1372,7 @@ fn anon_inode(pid: i32, fd: i32, kind: &str) -> Option<Result<FileKind, Checkpoi
             Some(mask) => Ok(FileKind::SignalFd { mask }),
             None => bad("sigmask"),
         },
+        "inotify" => inotify_watches(pid, &fields).map(|watches| FileKind::Inotify { watches }),
         "[eventpoll]" => {
             let mut watches = Vec::new();
             for (k, v) in &fields {

@@ -280,6 +280,15 @@ pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
                     FileKind::TcpListen { addr, backlog } => {
                         ("tcp", format!("listening on {addr} (backlog {backlog})"), 0)
                     }
+                    FileKind::Inotify { watches } => (
+                        "inotify",
+                        watches
+                            .iter()
+                            .map(|w| format!("{} {} ({:#x})", w.wd, w.path, w.mask))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        0,
+                    ),
                     FileKind::TcpClosed { .. } => {
                         ("tcp", "connection (restored closed)".to_owned(), 0)
                     }

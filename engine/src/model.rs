@@ -554,12 +554,28 @@ pub enum FileKind {
         /// Accept backlog.
         backlog: u32,
     },
+    /// An inotify instance with its watches (queued events are not kept).
+    Inotify {
+        /// Watches, by watch descriptor.
+        watches: Vec<InotifyWatch>,
+    },
     /// A TCP connection. Not restorable: restarted as an unconnected socket (the peer has
     /// long seen it close), as BLCR did.
     TcpClosed {
         /// IPv6 rather than IPv4.
         v6: bool,
     },
+}
+
+/// One inotify watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InotifyWatch {
+    /// Watch descriptor, as the process knows it.
+    pub wd: i32,
+    /// `IN_*` event mask.
+    pub mask: u32,
+    /// Path of the watched file or directory, found from its file handle.
+    pub path: String,
 }
 
 /// One entry of an epoll interest list.

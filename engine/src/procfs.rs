@@ -420,6 +420,23 @@ pub fn timers(pid: i32) -> Result<Vec<crate::model::PosixTimer>, ProcError> {
     Ok(out)
 }
 
+/// A mount point (as seen from `pid`'s root) of the filesystem on device `major:minor`,
+/// from `/proc/PID/mountinfo`.
+pub fn mount_point(pid: i32, major: u64, minor: u64) -> Option<std::path::PathBuf> {
+    let text = fs::read_to_string(path(pid, "mountinfo")).ok()?;
+    let dev = format!("{major}:{minor}");
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        // id parent major:minor root mount-point ...
+        (f.get(2) == Some(&dev.as_str()))
+            .then(|| {
+                f.get(4)
+                    .map(|m| path(pid, "root").join(m.trim_start_matches('/')))
+            })
+            .flatten()
+    })
+}
+
 /// Every PID in `/proc` now (processes come and go while it is read).
 pub fn pids() -> Vec<i32> {
     fs::read_dir("/proc")

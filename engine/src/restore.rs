@@ -1375,6 +1375,17 @@ fn prepare_files(
                 }
                 fd
             }
+            FileKind::Inotify { watches } => {
+                let (fd, lost) = sys::anonfd::inotify(watches)
+                    .map_err(sys_err(format!("inotify for descriptor {first_fd}")))?;
+                for path in lost {
+                    warnings.push(format!(
+                        "PID {}: descriptor {first_fd}: inotify watch of {path} not restored (gone or not allowed)",
+                        img.process.pid
+                    ));
+                }
+                fd
+            }
             FileKind::TcpClosed { v6 } => {
                 warnings.push(format!(
                     "PID {}: descriptor {first_fd}: a TCP connection cannot be restored; it is an unconnected socket now",

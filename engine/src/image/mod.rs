@@ -385,6 +385,15 @@ fn enc_files(files: &[OpenFile]) -> Vec<u8> {
                 e.u8(11);
                 e.bool(*v6);
             }
+            FileKind::Inotify { watches } => {
+                e.u8(12);
+                e.u64(watches.len() as u64);
+                for wch in watches {
+                    e.i32(wch.wd);
+                    e.u32(wch.mask);
+                    e.str(&wch.path);
+                }
+            }
             FileKind::Epoll { watches } => {
                 e.u8(8);
                 e.u64(watches.len() as u64);
@@ -989,6 +998,24 @@ fn dec_files(data: &[u8], cx: &Ctx<'_>) -> Result<Vec<OpenFile>, ImageError> {
             11 => FileKind::TcpClosed {
                 v6: d.bool().map_err(&w)?,
             },
+            12 => {
+                let n = d.count(1 << 20).map_err(&w)?;
+                let mut watches = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let wd = d.i32().map_err(&w)?;
+                    let mask = d.u32().map_err(&w)?;
+                    let path = dec_path(&mut d, cx)?;
+                    if wd <= 0 {
+                        return Err(cx.invalid(format!("inotify watch descriptor {wd}")));
+                    }
+                    watches.push(InotifyWatch { wd, mask, path });
+                }
+                watches.sort_by_key(|w| w.wd);
+                if watches.windows(2).any(|p| p[0].wd == p[1].wd) {
+                    return Err(cx.invalid("inotify watch descriptor twice"));
+                }
+                FileKind::Inotify { watches }
+            }
             k => return Err(cx.invalid(format!("unknown file kind {k}"))),
         };
         if pos < 0 {

@@ -83,3 +83,38 @@ pub fn epoll() -> Result<OwnedFd, Errno> {
     // SAFETY: epoll_create1 takes a plain flag.
     own(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
 }
+
+/// An inotify instance watching what `watches` list, each with its original watch
+/// descriptor: descriptors are handed out in increasing order (the kernel allocates them
+/// cyclically), so a throw-away watch on `/` is added and removed until the next one is
+/// the wanted one. Returns the instance and the paths that could not be watched.
+pub fn inotify(watches: &[crate::model::InotifyWatch]) -> Result<(OwnedFd, Vec<String>), Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: inotify_init1 takes a plain flag.
+    let fd = own(unsafe { libc::inotify_init1(libc::IN_CLOEXEC) })?;
+    let mut lost = Vec::new();
+    let mut next = 1;
+    for w in watches {
+        while next < w.wd {
+            // SAFETY: a NUL-terminated literal path; plain integers otherwise.
+            let wd =
+                unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c"/".as_ptr(), libc::IN_ATTRIB) };
+            check(c_long::from(wd))?;
+            // SAFETY: removing the watch just added.
+            unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
+            next = wd + 1;
+        }
+        let Ok(path) = std::ffi::CString::new(w.path.as_str()) else {
+            lost.push(w.path.clone());
+            continue;
+        };
+        // SAFETY: `path` is NUL-terminated and alive across the call.
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), w.mask) };
+        if wd < 0 {
+            lost.push(w.path.clone());
+        } else {
+            next = wd + 1;
+        }
+    }
+    Ok((fd, lost))
+}

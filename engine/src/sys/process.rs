@@ -417,3 +417,40 @@ pub fn set_peek_offset(fd: std::os::fd::BorrowedFd<'_>, offset: i32) -> Result<(
     };
     check(c_long::from(ret)).map(drop)
 }
+
+/// The path of the file behind an exported file handle (`open_by_handle_at(2)` with
+/// `O_PATH`, on the mount opened from `mount_point`, which open_by_handle_at wants as a
+/// real open descriptor, not an O_PATH one; needs CAP_DAC_READ_SEARCH).
+pub fn path_of_handle(
+    mount_point: &std::path::Path,
+    handle_type: i32,
+    handle: &[u8],
+) -> Result<String, Errno> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mount = nix::fcntl::open(
+        mount_point,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // struct file_handle: u32 handle_bytes, i32 handle_type, then the bytes.
+    let mut fh = Vec::with_capacity(8 + handle.len());
+    fh.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    fh.extend_from_slice(&handle_type.to_ne_bytes());
+    fh.extend_from_slice(handle);
+    // SAFETY: `fh` is a complete struct file_handle (its size in its first field) alive
+    // across the call; the kernel only reads it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            fh.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    let fd = check(fd)?;
+    // SAFETY: a descriptor the kernel just created for us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) };
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    Ok(link.to_string_lossy().into_owned())
+}
