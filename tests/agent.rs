@@ -671,3 +671,46 @@ fn find_file(dir: &Path, name: &str) -> PathBuf {
     }
     panic!("no {name} under {}", dir.display());
 }
+
+/// New rasdaemon records count at once: the agent watches rasdaemon's files and reads
+/// them when they change, without waiting for the (here hour-long) poll interval.
+#[test]
+fn rasdaemon_log_lines_are_read_as_they_come() {
+    let dir = scratch("rasdaemon-events");
+    let tree = dir.join("tree");
+    copy_tree(&fixture("rasdaemon-log"), &tree);
+    let config = write_config(&dir, &tree, CE_RULE);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "interval = \"1s\"\n",
+        "interval = \"1s\"\nrasdaemon = \"1h\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let agent = Agent::start(&config, &[]);
+    let corrected = |a: &Agent| -> f64 {
+        let (_, body) = a.get("/metrics").unwrap_or_default();
+        body.lines()
+            .filter(|l| {
+                l.starts_with("lifeboat_rasdaemon_mc_events_total") && l.contains("Corrected")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    agent.wait_for(|a| corrected(a) > 0.0, "the first read of the log");
+    let before = corrected(&agent);
+    let log = tree.join("var/log/rasdaemon.log");
+    let line = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("mc_event:") && l.contains("Corrected"))
+        .expect("the fixture has a corrected mc_event")
+        .to_owned();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(f, "{line}").unwrap();
+    drop(f);
+    let appended = Instant::now();
+    agent.wait_for(|a| corrected(a) > before, "the new line to be counted");
+    assert!(
+        appended.elapsed() < Duration::from_secs(10),
+        "read on the file event, not the hourly poll"
+    );
+}
