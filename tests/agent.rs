@@ -714,3 +714,39 @@ fn rasdaemon_log_lines_are_read_as_they_come() {
         "read on the file event, not the hourly poll"
     );
 }
+
+/// `lifeboat agent --record` writes the JSON Lines trace that `lifeboat rules test`
+/// replays: the same rules fire on the recording.
+#[test]
+fn recorded_trace_replays_with_rules_test() {
+    let dir = scratch("record");
+    let config = write_config(&dir, &fixture("edac-dimm"), CE_RULE);
+    let trace = dir.join("trace.jsonl");
+    let agent = Agent::start(&config, &["--record", trace.to_str().unwrap()]);
+    agent.wait_for(
+        |_| {
+            std::fs::read_to_string(&trace)
+                .is_ok_and(|t| t.lines().filter(|l| l.contains("dimm_ce_count")).count() >= 8)
+        },
+        "two polls in the trace",
+    );
+    drop(agent);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["t"].as_f64().is_some() && v["source"].is_string() && v["name"].is_string());
+    }
+    let out = Command::new(BIN)
+        .args(["rules", "test", "--rules"])
+        .arg(&config)
+        .arg("--trace")
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rules test on the recording: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
