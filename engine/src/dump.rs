@@ -301,20 +301,31 @@ pub fn checkpoint(
         writer.pagemap(&runs)?;
         pages += n;
     }
-    let bytes = writer.finish()?;
-    let frozen_for = frozen_at.elapsed();
+    // Every byte of the image is written (not yet fsynced). A process that runs on can
+    // be let go now: if the fsync fails, it is still running, as on any error. One that
+    // stops, terminates or dies waits until the image is durable under its name.
+    let release_all = |frozen: Vec<Frozen>| -> Result<(), CheckpointError> {
+        // Children first: a parent resumed first could see a child still frozen.
+        let mut first_err = None;
+        for f in frozen.into_iter().rev() {
+            if let Err(e) = f.release(opts.after) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), |e| Err(e.into()))
+    };
     let pids = images.iter().map(|i| i.process.pid).collect();
     let threads = images.iter().map(|i| i.threads.len()).sum();
-    // Children first: a parent resumed first could see a child still frozen.
-    let mut first_err = None;
-    for f in frozen.into_iter().rev() {
-        if let Err(e) = f.release(opts.after) {
-            first_err.get_or_insert(e);
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e.into());
-    }
+    let (bytes, frozen_for) = if opts.after == After::Run {
+        let frozen_for = frozen_at.elapsed();
+        release_all(frozen)?;
+        (writer.finish()?, frozen_for)
+    } else {
+        let bytes = writer.finish()?;
+        let frozen_for = frozen_at.elapsed();
+        release_all(frozen)?;
+        (bytes, frozen_for)
+    };
     Ok(CheckpointReport {
         path: path.to_owned(),
         bytes,
