@@ -178,6 +178,57 @@ fn restart_detached(image: &Path, errors: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Run `prog args` (in `dir`) twice: to the end, for the reference output; and with its
+/// stdout in a file, saved by `checkpoint --kill` with `scope` once the file has more
+/// than `at` lines, then restarted by `lifeboat restart` (which waits for it). Returns
+/// the reference, the interrupted run's output, and what `checkpoint` printed.
+fn reference_and_restarted(
+    dir: &Path,
+    prog: &Path,
+    args: &[&std::ffi::OsStr],
+    scope: &[&str],
+    at: usize,
+) -> (String, String, String) {
+    let reference = Command::new(prog)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        reference.status.success(),
+        "reference run: {}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
+    let out = dir.join("out.txt");
+    let job = Command::new(prog)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = job.id() as i32;
+    let mut job = Some(job);
+    wait_until("progress", || lines(&out) > at);
+    let image = dir.join("job.ctx");
+    let mut cmd = vec!["checkpoint", "--kill", "-f", image.to_str().unwrap()];
+    cmd.extend_from_slice(scope);
+    let pid_s = pid.to_string();
+    cmd.push(&pid_s);
+    let said = lifeboat(&cmd);
+    if let Some(mut j) = job.take() {
+        j.wait().unwrap();
+    }
+    reap_gone(&saved_pids(&said));
+    lifeboat(&["restart", image.to_str().unwrap()]);
+    (
+        String::from_utf8(reference.stdout).unwrap(),
+        std::fs::read_to_string(&out).unwrap(),
+        String::from_utf8_lossy(&said.stdout).into_owned(),
+    )
+}
+
 /// Start `lifeboat run -- bash -c SCRIPT` in `dir`; returns the runner and bash's PID.
 fn run_job(dir: &Path, script: &str) -> (Child, u32) {
     let runner = Command::new(BIN)
@@ -650,37 +701,9 @@ fn file_locks_are_taken_back() {
 #[test]
 fn timers_keep_firing() {
     let dir = scratch("timers");
-    let ticks = 150;
-    let reference = Command::new(program("timers"))
-        .arg(ticks.to_string())
-        .output()
-        .unwrap();
-    assert!(reference.status.success());
-    let path = dir.join("out.txt");
-    let mut first = Some(spawn_to_file(&program("timers"), &ticks.to_string(), &path));
-    let pid = first.as_ref().map_or(0, |c| c.id() as i32);
-    wait_until("progress", || lines(&path) > 40);
-    let image = dir.join("timers.ctx");
-    let said = lifeboat(&[
-        "checkpoint",
-        "--kill",
-        "-f",
-        image.to_str().unwrap(),
-        &pid.to_string(),
-    ]);
-    if let Some(mut c) = first.take() {
-        c.wait().unwrap();
-    }
-    reap_gone(&saved_pids(&said));
-    restart_detached(&image, &dir.join("restart.err"));
-    match reap(pid) {
-        WaitStatus::Exited(_, 0) => {}
-        other => panic!("the restored program ended with {other:?}"),
-    }
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap(),
-        String::from_utf8(reference.stdout).unwrap()
-    );
+    let (reference, got, _) =
+        reference_and_restarted(&dir, &program("timers"), &["150".as_ref()], &[], 40);
+    assert_eq!(got, reference);
 }
 
 const ZOMBIE_PARENT: &str = r#"
@@ -769,42 +792,15 @@ fn python_multiprocessing_pool_kill_restart() {
     setup();
     let dir = scratch("pool");
     std::fs::write(dir.join("pool.py"), POOL).unwrap();
-    let reference = Command::new("python3")
-        .arg("pool.py")
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(reference.status.success());
-    let out = dir.join("out.txt");
-    let job = Command::new("python3")
-        .arg("pool.py")
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = job.id() as i32;
-    let mut job = Some(job);
-    wait_until("the pool to work", || lines(&out) > 60);
-    let image = dir.join("pool.ctx");
-    let said = lifeboat(&[
-        "checkpoint",
-        "--tree",
-        "--kill",
-        "-f",
-        image.to_str().unwrap(),
-        &pid.to_string(),
-    ]);
-    assert!(String::from_utf8_lossy(&said.stdout).contains("4 processes"));
-    if let Some(mut j) = job.take() {
-        j.wait().unwrap();
-    }
-    reap_gone(&saved_pids(&said));
-    lifeboat(&["restart", image.to_str().unwrap()]);
-    assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        String::from_utf8(reference.stdout).unwrap()
+    let (reference, got, said) = reference_and_restarted(
+        &dir,
+        Path::new("python3"),
+        &["pool.py".as_ref()],
+        &["--tree"],
+        60,
     );
+    assert!(said.contains("4 processes"), "{said}");
+    assert_eq!(got, reference);
 }
 
 const SOCKETPAIRS: &str = r#"
@@ -838,43 +834,17 @@ fn unix_socketpairs_between_processes() {
     setup();
     let dir = scratch("socketpair");
     std::fs::write(dir.join("sp.py"), SOCKETPAIRS).unwrap();
-    let reference = Command::new("python3")
-        .arg("sp.py")
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(reference.status.success());
-    let out = dir.join("out.txt");
-    let job = Command::new("python3")
-        .arg("sp.py")
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = job.id() as i32;
-    let mut job = Some(job);
-    wait_until("the conversation", || lines(&out) > 30);
-    let image = dir.join("sp.ctx");
-    let said = lifeboat(&[
-        "checkpoint",
-        "--tree",
-        "--kill",
-        "-f",
-        image.to_str().unwrap(),
-        &pid.to_string(),
-    ]);
-    if let Some(mut j) = job.take() {
-        j.wait().unwrap();
-    }
-    reap_gone(&saved_pids(&said));
-    let inspect = lifeboat(&["inspect", image.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&inspect.stdout).contains("paired with"));
-    lifeboat(&["restart", image.to_str().unwrap()]);
-    assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        String::from_utf8(reference.stdout).unwrap()
+    let (reference, got, said) = reference_and_restarted(
+        &dir,
+        Path::new("python3"),
+        &["sp.py".as_ref()],
+        &["--tree"],
+        30,
     );
+    assert!(said.contains("2 processes"), "{said}");
+    let inspect = lifeboat(&["inspect", dir.join("job.ctx").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("paired with"));
+    assert_eq!(got, reference);
 }
 
 const SERVER: &str = r#"
@@ -996,40 +966,14 @@ fn inotify_watches_are_added_again() {
     let watched = dir.join("w");
     std::fs::create_dir_all(watched.join("sub")).unwrap();
     std::fs::write(dir.join("ino.py"), INOTIFY).unwrap();
-    let reference = Command::new("python3")
-        .arg(dir.join("ino.py"))
-        .arg(&watched)
-        .output()
-        .unwrap();
-    assert!(reference.status.success());
-    let out = dir.join("out.txt");
-    let job = Command::new("python3")
-        .arg(dir.join("ino.py"))
-        .arg(&watched)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = job.id() as i32;
-    let mut job = Some(job);
-    wait_until("progress", || lines(&out) > 15);
-    let image = dir.join("ino.ctx");
-    let said = lifeboat(&[
-        "checkpoint",
-        "--kill",
-        "-f",
-        image.to_str().unwrap(),
-        &pid.to_string(),
-    ]);
-    if let Some(mut j) = job.take() {
-        j.wait().unwrap();
-    }
-    reap_gone(&saved_pids(&said));
-    let inspect = lifeboat(&["inspect", image.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&inspect.stdout).contains("inotify"));
-    lifeboat(&["restart", image.to_str().unwrap()]);
-    assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        String::from_utf8(reference.stdout).unwrap()
+    let (reference, got, _) = reference_and_restarted(
+        &dir,
+        Path::new("python3"),
+        &["ino.py".as_ref(), watched.as_os_str()],
+        &[],
+        15,
     );
+    let inspect = lifeboat(&["inspect", dir.join("job.ctx").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("inotify"));
+    assert_eq!(got, reference);
 }
