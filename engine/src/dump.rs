@@ -229,7 +229,7 @@ pub fn checkpoint(
 ) -> Result<CheckpointReport, CheckpointError> {
     let started = Instant::now();
     let mut warnings = Vec::new();
-    let (frozen, zombie_stats) = freeze_scope(pid, opts.scope, &mut warnings)?;
+    let (frozen, zombie_stats) = freeze_scope(pid, opts.scope)?;
     // A zombie is saved when its parent is: restart recreates it for the parent's wait().
     let zombies: Vec<Zombie> = zombie_stats
         .into_iter()
@@ -496,16 +496,15 @@ fn scope_members(
 /// Frozen processes and the zombies of the scope.
 type FrozenScope = (Vec<Frozen>, Vec<(i32, procfs::Stat)>);
 
-fn freeze_scope(
-    pid: i32,
-    scope: Scope,
-    _warnings: &mut Vec<String>,
-) -> Result<FrozenScope, CheckpointError> {
+fn freeze_scope(pid: i32, scope: Scope) -> Result<FrozenScope, CheckpointError> {
     let me = std::process::id() as i32;
     let mut frozen: Vec<Frozen> = Vec::new();
     let mut zombies: Vec<(i32, procfs::Stat)> = Vec::new();
-    loop {
+    // The PIDs of the last scan, parents before children: a scan that found nothing new
+    // is the final order.
+    let order: Vec<i32> = loop {
         let (root, members) = scope_members(pid, scope)?;
+        let order = members.iter().map(|(p, _)| *p).collect();
         let mut added = false;
         for (p, st) in members {
             if frozen.iter().any(|f| f.pid().as_raw() == p) || zombies.iter().any(|(z, _)| *z == p)
@@ -541,15 +540,13 @@ fn freeze_scope(
             }
         }
         if !added {
-            break;
+            break order;
         }
-    }
-    // Parents before children, root first (scan order of the last pass).
-    let (_, order) = scope_members(pid, scope)?;
+    };
     frozen.sort_by_key(|f| {
         order
             .iter()
-            .position(|(p, _)| *p == f.pid().as_raw())
+            .position(|p| *p == f.pid().as_raw())
             .unwrap_or(usize::MAX)
     });
     if frozen.is_empty() {
@@ -889,8 +886,7 @@ fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
             ino: m.ino,
         })
         .collect();
-    let (files, fds) = files(pid)?;
-    let locks = locks(pid, &fds)?;
+    let (files, fds, locks) = files(pid)?;
     let meta = Meta {
         engine_version: env!("CARGO_PKG_VERSION").to_owned(),
         kernel: nix::sys::utsname::uname()
@@ -1065,11 +1061,15 @@ fn peek_pipe(pid: i32, fd: i32) -> Result<(Vec<u8>, u32), CheckpointError> {
 
 /// The descriptor table, sharing one [`OpenFile`] between descriptors that share an open
 /// file description (checked with kcmp).
-fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
+/// Open files, the descriptor table, and the locks held through them.
+type Files = (Vec<OpenFile>, Vec<Fd>, Vec<FileLock>);
+
+fn files(pid: i32) -> Result<Files, CheckpointError> {
     let p = Pid::from_raw(pid);
     let mut files: Vec<OpenFile> = Vec::new();
     let mut owners: Vec<(i32, u64, u64)> = Vec::new(); // (fd, dev, ino) of each file's first fd
     let mut fds = Vec::new();
+    let mut locks = Vec::new();
     let mut peeked_pipes: Vec<u64> = Vec::new();
     // Socket tables, read at the first socket.
     let mut unix: Option<HashMap<u64, sockets::UnixInfo>> = None;
@@ -1115,7 +1115,7 @@ fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
             let ino: u64 = rest.trim_end_matches(']').parse().unwrap_or(md.ino());
             socket(pid, fd, ino, &mut unix, &mut tcp)?
         } else if let Some(kind) = target.strip_prefix("anon_inode:") {
-            anon_inode(pid, fd, kind)
+            anon_inode(pid, fd, kind, &info.fields)
                 .ok_or_else(|| unsupported(format!("an anonymous inode ({target})")))??
         } else if ft.is_file() {
             let (path, deleted) = match target.strip_suffix(" (deleted)") {
@@ -1145,6 +1145,8 @@ fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
         } else {
             return Err(unsupported(format!("`{target}`")));
         };
+        // One descriptor per description: dups show the same locks.
+        locks.extend(locks_in(fd, &info.fields));
         owners.push((fd, md.dev(), md.ino()));
         files.push(OpenFile {
             flags,
@@ -1157,7 +1159,7 @@ fn files(pid: i32) -> Result<(Vec<OpenFile>, Vec<Fd>), CheckpointError> {
             file: (files.len() - 1) as u32,
         });
     }
-    Ok((files, fds))
+    Ok((files, fds, locks))
 }
 
 /// What a socket descriptor is, for the kinds that can be restored: one end of an AF_UNIX
@@ -1277,65 +1279,53 @@ fn inotify_watches(
 /// the locks on that open file that belong to this process (POSIX) or to the description
 /// (flock, OFD): fs/locks.c `lock_get_status`, e.g.
 /// `1: POSIX  ADVISORY  READ 22989 fe:00:10010712 10 14`.
-fn locks(pid: i32, fds: &[Fd]) -> Result<Vec<FileLock>, CheckpointError> {
+fn locks_in(fd: i32, fields: &[(String, String)]) -> Vec<FileLock> {
     let mut out = Vec::new();
-    let mut seen_files = Vec::new();
-    for fd in fds {
-        // One descriptor per description: dups show the same locks.
-        if seen_files.contains(&fd.file) {
+    for (_, v) in fields.iter().filter(|(k, _)| k == "lock") {
+        let words: Vec<&str> = v.split_whitespace().collect();
+        // [id:, kind, ADVISORY|MANDATORY, READ|WRITE, pid, dev:ino, start, end]
+        let (Some(kind), Some(mode), Some(start), Some(end)) =
+            (words.get(1), words.get(3), words.get(6), words.get(7))
+        else {
             continue;
-        }
-        seen_files.push(fd.file);
-        let fields = match procfs::fdinfo_fields(pid, fd.fd) {
-            Ok(f) => f,
-            Err(e) if e.is_gone() => continue,
-            Err(e) => return Err(e.into()),
         };
-        for (_, v) in fields.iter().filter(|(k, _)| k == "lock") {
-            let words: Vec<&str> = v.split_whitespace().collect();
-            // [id:, kind, ADVISORY|MANDATORY, READ|WRITE, pid, dev:ino, start, end]
-            let (Some(kind), Some(mode), Some(start), Some(end)) =
-                (words.get(1), words.get(3), words.get(6), words.get(7))
-            else {
-                continue;
-            };
-            let kind = match *kind {
-                "FLOCK" => LockKind::Flock,
-                "POSIX" => LockKind::Posix,
-                "OFDLCK" => LockKind::Ofd,
-                // Leases and others are not locks a process takes back by itself.
-                _ => continue,
-            };
-            let Ok(start) = start.parse::<u64>() else {
-                continue;
-            };
-            let end = match *end {
-                "EOF" => None,
-                e => match e.parse::<u64>() {
-                    Ok(e) => Some(e),
-                    Err(_) => continue,
-                },
-            };
-            out.push(FileLock {
-                fd: fd.fd,
-                kind,
-                write: *mode == "WRITE",
-                start,
-                end,
-            });
-        }
+        let kind = match *kind {
+            "FLOCK" => LockKind::Flock,
+            "POSIX" => LockKind::Posix,
+            "OFDLCK" => LockKind::Ofd,
+            // Leases and others are not locks a process takes back by itself.
+            _ => continue,
+        };
+        let Ok(start) = start.parse::<u64>() else {
+            continue;
+        };
+        let end = match *end {
+            "EOF" => None,
+            e => match e.parse::<u64>() {
+                Ok(e) => Some(e),
+                Err(_) => continue,
+            },
+        };
+        out.push(FileLock {
+            fd,
+            kind,
+            write: *mode == "WRITE",
+            start,
+            end,
+        });
     }
-    Ok(out)
+    out
 }
 
 /// The state of an eventfd, timerfd, signalfd or epoll instance from its fdinfo
 /// (fs/eventfd.c, fs/timerfd.c, fs/signalfd.c, fs/eventpoll.c `*_show_fdinfo`); `None`
 /// for other anonymous inodes.
-fn anon_inode(pid: i32, fd: i32, kind: &str) -> Option<Result<FileKind, CheckpointError>> {
-    let fields = match procfs::fdinfo_fields(pid, fd) {
-        Ok(f) => f,
-        Err(e) => return Some(Err(e.into())),
-    };
+fn anon_inode(
+    pid: i32,
+    fd: i32,
+    kind: &str,
+    fields: &[(String, String)],
+) -> Option<Result<FileKind, CheckpointError>> {
     let bad = |what: &str| {
         Err(CheckpointError::UnsupportedFd {
             pid,
@@ -1383,10 +1373,10 @@ fn anon_inode(pid: i32, fd: i32, kind: &str) -> Option<Result<FileKind, Checkpoi
             Some(mask) => Ok(FileKind::SignalFd { mask }),
             None => bad("sigmask"),
         },
-        "inotify" => inotify_watches(pid, &fields).map(|watches| FileKind::Inotify { watches }),
+        "inotify" => inotify_watches(pid, fields).map(|watches| FileKind::Inotify { watches }),
         "[eventpoll]" => {
             let mut watches = Vec::new();
-            for (k, v) in &fields {
+            for (k, v) in fields {
                 if k != "tfd" {
                     continue;
                 }

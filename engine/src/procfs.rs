@@ -463,23 +463,15 @@ pub fn numbered(pid: i32, dir: &str) -> Result<Vec<i32>, ProcError> {
 }
 
 /// Fields of `/proc/PID/fdinfo/N`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FdInfo {
     /// File offset.
     pub pos: i64,
     /// `O_*` flags including `O_CLOEXEC`.
     pub flags: u32,
-}
-
-/// `/proc/PID/fdinfo/N` as `(key, value)` lines, values trimmed, in order (epoll
-/// instances have one `tfd` line per watch).
-pub fn fdinfo_fields(pid: i32, fd: i32) -> Result<Vec<(String, String)>, ProcError> {
-    let text = read(&path(pid, &format!("fdinfo/{fd}")))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect())
+    /// Every line as `(key, value)`, values trimmed, in order: the kind-specific ones
+    /// (eventfd count, timerfd settings, one `tfd` per epoll watch, `lock` lines, ...).
+    pub fields: Vec<(String, String)>,
 }
 
 /// `/proc/PID/fdinfo/N`.
@@ -492,6 +484,7 @@ pub fn fdinfo(pid: i32, fd: i32) -> Result<FdInfo, ProcError> {
             continue;
         };
         let value = value.trim();
+        info.fields.push((key.trim().to_owned(), value.to_owned()));
         match key {
             "pos" => info.pos = value.parse().map_err(|_| parse_err(&path, "bad pos"))?,
             "flags" => {
