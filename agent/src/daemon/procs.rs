@@ -3,6 +3,7 @@
 
 use std::fs;
 
+use lifeboat_engine::procfs;
 use lifeboat_triggers::ProcessInfo;
 
 /// Every user process on the node except the agent itself. Processes that exit while
@@ -35,23 +36,9 @@ pub fn read(pid: i32) -> Option<ProcessInfo> {
         // Kernel threads and zombies have no command line; neither can be saved.
         return None;
     }
-    let stat = fs::read_to_string(format!("{base}/stat")).ok()?;
-    // comm may hold spaces and parentheses: the fields after it follow the last ')'.
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_owned();
-    let ppid = stat
-        .get(close + 1..)?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let status = fs::read_to_string(format!("{base}/status")).ok()?;
-    let uid: u32 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|u| u.parse().ok())?;
+    let stat = procfs::stat(pid).ok()?;
+    let (comm, ppid) = (stat.comm, stat.ppid);
+    let uid = procfs::status(pid).ok()?.uid[0];
     let user = nix::unistd::User::from_uid(uid.into())
         .ok()
         .flatten()
@@ -89,12 +76,21 @@ pub fn read(pid: i32) -> Option<ProcessInfo> {
 /// Resident memory of a process and its descendants, in bytes (about the size of the
 /// image of its tree).
 pub fn tree_rss_bytes(root: i32) -> u64 {
-    let all = scan();
+    // Parent links only: /proc/PID/stat of each process, nothing else.
+    let parents: Vec<(i32, i32)> = procfs::pids()
+        .into_iter()
+        .filter_map(|p| procfs::stat(p).ok().map(|s| (p, s.ppid)))
+        .collect();
     let mut tree = vec![root];
     let mut i = 0;
     while i < tree.len() {
         let parent = tree[i];
-        tree.extend(all.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
         i += 1;
     }
     tree.into_iter().map(rss_bytes).sum()
