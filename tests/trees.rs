@@ -769,6 +769,77 @@ fn zombies_are_restored_for_their_parent() {
     );
 }
 
+/// Runs in a new PID namespace, as its init: starts the zombie parent, checkpoints it
+/// with `--tree --kill`, reaps everything, restarts it and prints the image's summary.
+/// argv: lifeboat, the zombie parent's script, the output file, the image.
+const IN_NAMESPACE: &str = r#"
+import os, subprocess, sys, time
+bin, script, out, image = sys.argv[1:]
+parent = subprocess.Popen(["python3", "-c", script], stdin=subprocess.DEVNULL, stdout=open(out, "w"))
+def zombies():
+    try:
+        kids = open(f"/proc/{parent.pid}/task/{parent.pid}/children").read().split()
+    except OSError:
+        return 0
+    return sum(open(f"/proc/{k}/stat").read().rsplit(")", 1)[1].split()[0] == "Z" for k in kids)
+deadline = time.time() + 30
+while not (zombies() == 2 and len(open(out).read().splitlines()) > 5):
+    assert time.time() < deadline, "the children never became zombies"
+    time.sleep(0.01)
+subprocess.run([bin, "checkpoint", "--tree", "--kill", "-q", "-f", image, str(parent.pid)], check=True)
+# The parent, then its zombies (handed to us, the namespace's init): every PID free.
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+subprocess.run([bin, "restart", "-q", image], stdin=subprocess.DEVNULL, check=True)
+print(subprocess.run([bin, "inspect", "--json", image], check=True, capture_output=True, text=True).stdout)
+"#;
+
+/// A job whose process group and session leaders are outside the checkpointer's PID
+/// namespace, as under a container or a CI runner: /proc reports its group and session
+/// as 0. It is saved and restored all the same, zombies included.
+#[test]
+fn job_with_group_and_session_outside_the_namespace() {
+    setup();
+    let dir = scratch("outside-ns");
+    let out = dir.join("out.txt");
+    let image = dir.join("z.ctx");
+    let run = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "python3",
+            "-c",
+            IN_NAMESPACE,
+            BIN,
+        ])
+        .args([ZOMBIE_PARENT.as_ref(), out.as_os_str(), image.as_os_str()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "the run in a new PID namespace failed: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        (&summary["pgid"], &summary["sid"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "the job's leaders were outside the namespace: {summary}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("tick 40\n"), "{text}");
+    assert!(
+        text.ends_with("child a exit 7\nchild b signal 15\n"),
+        "the restored parent reaped both zombies with their statuses: {text}"
+    );
+}
+
 const POOL: &str = r#"
 import multiprocessing as mp, time
 def work(x):

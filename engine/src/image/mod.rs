@@ -14,7 +14,7 @@
 //! | 0x06 | FDS      | descriptor number → file description, close-on-exec |
 //! | 0x08 | PAGES    | raw page data, streamed (optionally zstd) |
 //! | 0x07 | PAGEMAP  | runs `(address, pages)` giving where each page of PAGES goes |
-//! | 0x0D | ZOMBIES  | processes of the scope that had exited, unreaped: pid, parent, group, session, exit status (after META) |
+//! | 0x0D | ZOMBIES  | processes of the scope that had exited, unreaped: pid, parent, group, session (0 when its leader is outside the PID namespace), exit status (after META) |
 //! | 0x80000009 | SHMEM | optional: the shmem inode behind each shared anonymous region, so processes that shared it share it again |
 //! | 0x8000000A | SHARED_FILES | optional: open file descriptions shared with an earlier process of the image |
 //! | 0x8000000B | LOCKS | optional: flock, POSIX and OFD locks the process holds |
@@ -1352,7 +1352,10 @@ impl Reader {
                     for x in &mut v {
                         *x = d.i32().map_err(&w)?;
                     }
-                    if v[..4].iter().any(|&p| p <= 0) {
+                    // The process and its parent are in the image, so both have PIDs.
+                    // Group and session may be 0: /proc reports 0 for a leader outside
+                    // the checkpointer's PID namespace (a CI runner or container).
+                    if v[0] <= 0 || v[1] <= 0 || v[2] < 0 || v[3] < 0 {
                         return Err(cx.invalid(format!("zombie record {v:?} has a bad PID")));
                     }
                     zombies.push(Zombie {
@@ -1768,6 +1771,54 @@ mod tests {
         w.finish().unwrap();
         let err = Reader::open(&path).unwrap_err().to_string();
         assert!(err.contains("process 100 appears twice"), "{err}");
+    }
+
+    /// Zombies keep their records; a group or session of 0 (a leader outside the
+    /// checkpointer's PID namespace, as under a container or CI runner) is accepted, a
+    /// zombie without a PID is not.
+    #[test]
+    fn zombies_round_trip() {
+        let path = tmp("zombies");
+        let root = sample();
+        let write_with = |zombies: &[Zombie]| {
+            let mut w = Writer::create(&path, false).unwrap();
+            w.meta(&root.meta).unwrap();
+            w.zombies(zombies).unwrap();
+            w.process(&root).unwrap();
+            let mut s = w.pages().unwrap();
+            s.write_all(&[1; 8192]).unwrap();
+            s.finish().unwrap();
+            w.pagemap(&root.pagemap).unwrap();
+            w.finish().unwrap();
+        };
+        let zombies = [
+            Zombie {
+                pid: 101,
+                ppid: 100,
+                pgid: 100,
+                sid: 100,
+                status: 7 << 8,
+            },
+            Zombie {
+                pid: 102,
+                ppid: 100,
+                pgid: 0,
+                sid: 0,
+                status: 9,
+            },
+        ];
+        write_with(&zombies);
+        assert_eq!(Reader::open(&path).unwrap().zombies(), &zombies);
+
+        write_with(&[Zombie {
+            pid: 0,
+            ppid: 100,
+            pgid: 100,
+            sid: 100,
+            status: 0,
+        }]);
+        let err = Reader::open(&path).unwrap_err().to_string();
+        assert!(err.contains("has a bad PID"), "{err}");
     }
 
     /// Well-formed, correctly checksummed images whose content is refused, with the message.
