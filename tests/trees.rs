@@ -7,6 +7,7 @@
 //! fails with the reason when one is missing, never skips.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should stop the test loudly
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -124,15 +125,25 @@ fn reap(pid: i32) -> WaitStatus {
     }
 }
 
-/// The PIDs a checkpoint reported (`checkpointed N processes (a b c) to ...`).
+/// The PIDs a checkpoint reported, zombies included (`checkpointed PID a to ...`,
+/// `checkpointed N processes (a b c) and a zombie (d) to ...`): all of them are taken
+/// again by the restart.
 fn saved_pids(out: &std::process::Output) -> Vec<i32> {
     let text = String::from_utf8_lossy(&out.stdout);
-    let inner = text
-        .split_once('(')
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(pids, _)| pids.to_owned())
-        .unwrap_or_default();
-    inner.split(' ').filter_map(|p| p.parse().ok()).collect()
+    let head = text.split(" to ").next().unwrap_or_default();
+    let single = head
+        .strip_prefix("checkpointed PID ")
+        .and_then(|rest| rest.split(' ').next());
+    let lists = head
+        .split('(')
+        .skip(1)
+        .filter_map(|group| group.split(')').next());
+    single
+        .into_iter()
+        .chain(lists)
+        .flat_map(|list| list.split(' '))
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// Wait until the processes are gone, reaping those that are (or become, as the test
@@ -598,6 +609,61 @@ fn shared_stdout_offset_survives() {
         .collect();
     want.sort_unstable();
     assert_eq!(got, want, "every line of both writers, none clobbered");
+}
+
+/// A job that forks all the time (a shell loop running `/bin/true`): children that exit
+/// between the scan of the tree and their freeze are left out, or saved as zombies, and
+/// the checkpoint goes on. 30 checkpoints with `--run` all succeed, and the job restarted
+/// from a final `--kill` counts on without losing or repeating a line.
+#[test]
+fn constantly_forking_job_is_checkpointed_every_time() {
+    setup();
+    let dir = scratch("forky");
+    let out = dir.join("out.txt");
+    let job = Command::new("bash")
+        .args([
+            "-c",
+            "n=0; while :; do /bin/true; n=$((n+1)); echo $n; done",
+        ])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = job.id() as i32;
+    // The loop never ends by itself: kill its group (restored with it) however the test
+    // ends, or it would hold the harness's stderr open.
+    struct KillGroup(i32);
+    impl Drop for KillGroup {
+        fn drop(&mut self) {
+            let _ =
+                nix::sys::signal::killpg(Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _group = KillGroup(pid);
+    let mut job = Some(job);
+    wait_until("progress", || lines(&out) > 20);
+    let image = dir.join("forky.ctx");
+    let image_s = image.to_str().unwrap();
+    let pid_s = pid.to_string();
+    for _ in 0..30 {
+        lifeboat(&["checkpoint", "--tree", "--run", "-q", "-f", image_s, &pid_s]);
+    }
+    let said = lifeboat(&["checkpoint", "--tree", "--kill", "-f", image_s, &pid_s]);
+    if let Some(mut j) = job.take() {
+        j.wait().unwrap();
+    }
+    reap_gone(&saved_pids(&said));
+    let at_kill = lines(&out);
+    restart_detached(&image, &dir.join("restart.err"));
+    wait_until("the restored loop to count on", || {
+        lines(&out) > at_kill + 200
+    });
+    kill_all(&[pid]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    for (i, line) in text.lines().enumerate() {
+        assert_eq!(line, (i + 1).to_string(), "line {} of the count", i + 1);
+    }
 }
 
 const LOCKER: &str = r#"

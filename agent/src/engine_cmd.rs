@@ -180,17 +180,21 @@ fn checkpoint(a: &CheckpointArgs) -> Result<ExitCode> {
             After::Term => "sent SIGTERM",
             After::Kill => "killed",
         };
-        let what = match report.pids.as_slice() {
-            [one] => format!("PID {one}"),
-            many => format!(
-                "{} processes ({})",
-                many.len(),
-                many.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
+        let list = |pids: &[i32]| {
+            pids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
         };
+        let mut what = match report.pids.as_slice() {
+            [one] => format!("PID {one}"),
+            many => format!("{} processes ({})", many.len(), list(many)),
+        };
+        match report.zombies.as_slice() {
+            [] => {}
+            [one] => what += &format!(" and a zombie ({one})"),
+            many => what += &format!(" and {} zombies ({})", many.len(), list(many)),
+        }
         println!(
             "checkpointed {what} to {}: {}, {} thread{}, {} of memory, in {:.3} s (frozen {:.3} s); {} {then}",
             report.path.display(),

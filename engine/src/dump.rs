@@ -205,6 +205,8 @@ pub struct CheckpointReport {
     pub bytes: u64,
     /// Processes saved (the root first).
     pub pids: Vec<i32>,
+    /// Zombies saved for their parents' wait(): their PIDs too are taken again on restart.
+    pub zombies: Vec<i32>,
     /// Threads saved, over all processes.
     pub threads: usize,
     /// Pages saved (zero pages elided).
@@ -330,6 +332,7 @@ pub fn checkpoint(
         path: path.to_owned(),
         bytes,
         pids,
+        zombies: zombies.iter().map(|z| z.pid).collect(),
         threads,
         pages,
         elapsed: started.elapsed(),
@@ -525,18 +528,23 @@ fn freeze_scope(pid: i32, scope: Scope) -> Result<FrozenScope, CheckpointError> 
                 zombies.push((p, st));
                 continue;
             }
-            preflight(p)?;
-            match Frozen::freeze(Pid::from_raw(p)) {
+            let outcome = preflight(p).and_then(|()| {
+                Frozen::freeze(Pid::from_raw(p)).map_err(|e| match e {
+                    TraceError::NoProcess { pid } => CheckpointError::NoProcess { pid },
+                    e => e.into(),
+                })
+            });
+            match outcome {
                 Ok(f) => {
                     frozen.push(f);
                     added = true;
                 }
-                // A child that exited meanwhile is simply not part of the job any more.
-                Err(TraceError::NoProcess { .. }) if p != root => {}
-                Err(TraceError::NoProcess { pid }) => {
-                    return Err(CheckpointError::NoProcess { pid });
-                }
-                Err(e) => return Err(e.into()),
+                // A member that exited since the scan (a shell's short-lived `sleep`) is
+                // gone, or a zombie that its frozen parent may still wait for: scan again
+                // to record it as one. Its failed preflight or seize (EPERM on a zombie,
+                // ESRCH from a dying process's files) says nothing about the job.
+                Err(_) if p != root && exited(p) => added = true,
+                Err(e) => return Err(e),
             }
         }
         if !added {
@@ -553,6 +561,20 @@ fn freeze_scope(pid: i32, scope: Scope) -> Result<FrozenScope, CheckpointError> 
         return Err(CheckpointError::NoProcess { pid });
     }
     Ok((frozen, zombies))
+}
+
+/// Whether `pid` exited since the scan: gone, a zombie, or exiting, in which case it is
+/// given up to a second to become a zombie, so that the next scan records it as one.
+fn exited(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match procfs::stat(pid) {
+            Err(e) => return e.is_gone(),
+            Ok(st) if matches!(st.state, 'Z' | 'X') => return true,
+            Ok(st) if !st.exiting() || Instant::now() >= deadline => return false,
+            Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
 }
 
 /// Refuse what ptrace and core dumps refuse, before touching the process.
@@ -584,7 +606,13 @@ fn preflight(pid: i32) -> Result<(), CheckpointError> {
             detail: format!("uids {u:?}, gids {g:?}"),
         });
     }
-    let auxv = procfs::auxv(pid)?;
+    let auxv = procfs::auxv(pid).map_err(|e| {
+        if e.is_gone() {
+            CheckpointError::NoProcess { pid }
+        } else {
+            e.into()
+        }
+    })?;
     const AT_SECURE: u64 = 23;
     if auxv
         .chunks_exact(2)

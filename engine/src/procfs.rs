@@ -181,6 +181,8 @@ pub struct Stat {
     pub pgrp: i32,
     /// Session.
     pub session: i32,
+    /// Kernel flags word (field 9; `PF_*` in include/linux/sched.h).
+    pub flags: u64,
     /// Fields 26.. that describe the address space.
     pub start_code: u64,
     /// See `MmLayout`.
@@ -203,6 +205,15 @@ pub struct Stat {
     pub env_end: u64,
     /// Exit status as waitpid(2) reports it (field 52; meaningful for zombies).
     pub exit_code: i32,
+}
+
+impl Stat {
+    /// Exited, or on its way: a zombie, or `PF_EXITING` (0x4 in include/linux/sched.h)
+    /// set, which do_exit() sets before it releases the address space.
+    pub fn exiting(&self) -> bool {
+        const PF_EXITING: u64 = 0x4;
+        matches!(self.state, 'Z' | 'X') || self.flags & PF_EXITING != 0
+    }
 }
 
 /// `/proc/PID/stat` (or `/proc/PID/task/TID/stat`).
@@ -238,6 +249,7 @@ pub fn stat_at(path: &Path) -> Result<Stat, ProcError> {
         ppid: int(4)?,
         pgrp: int(5)?,
         session: int(6)?,
+        flags: num(9)?,
         start_code: num(26)?,
         end_code: num(27)?,
         start_stack: num(28)?,
