@@ -49,6 +49,14 @@ pub enum SensorError {
         /// What SQLite said.
         source: Arc<rusqlite::Error>,
     },
+    /// libsensors refused its configuration or could not read a value.
+    #[error("libsensors: {path}: {message}", path = path.display())]
+    Libsensors {
+        /// The configuration file, or the sysfs attribute of the value.
+        path: PathBuf,
+        /// What libsensors said (with the line, for a configuration error).
+        message: String,
+    },
     /// A line of a rasdaemon log is not an event in any known format; it was skipped.
     #[error("{path}:{line}: malformed rasdaemon {event} line: {reason}", path = path.display())]
     LogLine {
@@ -89,6 +97,7 @@ impl SensorError {
             | SensorError::ListDir { path, .. }
             | SensorError::Parse { path, .. }
             | SensorError::Database { path, .. }
+            | SensorError::Libsensors { path, .. }
             | SensorError::LogLine { path, .. } => path,
         }
     }

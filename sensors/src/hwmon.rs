@@ -45,7 +45,7 @@ impl Sensor for HwmonSensor {
 }
 
 /// (attribute suffix, reading name, divisor to base units)
-type Attr = (&'static str, &'static str, f64);
+pub(crate) type Attr = (&'static str, &'static str, f64);
 
 const TEMP: &[Attr] = &[
     ("input", "temp_celsius", 1000.0),
@@ -75,7 +75,8 @@ const POWER: &[Attr] = &[
     ("average", "power_average_watts", 1e6),
 ];
 
-fn attrs_of(kind: &str) -> Option<&'static [Attr]> {
+/// The attributes read of a sensor kind (`temp`, `fan`, `in`, `power`).
+pub(crate) fn attrs_of(kind: &str) -> Option<&'static [Attr]> {
     Some(match kind {
         "temp" => TEMP,
         "fan" => FAN,
@@ -105,7 +106,7 @@ fn collect(root: &Root, c: &mut Collector) -> bool {
 
 /// The stable name of a chip: its device path relative to `sys/devices`, without the
 /// trailing `hwmon/hwmonN`.
-fn chip_id(name: &str, path: &Path, devices: Option<&Path>) -> String {
+pub(crate) fn chip_id(name: &str, path: &Path, devices: Option<&Path>) -> String {
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let rel = devices
         .and_then(|d| real.strip_prefix(d).ok())

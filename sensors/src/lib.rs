@@ -33,7 +33,7 @@
 //! | `netdev` | [`netdev`] | the error statistics by file name ([`netdev::STATISTICS`]), `carrier_changes` (counters) | `device` |
 //! | `pcie_aer` | [`pcie_aer`] | `aer_correctable`, `aer_nonfatal`, `aer_fatal` (per error name), `aer_correctable_errors`, `aer_nonfatal_errors`, `aer_fatal_errors`, `aer_rootport_correctable_errors`, `aer_rootport_nonfatal_errors`, `aer_rootport_fatal_errors` (counters) | `device`, `error` |
 //! | `rasdaemon` | [`rasdaemon`] | `mc_events`, `mc_errors`, `aer_events`, `mce_records`, `extlog_events`, `extlog_errors`, `arm_events`, `non_standard_events`, `devlink_events`, `disk_error_events`, `memory_failure_events` (counters), `log_malformed_lines` (counter) | per table, see the module |
-//! | `lm_sensors` | [`lm_sensors`] | none in this build (absent; hwmon reads the same chips) | |
+//! | `lm_sensors` | [`lm_sensors`] | hwmon's names, values after the node's sensors3.conf (feature `libsensors-dev`, host root only; else absent) | `chip`, `chip_name` (libsensors' name), `sensor`, `label` |
 //! | `host` | [`host`] | `load1`, `load5`, `load15`, `memory_total_bytes`, `memory_available_bytes` (gauges) | |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -158,7 +158,7 @@ pub fn info(source: Source) -> SourceInfo {
         Source::Netdev => (NETDEV, &[], false, &["device"]),
         Source::PcieAer => (PCIE_AER, &[], false, &["device", "error"]),
         Source::Rasdaemon => (RASDAEMON, &[], true, &["err_type", "dimm_label", "device"]),
-        Source::LmSensors => (&[], &[], true, &[]),
+        Source::LmSensors => (&[], &[], true, &["chip", "chip_name", "sensor", "label"]),
         Source::Host => (HOST, &[], false, &[]),
     };
     SourceInfo {
