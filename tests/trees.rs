@@ -772,6 +772,35 @@ fn timers_keep_firing() {
     assert_eq!(got, reference);
 }
 
+const PENDING_TICK: &str = r#"
+import signal, sys, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+print("armed", flush=True)
+# SIGALRM is blocked: after 50 ms a tick is pending, and the kernel re-arms the timer
+# only when that tick is delivered. Meanwhile getitimer() reads a zero value.
+for i in range(10):
+    time.sleep(0.05)
+    print("waiting", i, flush=True)
+for n in range(10):
+    if signal.sigtimedwait({signal.SIGALRM}, 2.0) is None:
+        print("the interval timer stopped after", n, "ticks", flush=True)
+        sys.exit(1)
+print("ten more ticks", flush=True)
+"#;
+
+/// An interval timer saved while its tick is pending (blocked, not yet delivered, so
+/// not yet re-armed, and getitimer() reads 0 left) keeps firing after the restart.
+#[test]
+fn interval_timer_with_a_pending_tick_keeps_firing() {
+    setup();
+    let dir = scratch("pending-tick");
+    std::fs::write(dir.join("tick.py"), PENDING_TICK).unwrap();
+    let (reference, got, _) =
+        reference_and_restarted(&dir, Path::new("python3"), &["tick.py".as_ref()], &[], 4);
+    assert_eq!(got, reference);
+}
+
 const ZOMBIE_PARENT: &str = r#"
 import os, signal, time
 a = os.fork()

@@ -59,7 +59,8 @@ pub struct Zombie {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timers {
     /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF` as `(interval, value)`, each
-    /// `(seconds, microseconds)`; zero value means disarmed.
+    /// `(seconds, microseconds)`. Both zero: disarmed. A zero value with an interval: a
+    /// periodic timer whose tick is pending, re-armed when the tick is delivered.
     pub itimers: [((i64, i64), (i64, i64)); 3],
     /// `timer_create(2)` timers.
     pub posix: Vec<PosixTimer>,
@@ -68,7 +69,7 @@ pub struct Timers {
 impl Timers {
     /// Whether there is anything to restore.
     pub fn is_empty(&self) -> bool {
-        self.posix.is_empty() && self.itimers.iter().all(|(_, v)| *v == (0, 0))
+        self.posix.is_empty() && self.itimers.iter().all(|t| *t == ((0, 0), (0, 0)))
     }
 }
 

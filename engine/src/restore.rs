@@ -1779,8 +1779,13 @@ impl Restorer<'_> {
     /// (`PR_TIMER_CREATE_RESTORE_IDS`, Linux 6.17), signal, value and next expiry.
     fn timers(&mut self, warnings: &mut Vec<String>) -> Result<(), RestartError> {
         let t = &self.img.timers;
-        for (which, (interval, value)) in t.itimers.iter().enumerate() {
-            if *value == (0, 0) {
+        for (which, &(interval, value)) in t.itimers.iter().enumerate() {
+            // A periodic timer reads 0 left between an expiry and the delivery of its
+            // signal (ITIMER_REAL is re-armed by dequeue_signal(), kernel/signal.c): its
+            // tick is pending, restored with the other pending signals, and the timer
+            // must run on, one interval from now.
+            let value = if value == (0, 0) { interval } else { value };
+            if value == (0, 0) {
                 continue;
             }
             let mut b = [0u8; 32];
