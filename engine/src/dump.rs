@@ -397,13 +397,7 @@ fn scope_members(
     scope: Scope,
 ) -> Result<(i32, Vec<(i32, procfs::Stat)>), CheckpointError> {
     if scope == Scope::Pid {
-        let st = procfs::stat(pid).map_err(|e| {
-            if e.is_gone() {
-                CheckpointError::NoProcess { pid }
-            } else {
-                e.into()
-            }
-        })?;
+        let st = procfs::stat(pid).map_err(gone_is_no_process(pid))?;
         return Ok((pid, vec![(pid, st)]));
     }
     let all: Vec<(i32, procfs::Stat)> = procfs::pids()
@@ -521,7 +515,7 @@ fn freeze_scope(pid: i32, scope: Scope) -> Result<FrozenScope, CheckpointError> 
                     ),
                 });
             }
-            if st.state == 'Z' || st.state == 'X' {
+            if st.is_zombie() {
                 if p == root {
                     return Err(CheckpointError::NoProcess { pid: p });
                 }
@@ -570,9 +564,20 @@ fn exited(pid: i32) -> bool {
     loop {
         match procfs::stat(pid) {
             Err(e) => return e.is_gone(),
-            Ok(st) if matches!(st.state, 'Z' | 'X') => return true,
+            Ok(st) if st.is_zombie() => return true,
             Ok(st) if !st.exiting() || Instant::now() >= deadline => return false,
             Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+/// A `/proc` read of `pid` that failed because the process is gone is `NoProcess`.
+fn gone_is_no_process(pid: i32) -> impl Fn(ProcError) -> CheckpointError {
+    move |e| {
+        if e.is_gone() {
+            CheckpointError::NoProcess { pid }
+        } else {
+            e.into()
         }
     }
 }
@@ -582,13 +587,7 @@ fn preflight(pid: i32) -> Result<(), CheckpointError> {
     if pid == std::process::id() as i32 {
         return Err(CheckpointError::SelfCheckpoint { pid });
     }
-    let status = procfs::status(pid).map_err(|e| {
-        if e.is_gone() {
-            CheckpointError::NoProcess { pid }
-        } else {
-            e.into()
-        }
-    })?;
+    let status = procfs::status(pid).map_err(gone_is_no_process(pid))?;
     if status.kthread {
         return Err(CheckpointError::KernelThread { pid });
     }
@@ -606,13 +605,7 @@ fn preflight(pid: i32) -> Result<(), CheckpointError> {
             detail: format!("uids {u:?}, gids {g:?}"),
         });
     }
-    let auxv = procfs::auxv(pid).map_err(|e| {
-        if e.is_gone() {
-            CheckpointError::NoProcess { pid }
-        } else {
-            e.into()
-        }
-    })?;
+    let auxv = procfs::auxv(pid).map_err(gone_is_no_process(pid))?;
     const AT_SECURE: u64 = 23;
     if auxv
         .chunks_exact(2)

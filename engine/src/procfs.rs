@@ -208,11 +208,16 @@ pub struct Stat {
 }
 
 impl Stat {
-    /// Exited, or on its way: a zombie, or `PF_EXITING` (0x4 in include/linux/sched.h)
-    /// set, which do_exit() sets before it releases the address space.
+    /// A zombie (`Z`), or dead and about to vanish (`X`).
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+
+    /// Exiting: `PF_EXITING` (0x4 in include/linux/sched.h) is set, which do_exit()
+    /// does before it releases the address space and long before the task is a zombie.
     pub fn exiting(&self) -> bool {
         const PF_EXITING: u64 = 0x4;
-        matches!(self.state, 'Z' | 'X') || self.flags & PF_EXITING != 0
+        self.flags & PF_EXITING != 0
     }
 }
 
