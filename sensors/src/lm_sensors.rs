@@ -33,12 +33,19 @@ impl Sensor for LmSensorsSensor {
     }
 
     fn read(&mut self, root: &Root) -> Scan {
-        #[cfg(feature = "libsensors-dev")]
-        if *root == Root::host() {
-            return crate::timed(Source::LmSensors, libsensors::collect);
+        if cfg!(feature = "libsensors-dev") && *root == Root::host() {
+            libsensors::read()
+        } else {
+            Scan::absent(Source::LmSensors)
         }
-        let _ = root;
-        Scan::absent(Source::LmSensors)
+    }
+}
+
+/// Without the feature there is no library to read.
+#[cfg(not(feature = "libsensors-dev"))]
+mod libsensors {
+    pub(super) fn read() -> crate::Scan {
+        crate::Scan::absent(crate::Source::LmSensors)
     }
 }
 
@@ -84,10 +91,14 @@ mod libsensors {
         }
     }
 
+    pub(super) fn read() -> crate::Scan {
+        crate::timed(Source::LmSensors, collect)
+    }
+
     /// Initialize libsensors (which detects the chips and parses the configuration
     /// afresh: hot-plugged chips and configuration edits are seen at the next poll),
     /// read every readable value, and clean up. Returns whether any chip was found.
-    pub(super) fn collect(c: &mut Collector) -> bool {
+    fn collect(c: &mut Collector) -> bool {
         let _one = LIBRARY.lock().unwrap_or_else(PoisonError::into_inner);
         let errors = ConfigErrors::default();
         let init = lm_sensors::Initializer::default()
@@ -95,16 +106,13 @@ mod libsensors {
             .initialize();
         let config_errors =
             std::mem::take(&mut *errors.0.lock().unwrap_or_else(PoisonError::into_inner));
+        let configured = config_errors.is_empty();
+        c.errors.extend(config_errors);
         let sensors = match init {
             Ok(sensors) => sensors,
+            // Failing without a configuration error: no sysfs, nothing to read.
+            Err(_) if configured => return false,
             Err(e) => {
-                c.errors.extend(config_errors);
-                // A configuration error is reported above; any other failure (no
-                // sysfs) means there is nothing to read.
-                let present = !c.errors.is_empty();
-                if !present {
-                    return false;
-                }
                 c.errors.push(SensorError::Libsensors {
                     path: PathBuf::from(DEFAULT_CONFIG),
                     message: e.to_string(),
@@ -112,7 +120,6 @@ mod libsensors {
                 return true;
             }
         };
-        c.errors.extend(config_errors);
         let devices = std::fs::canonicalize("/sys/devices").ok();
         let mut present = false;
         for chip in sensors.chip_iter(None) {
