@@ -273,26 +273,10 @@ mount --bind "$OUT/broken.conf" /etc/sensors3.conf
     );
     // A configuration libsensors cannot parse is an error naming the file and line, not
     // text on stderr; the chips are still read.
-    let broken: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(scratch.join("broken.json")).unwrap())
-            .unwrap();
-    let broken = broken["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["source"] == "lm_sensors")
-        .unwrap()
-        .clone();
-    let errs = broken["errors"].to_string();
-    assert!(
-        errs.contains("/etc/sensors3.conf: line 3"),
-        "the configuration error names the file and line: {errs}"
-    );
-    assert!(!broken["readings"].as_array().unwrap().is_empty());
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(scratch.join("lifeboat.json")).unwrap())
-            .unwrap();
-    let source = |name: &str| {
+    // One source of a `lifeboat sensors --json` output written in the namespace.
+    let source = |file: &str, name: &str| {
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(scratch.join(file)).unwrap()).unwrap();
         json["sources"]
             .as_array()
             .unwrap()
@@ -301,8 +285,15 @@ mount --bind "$OUT/broken.conf" /etc/sensors3.conf
             .unwrap()
             .clone()
     };
-    let lm = source("lm_sensors");
-    let hw = source("hwmon");
+    let broken = source("broken.json", "lm_sensors");
+    let errs = broken["errors"].to_string();
+    assert!(
+        errs.contains("/etc/sensors3.conf: line 3"),
+        "the configuration error names the file and line: {errs}"
+    );
+    assert!(!broken["readings"].as_array().unwrap().is_empty());
+    let lm = source("lifeboat.json", "lm_sensors");
+    let hw = source("lifeboat.json", "hwmon");
     let readings = |s: &serde_json::Value| s["readings"].as_array().unwrap().clone();
     let find = |rs: &[serde_json::Value], chip: &str, sensor: &str, name: &str| {
         rs.iter()
