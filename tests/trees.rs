@@ -240,6 +240,22 @@ fn reference_and_restarted(
     )
 }
 
+/// [`reference_and_restarted`] for a Python script: `script` is written to `job.py` in
+/// `dir` and run by python3 with `args` after it.
+fn python_reference_and_restarted(
+    dir: &Path,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    scope: &[&str],
+    at: usize,
+) -> (String, String, String) {
+    std::fs::write(dir.join("job.py"), script).unwrap();
+    let argv: Vec<&std::ffi::OsStr> = std::iter::once("job.py".as_ref())
+        .chain(args.iter().copied())
+        .collect();
+    reference_and_restarted(dir, Path::new("python3"), &argv, scope, at)
+}
+
 /// Start `lifeboat run -- bash -c SCRIPT` in `dir`; returns the runner and bash's PID.
 fn run_job(dir: &Path, script: &str) -> (Child, u32) {
     let runner = Command::new(BIN)
@@ -795,9 +811,7 @@ print("ten more ticks", flush=True)
 fn interval_timer_with_a_pending_tick_keeps_firing() {
     setup();
     let dir = scratch("pending-tick");
-    std::fs::write(dir.join("tick.py"), PENDING_TICK).unwrap();
-    let (reference, got, _) =
-        reference_and_restarted(&dir, Path::new("python3"), &["tick.py".as_ref()], &[], 4);
+    let (reference, got, _) = python_reference_and_restarted(&dir, PENDING_TICK, &[], &[], 4);
     assert_eq!(got, reference);
 }
 
@@ -957,14 +971,7 @@ if __name__ == "__main__":
 fn python_multiprocessing_pool_kill_restart() {
     setup();
     let dir = scratch("pool");
-    std::fs::write(dir.join("pool.py"), POOL).unwrap();
-    let (reference, got, said) = reference_and_restarted(
-        &dir,
-        Path::new("python3"),
-        &["pool.py".as_ref()],
-        &["--tree"],
-        60,
-    );
+    let (reference, got, said) = python_reference_and_restarted(&dir, POOL, &[], &["--tree"], 60);
     assert!(said.contains("4 processes"), "{said}");
     assert_eq!(got, reference);
 }
@@ -999,14 +1006,8 @@ print("done", flush=True)
 fn unix_socketpairs_between_processes() {
     setup();
     let dir = scratch("socketpair");
-    std::fs::write(dir.join("sp.py"), SOCKETPAIRS).unwrap();
-    let (reference, got, said) = reference_and_restarted(
-        &dir,
-        Path::new("python3"),
-        &["sp.py".as_ref()],
-        &["--tree"],
-        30,
-    );
+    let (reference, got, said) =
+        python_reference_and_restarted(&dir, SOCKETPAIRS, &[], &["--tree"], 30);
     assert!(said.contains("2 processes"), "{said}");
     let inspect = lifeboat(&["inspect", dir.join("job.ctx").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&inspect.stdout).contains("paired with"));
@@ -1131,14 +1132,8 @@ fn inotify_watches_are_added_again() {
     let dir = scratch("inotify");
     let watched = dir.join("w");
     std::fs::create_dir_all(watched.join("sub")).unwrap();
-    std::fs::write(dir.join("ino.py"), INOTIFY).unwrap();
-    let (reference, got, _) = reference_and_restarted(
-        &dir,
-        Path::new("python3"),
-        &["ino.py".as_ref(), watched.as_os_str()],
-        &[],
-        15,
-    );
+    let (reference, got, _) =
+        python_reference_and_restarted(&dir, INOTIFY, &[watched.as_os_str()], &[], 15);
     let inspect = lifeboat(&["inspect", dir.join("job.ctx").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&inspect.stdout).contains("inotify"));
     assert_eq!(got, reference);
