@@ -1,8 +1,8 @@
 //! `lifeboat check`: probe each kernel feature the engine relies on, like `criu check`.
 
 use crate::procfs;
+use crate::ptrace::{self, Frozen};
 use crate::sys;
-use crate::tracee::{self, Frozen};
 use nix::unistd::Pid;
 use std::fs;
 use std::process::{Command, Stdio};
@@ -90,7 +90,7 @@ pub fn check() -> Vec<Feature> {
     let has = |n: &str| me.iter().any(|m| m.name.as_deref() == Some(n));
     add(
         "[vdso] with a syscall instruction",
-        tracee::find_syscall_insn(Pid::this(), &me).is_ok(),
+        ptrace::find_syscall_insn(Pid::this(), &me).is_ok(),
         "used to inject system calls".into(),
     );
     add(
@@ -142,8 +142,8 @@ pub fn check() -> Vec<Feature> {
                         true,
                         format!("froze PID {pid}"),
                     );
-                    let tid = frozen.threads()[0].tid;
-                    let x = sys::ptrace::get_xstate(tid);
+                    let t = &frozen.threads()[0].thread;
+                    let x = t.xstate();
                     add(
                         "PTRACE_GETREGSET NT_X86_XSTATE",
                         x.is_ok(),
@@ -152,7 +152,7 @@ pub fn check() -> Vec<Feature> {
                             |v| format!("{} bytes of XSAVE state", v.len()),
                         ),
                     );
-                    let r = sys::ptrace::rseq_config(tid);
+                    let r = t.rseq();
                     add(
                         "PTRACE_GET_RSEQ_CONFIGURATION",
                         r.is_ok(),
@@ -161,13 +161,13 @@ pub fn check() -> Vec<Feature> {
                             |r| format!("registered: {}", r.is_some()),
                         ),
                     );
-                    let s = sys::ptrace::peek_siginfo(tid, true);
+                    let s = t.pending(true);
                     add(
                         "PTRACE_PEEKSIGINFO",
                         s.is_ok(),
                         s.map_or_else(|e| e.to_string(), |v| format!("{} queued", v.len())),
                     );
-                    let m = sys::ptrace::get_sigmask(tid);
+                    let m = t.sigmask();
                     add(
                         "PTRACE_GETSIGMASK",
                         m.is_ok(),

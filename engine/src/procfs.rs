@@ -64,7 +64,7 @@ fn hex(path: &Path, s: &str) -> Result<u64, ProcError> {
 }
 
 /// One line of `/proc/PID/maps`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MapEntry {
     /// First address.
     pub start: u64,

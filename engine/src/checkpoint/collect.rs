@@ -1,0 +1,129 @@
+//! The state of one frozen process, in the order it is read.
+//!
+//! First the injection window: for each thread in turn, all signals are blocked (so none
+//! is delivered, and lost, on the way), system calls are injected through its `[vdso]`,
+//! and the thread gets its mask and its restart-adjusted registers back before the next
+//! one; the leader maps a scratch page for the results first and unmaps it last. Then
+//! everything `/proc` and ptrace can tell without the process's help.
+
+use super::{CheckpointError, inject};
+use crate::model::*;
+use crate::procfs;
+use crate::ptrace::{self, Frozen, Injector, Remote};
+use crate::state::{self, threads::Injected};
+
+/// What the injected calls found: per process, and per thread.
+struct Window {
+    brk: u64,
+    sigactions: Vec<SigAction>,
+    timers: Timers,
+    threads: Vec<Injected>,
+}
+
+/// Everything of one process but its page contents.
+pub(crate) fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
+    let pid = frozen.pid().as_raw();
+    let maps = procfs::maps(pid)?;
+    let ip = ptrace::find_syscall_insn(frozen.pid(), &maps)?;
+    let listed = procfs::timers(pid)?;
+    let window = injection_window(frozen, ip, &listed)?;
+    let mut threads = Vec::with_capacity(frozen.threads().len());
+    for (ft, injected) in frozen.threads().iter().zip(window.threads) {
+        threads.push(state::threads::dump(pid, ft, injected)?);
+    }
+    let leader = &frozen.threads()[0].thread;
+    let mut process = state::process::dump(pid, window.brk)?;
+    process.sigactions = window.sigactions;
+    process.shared_pending = state::signals::dump_shared_pending(leader)?;
+    process.stopped = frozen.group_stopped();
+    let (regions, shared_anon) = state::memory::dump(pid)?;
+    let (files, fds, locks) = state::files::dump(pid)?;
+    Ok(Image {
+        meta: state::process::meta(),
+        process,
+        threads,
+        regions,
+        files,
+        fds,
+        pagemap: Vec::new(),
+        shared_anon,
+        shared_files: Vec::new(),
+        locks,
+        timers: window.timers,
+    })
+}
+
+/// Run the injected reads in every thread, leader first.
+fn injection_window(
+    frozen: &Frozen,
+    ip: u64,
+    listed: &[PosixTimer],
+) -> Result<Window, CheckpointError> {
+    let pid = frozen.pid();
+    let mut window = Window {
+        brk: 0,
+        sigactions: Vec::new(),
+        timers: Timers::default(),
+        threads: Vec::new(),
+    };
+    let mut scratch = 0;
+    for (i, ft) in frozen.threads().iter().enumerate() {
+        let t = &ft.thread;
+        let mask = t.sigmask()?;
+        t.set_sigmask(u64::MAX)?;
+        let mut r = Remote::new(pid, Injector::new(t, ip)?);
+        r.set_scratch(scratch);
+        let outcome = (|| -> Result<Injected, CheckpointError> {
+            if i == 0 {
+                let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+                let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+                scratch = inject(
+                    &mut r,
+                    "mmap",
+                    libc::SYS_mmap,
+                    &[0, PAGE_SIZE, prot, flags, u64::MAX, 0],
+                )?;
+                r.set_scratch(scratch);
+                window.brk = state::process::dump_injected(&mut r)?;
+                window.sigactions = state::signals::dump_actions(&mut r)?;
+                window.timers = state::timers::dump(&mut r, listed)?;
+            }
+            let (clear_child_tid, altstack) = state::threads::dump_injected(&mut r)?;
+            Ok(Injected {
+                sigmask: mask,
+                clear_child_tid,
+                altstack,
+            })
+        })();
+        // Put the thread back even if an injected call failed.
+        t.restore(&state::threads::restart_regs(&ft.regs, true), mask)?;
+        match outcome {
+            Ok(v) => window.threads.push(v),
+            Err(e) => {
+                if scratch != 0 && i > 0 {
+                    let _ = unmap_scratch(frozen, ip, scratch);
+                }
+                return Err(e);
+            }
+        }
+    }
+    unmap_scratch(frozen, ip, scratch)?;
+    Ok(window)
+}
+
+/// Unmap the scratch page, from the leader, and put the leader back as it was.
+fn unmap_scratch(frozen: &Frozen, ip: u64, scratch: u64) -> Result<(), CheckpointError> {
+    let ft = &frozen.threads()[0];
+    let leader = &ft.thread;
+    let mask = leader.sigmask()?;
+    leader.set_sigmask(u64::MAX)?;
+    let mut inj = Injector::new(leader, ip)?;
+    let r = inj.call(libc::SYS_munmap, &[scratch, PAGE_SIZE]);
+    leader.restore(&state::threads::restart_regs(&ft.regs, true), mask)?;
+    r?.map_err(|source| CheckpointError::Inject {
+        pid: frozen.pid().as_raw(),
+        call: "munmap",
+        source,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,554 @@
+//! Restart: rebuild the processes of a context file.
+//!
+//! The order of the steps, and nothing else (each kind of state rebuilds itself in its
+//! file under `state/`):
+//! 1. Open and validate the image, verify every page checksum; decide credentials
+//!    (`state::creds`): restored only when the caller is root and the image file is owned
+//!    by root or by the UID it claims.
+//! 2. Prepare descriptors in the restarter, as the caller (permission checks apply): one
+//!    pipe, socket pair or memfd for what several processes share; every file opened and
+//!    its identity checked; mapped files; all lifted above every target number.
+//! 3. [`plan`]: the stub tree, nested as the processes were (pure); [`stubs`]: fork it
+//!    with clone3 `set_tid` (the original PIDs), wait until every stub reports ready,
+//!    seize them.
+//! 4. Per process, by injected system calls through the stub's `[vdso]`: address space
+//!    (`memory`, `pages`), late opens, epoll interest lists, locks, mm layout,
+//!    sigactions, threads, pending signals, timers, limits, credentials.
+//! 5. Every thread's registers, XSAVE area and mask last; then all detach, children first.
+//!
+//! Until step 5 completes, a guard kills every stub on any error: a failed restart leaves
+//! no half-built process behind (Architecture Invariant).
+
+pub(crate) mod plan;
+pub(crate) mod stubs;
+
+use crate::Progress;
+use crate::image::{self, ImageError};
+use crate::model::*;
+use crate::procfs::ProcError;
+use crate::ptrace::{After, Injector, Remote, Stopped, TraceError};
+use crate::state::{self, files::LateOpen, memory};
+use crate::sys;
+use crate::warning::Warning;
+use nix::errno::Errno;
+use nix::fcntl::{self, OFlag};
+use nix::sys::signal::{self, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// Failures of a restart. No process is left behind after any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum RestartError {
+    /// The image is unusable.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The original PID is taken.
+    #[error("PID {pid} is in use{holder}; restart with --no-restore-pid to get a new PID")]
+    PidInUse {
+        /// PID.
+        pid: i32,
+        /// Who holds it, as ` (by \`comm\`)`.
+        holder: String,
+    },
+    /// clone3 with set_tid was refused.
+    #[error(
+        "cannot create PID {pid}: {source} (restoring a PID needs CAP_CHECKPOINT_RESTORE; use --no-restore-pid)"
+    )]
+    SetTid {
+        /// PID.
+        pid: i32,
+        /// Cause.
+        source: Errno,
+    },
+    /// Creating the stub failed.
+    #[error("cannot create the restart process: {source}")]
+    Spawn {
+        /// Cause.
+        source: Errno,
+    },
+    /// The processes of the image do not form a tree that can be restored.
+    #[error("cannot restore the process tree: {what}")]
+    Tree {
+        /// What is wrong.
+        what: String,
+    },
+    /// The stub failed while setting itself up.
+    #[error("the restart process failed to {step}: {source}")]
+    Stub {
+        /// What it was doing.
+        step: &'static str,
+        /// Cause.
+        source: Errno,
+    },
+    /// A file the process had open cannot be opened.
+    #[error("PID {pid}: descriptor {fd}: cannot open {path}: {source}")]
+    OpenFile {
+        /// Process (its PID in the image).
+        pid: i32,
+        /// Descriptor in the process.
+        fd: i32,
+        /// Path.
+        path: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// A mapped file cannot be used.
+    #[error("PID {pid}: mapping at {start:#x}: {path}: {what}")]
+    MappedFile {
+        /// Process (its PID in the image).
+        pid: i32,
+        /// Address.
+        start: u64,
+        /// Path.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// The image's credentials may not be restored by this caller.
+    #[error(
+        "{path} is owned by UID {owner} but claims UID {claimed}; refusing to restore those credentials"
+    )]
+    Credentials {
+        /// Image.
+        path: PathBuf,
+        /// File owner.
+        owner: u32,
+        /// UID in the image.
+        claimed: u32,
+    },
+    /// The kernel's special mappings differ from the image's.
+    #[error(
+        "this kernel's {what} differs from the image's ({detail}); restart on the kernel that took the checkpoint"
+    )]
+    Vdso {
+        /// Which mapping.
+        what: &'static str,
+        /// Sizes or presence.
+        detail: String,
+    },
+    /// No free address range for temporary mappings.
+    #[error("no free address range of {size} bytes for the restorer's scratch memory")]
+    NoGap {
+        /// Size wanted.
+        size: u64,
+    },
+    /// An injected system call failed.
+    #[error("PID {pid}: injected {call} failed: {source}")]
+    Inject {
+        /// Process (its PID in the image).
+        pid: i32,
+        /// The call.
+        call: String,
+        /// errno.
+        source: Errno,
+    },
+    /// Writing restored memory failed.
+    #[error("PID {pid}: cannot write restored memory at {addr:#x}: {source}")]
+    WriteMemory {
+        /// Process (as the restarter sees it).
+        pid: i32,
+        /// Address.
+        addr: u64,
+        /// Cause.
+        source: Errno,
+    },
+    /// Reading page data failed (including a checksum mismatch).
+    #[error("{path}: cannot read page data: {source}")]
+    ReadPages {
+        /// Image.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Recreating one descriptor's object failed (a pipe, an eventfd, a socket...).
+    #[error("PID {pid}: descriptor {fd}: {op}: {source}")]
+    Descriptor {
+        /// Process (its PID in the image).
+        pid: i32,
+        /// Descriptor.
+        fd: i32,
+        /// What was being done.
+        op: &'static str,
+        /// Cause.
+        source: Errno,
+    },
+    /// Duplicating a descriptor of the restarter failed.
+    #[error("cannot duplicate {what}: {source}")]
+    Dup {
+        /// Which descriptor.
+        what: &'static str,
+        /// Cause.
+        source: io::Error,
+    },
+    /// A system call of the restarter itself failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// What failed.
+        op: String,
+        /// Cause.
+        source: Errno,
+    },
+    /// ptrace failed.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// /proc could not be read.
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+}
+
+/// How to restart.
+#[derive(Debug, Clone)]
+pub struct RestartOptions {
+    /// Recreate the original PID and TIDs (clone3 `set_tid`).
+    pub restore_pid: bool,
+    /// What the restored process does: run, stay stopped, or be killed.
+    pub after: After,
+}
+
+impl Default for RestartOptions {
+    fn default() -> Self {
+        RestartOptions {
+            restore_pid: true,
+            after: After::Run,
+        }
+    }
+}
+
+/// A restarted process.
+#[derive(Debug)]
+pub struct Restored {
+    /// Its PID (a child of the caller); the root of the tree for an image of several.
+    pub pid: Pid,
+    /// Every restored process, the root first.
+    pub pids: Vec<Pid>,
+    /// Things that were restored differently than they were (a reattached stream, a
+    /// changed file); each names the descriptor or path.
+    pub warnings: Vec<Warning>,
+}
+
+/// Restart the processes saved in `path`: one process, or a whole tree (a process with
+/// its descendants, a process group, a session), with their PIDs, parent links, groups
+/// and sessions, and the pipes and shared memory between them. The root of the image
+/// becomes a child of the caller.
+pub fn restart(
+    path: &Path,
+    opts: &RestartOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Restored, RestartError> {
+    let reader = image::Reader::open(path)?;
+    reader.verify_pages()?;
+    let imgs: Vec<&Image> = reader.images().collect();
+    let mut warnings = Vec::new();
+    let restore_creds = state::creds::restorable(path, &imgs)?;
+    // Processes remember each other's PIDs (a shell's job table, a parent's child list):
+    // a job restarted without its PIDs on the host gets them back inside a new PID
+    // namespace, beside whatever holds them outside.
+    let in_namespace = imgs.len() > 1 && !opts.restore_pid;
+    let set_pids = opts.restore_pid || in_namespace;
+
+    let prepared = prepare(&imgs, &mut warnings)?;
+    let (report_r, report_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(sys_err("pipe2"))?;
+    let report_w = lift(&report_w, prepared.first_free)?;
+    let mut plans = plan::stub_plans(
+        &imgs,
+        reader.zombies(),
+        set_pids,
+        &prepared.moves_of,
+        &prepared.keep_of,
+        prepared.first_free,
+        report_w.as_raw_fd(),
+        &mut warnings,
+    )?;
+    if opts.restore_pid {
+        for img in &imgs {
+            stubs::wait_for_zombie_reaped(img.process.pid);
+        }
+    }
+    if in_namespace {
+        plans = vec![plan::namespace_init(plans, prepared.first_free)?];
+    }
+    let report_fd = plans[0].report_fd;
+    let mut guard = stubs::spawn(&plans, imgs[0].process.pid, opts.restore_pid)?;
+    let root = guard.root();
+    let Opened {
+        holders,
+        late_of,
+        epolls_of,
+        map_fds,
+        shm_fds,
+        exe_fds,
+        keep_of,
+        ..
+    } = prepared;
+    drop(holders);
+    drop(report_w);
+    let pids = stubs::wait_ready(
+        root,
+        &report_r,
+        &imgs,
+        reader.zombies().len(),
+        set_pids,
+        in_namespace,
+        &mut guard,
+    )?;
+    let leaders = stubs::seize(&pids)?;
+
+    // Rebuild every process; none runs until all are rebuilt.
+    let map_fd_of = |path: &str, writable: bool| {
+        map_fds
+            .iter()
+            .find(|(p, w, _)| p == path && *w == writable)
+            .map(|(_, _, fd)| fd.as_raw_fd())
+    };
+    let shm_fd_of = |ino: u64| {
+        shm_fds
+            .iter()
+            .find(|(i, _)| *i == ino)
+            .map(|(_, fd)| fd.as_raw_fd())
+    };
+    let mut all_threads: Vec<(Stopped, Vec<Stopped>)> = Vec::with_capacity(imgs.len());
+    for (i, (img, leader)) in imgs.iter().zip(leaders).enumerate() {
+        let pid = pids[i];
+        let image_pid = img.process.pid;
+        let mut r = Remote::new(pid, Injector::new(&leader, 0)?);
+        memory::replace(&mut r, &leader, img, &map_fd_of, &shm_fd_of)?;
+        state::pages::restore(&r, img, &reader, i, path, progress)?;
+        memory::protect(&mut r, img)?;
+        // What the stub kept for the restorer: mapped files, shared memory, the report
+        // pipe (the same number in every stub) and the exe.
+        let exe = exe_fds[i].as_ref().map(|f| f.as_raw_fd());
+        let mut to_close: Vec<RawFd> = keep_of[i].clone();
+        to_close.push(report_fd);
+        for &fd in to_close.iter().filter(|&&fd| Some(fd) != exe) {
+            inject(&mut r, "close", libc::SYS_close, &[fd as u64])?;
+        }
+        state::files::late_opens(&mut r, image_pid, &late_of[i])?;
+        state::anon::restore_epoll_watches(&mut r, &epolls_of[i], &mut warnings)?;
+        state::locks::restore(&mut r, &img.locks, &mut warnings)?;
+        state::process::restore_mm(&mut r, &img.process.mm, exe, &mut warnings)?;
+        if let Some(fd) = exe {
+            inject(&mut r, "close", libc::SYS_close, &[fd as u64])?;
+        }
+        state::signals::restore_actions(&mut r, &img.process.sigactions)?;
+        let threads = state::threads::create(&mut r, img, set_pids)?;
+        guard.add(threads.iter().map(Stopped::tid));
+        let tids: Vec<Pid> = std::iter::once(leader.tid())
+            .chain(threads.iter().map(Stopped::tid))
+            .collect();
+        state::signals::restore_pending(&mut r, img, &tids)?;
+        state::timers::restore(&mut r, &img.timers, &mut warnings)?;
+        state::creds::restore_limits(pid, &img.process.rlimits, &mut warnings);
+        let every: Vec<&Stopped> = std::iter::once(&leader).chain(&threads).collect();
+        if restore_creds[i] {
+            state::creds::restore(&mut r, &every, &img.process.creds)?;
+        }
+        let scratch = r.scratch();
+        inject(
+            &mut r,
+            "munmap",
+            libc::SYS_munmap,
+            &[scratch, memory::SCRATCH],
+        )?;
+        state::threads::set_registers(img, &every)?;
+        all_threads.push((leader, threads));
+    }
+
+    if opts.after == After::Kill {
+        drop(all_threads);
+        drop(guard);
+        return Ok(Restored {
+            pid: root,
+            pids,
+            warnings,
+        });
+    }
+    // Children first, so no parent runs before its children exist as they were.
+    for (i, (img, (leader, threads))) in imgs.iter().zip(all_threads).enumerate().rev() {
+        if opts.after == After::Stop || img.process.stopped {
+            signal::kill(pids[i], Signal::SIGSTOP).map_err(sys_err("kill"))?;
+        }
+        leader.detach()?;
+        for t in threads {
+            t.detach()?;
+        }
+    }
+    guard.disarm();
+    Ok(Restored {
+        pid: root,
+        pids,
+        warnings,
+    })
+}
+
+/// Everything the restarter opens before it forks: per process the moves into place,
+/// files to open late, epoll lists; mapped files, shared memory and exe descriptors.
+struct Opened {
+    holders: Vec<OwnedFd>,
+    moves_of: Vec<Vec<(RawFd, RawFd, bool)>>,
+    late_of: Vec<Vec<LateOpen>>,
+    epolls_of: Vec<Vec<(RawFd, Vec<EpollWatch>)>>,
+    map_fds: Vec<(String, bool, OwnedFd)>,
+    shm_fds: Vec<(u64, OwnedFd)>,
+    exe_fds: Vec<Option<OwnedFd>>,
+    keep_of: Vec<Vec<RawFd>>,
+    first_free: RawFd,
+}
+
+/// Step 2: every descriptor of every process, opened as the caller and lifted above
+/// every target number (so the stubs can move them into place without clobbering).
+fn prepare(imgs: &[&Image], warnings: &mut Vec<Warning>) -> Result<Opened, RestartError> {
+    // Pipes, socket pairs and shared memory that several processes of the image hold:
+    // one each.
+    let pipes = state::pipes::shared_pipes(imgs)?;
+    let socks = state::sockets::socket_pairs(imgs)?;
+    let shm = memory::shared_memory(imgs)?;
+    let mut per_proc = Vec::with_capacity(imgs.len());
+    let mut opened_by: Vec<(i32, Vec<Option<OwnedFd>>)> = Vec::with_capacity(imgs.len());
+    for img in imgs {
+        let (prepared, opened) =
+            state::files::prepare_files(img, &pipes, &socks, &opened_by, warnings)?;
+        per_proc.push(prepared);
+        opened_by.push((img.process.pid, opened));
+    }
+    drop(opened_by);
+    drop(socks);
+    drop(pipes);
+    let first_free = imgs
+        .iter()
+        .flat_map(|img| img.fds.iter().map(|f| f.fd))
+        .max()
+        .unwrap_or(2)
+        .max(2)
+        + 1;
+    let mut holders: Vec<OwnedFd> = Vec::new();
+    let mut moves_of = Vec::with_capacity(imgs.len());
+    let mut late_of = Vec::with_capacity(imgs.len());
+    let mut epolls_of = Vec::with_capacity(imgs.len());
+    for (prepared, late, epolls) in per_proc {
+        epolls_of.push(epolls);
+        let mut moves = Vec::new();
+        for p in &prepared {
+            let high = lift(&p.fd, first_free)?;
+            moves.push((high.as_raw_fd(), p.target, p.cloexec));
+            holders.push(high);
+        }
+        moves_of.push(moves);
+        late_of.push(late);
+    }
+    // Files for mappings, one descriptor per distinct (path, writable).
+    let mut map_fds: Vec<(String, bool, OwnedFd)> = Vec::new();
+    let lifted = |fd: &OwnedFd| lift(fd, first_free);
+    for img in imgs {
+        memory::open_mapped_files(img, &mut map_fds, &lifted, warnings)?;
+    }
+    let shm_fds: Vec<(u64, OwnedFd)> = shm
+        .into_iter()
+        .map(|(ino, fd)| Ok((ino, lift(&fd, first_free)?)))
+        .collect::<Result<_, RestartError>>()?;
+    let root = sys::process::geteuid() == 0;
+    let exe_fds: Vec<Option<OwnedFd>> = imgs
+        .iter()
+        .map(|img| {
+            if root {
+                fcntl::open(
+                    img.process.exe.as_str(),
+                    OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok()
+                .map(|fd| lift(&fd, first_free))
+                .transpose()
+            } else {
+                Ok(None)
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    // What each process keeps for the restorer: its mapped files, shared memory and exe.
+    let keep_of: Vec<Vec<RawFd>> = imgs
+        .iter()
+        .zip(&exe_fds)
+        .map(|(img, exe)| {
+            let mut keep: Vec<RawFd> = img
+                .regions
+                .iter()
+                .filter_map(|r| match &r.kind {
+                    RegionKind::File { path, .. } => {
+                        let w = memory::writable_shared(r);
+                        map_fds
+                            .iter()
+                            .find(|(p, wr, _)| p == path && *wr == w)
+                            .map(|(_, _, fd)| fd.as_raw_fd())
+                    }
+                    _ => None,
+                })
+                .chain(img.shared_anon.iter().filter_map(|id| {
+                    shm_fds
+                        .iter()
+                        .find(|(ino, _)| *ino == id.ino)
+                        .map(|(_, fd)| fd.as_raw_fd())
+                }))
+                .chain(exe.as_ref().map(|f| f.as_raw_fd()))
+                .collect();
+            keep.sort_unstable();
+            keep.dedup();
+            keep
+        })
+        .collect();
+    Ok(Opened {
+        holders,
+        moves_of,
+        late_of,
+        epolls_of,
+        map_fds,
+        shm_fds,
+        exe_fds,
+        keep_of,
+        first_free,
+    })
+}
+
+/// A duplicate of `fd` at a number at least `first_free`, close-on-exec.
+fn lift(fd: &OwnedFd, first_free: RawFd) -> Result<OwnedFd, RestartError> {
+    sys::process::dup_above(fd.as_fd(), first_free).map_err(sys_err("F_DUPFD_CLOEXEC"))
+}
+
+/// An error of one of the restarter's own system calls.
+pub(crate) fn sys_err(op: impl Into<String>) -> impl FnOnce(Errno) -> RestartError {
+    let op = op.into();
+    move |source| RestartError::Sys { op, source }
+}
+
+/// A duplicate of one of the restarter's descriptors.
+pub(crate) fn dup(fd: &OwnedFd, what: &'static str) -> Result<OwnedFd, RestartError> {
+    fd.try_clone()
+        .map_err(|source| RestartError::Dup { what, source })
+}
+
+/// Run an injected system call in a stub; its failure names the call and the process.
+pub(crate) fn inject(
+    r: &mut Remote,
+    what: &str,
+    nr: libc::c_long,
+    args: &[u64],
+) -> Result<u64, RestartError> {
+    let pid = r.pid().as_raw();
+    r.call(nr, args)?.map_err(|source| RestartError::Inject {
+        pid,
+        call: what.to_owned(),
+        source,
+    })
+}
+
+/// Write `data` at `addr` in a stub.
+pub(crate) fn poke(r: &Remote, addr: u64, data: &[u8]) -> Result<(), RestartError> {
+    r.write(addr, data)
+        .map_err(|source| RestartError::WriteMemory {
+            pid: r.pid().as_raw(),
+            addr,
+            source,
+        })
+}

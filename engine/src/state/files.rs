@@ -1,0 +1,714 @@
+//! The descriptor table and the files behind it: regular files (by reference, or their
+//! content when deleted), directories, devices and terminals, descriptions shared between
+//! descriptors and between processes, and files under `/proc/PID` reopened inside the
+//! process. Pipes, sockets and anonymous inodes have files of their own; this one walks
+//! the table and hands each descriptor to its kind.
+
+use crate::checkpoint::CheckpointError;
+use crate::image::{
+    Ctx, ImageError, MAX_FD_NUMBER, MAX_FDS, wire::Dec, wire::Enc, wire::WireError,
+};
+use crate::model::*;
+use crate::procfs;
+use crate::ptrace::Remote;
+use crate::restart::{self, RestartError};
+use crate::state::{OptionalSection, anon, locks, pipes, sockets};
+use crate::sys;
+use crate::warning::{Warning, WarningKind};
+use nix::errno::Errno;
+use nix::fcntl::{self, FcntlArg, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+// ---------------------------------------------------------------------------------------
+// Checkpoint
+
+/// Identity of a file from its metadata.
+pub(crate) fn identity(md: &fs::Metadata) -> FileIdentity {
+    FileIdentity {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        mode: md.mode(),
+    }
+}
+
+/// Open files, the descriptor table, and the locks held through them.
+pub(crate) type Files = (Vec<OpenFile>, Vec<Fd>, Vec<FileLock>);
+
+/// The descriptor table of `pid`, sharing one [`OpenFile`] between descriptors that share
+/// an open file description (checked with kcmp), and the locks held through them.
+pub(crate) fn dump(pid: i32) -> Result<Files, CheckpointError> {
+    let p = Pid::from_raw(pid);
+    let mut files: Vec<OpenFile> = Vec::new();
+    let mut owners: Vec<(i32, u64, u64)> = Vec::new(); // (fd, dev, ino) of each file's first fd
+    let mut fds = Vec::new();
+    let mut locks = Vec::new();
+    let mut peeked_pipes: Vec<u64> = Vec::new();
+    let mut socket_tables = sockets::Tables::default();
+    for fd in procfs::numbered(pid, "fd")? {
+        let fd_err = |source: io::Error| CheckpointError::Fd { pid, fd, source };
+        let target = procfs::link(pid, &format!("fd/{fd}"))?;
+        let info = procfs::fdinfo(pid, fd)?;
+        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let md = fs::metadata(procfs::path(pid, &format!("fd/{fd}"))).map_err(fd_err)?;
+        let shared_with = owners.iter().position(|&(ofd, dev, ino)| {
+            dev == md.dev()
+                && ino == md.ino()
+                && sys::process::same_file(p, ofd, p, fd).unwrap_or(false)
+        });
+        if let Some(i) = shared_with {
+            fds.push(Fd {
+                fd,
+                cloexec,
+                file: i as u32,
+            });
+            continue;
+        }
+        let ft = md.file_type();
+        let unsupported = |what: String| CheckpointError::UnsupportedFd { pid, fd, what };
+        let kind = if let Some(rest) = target.strip_prefix("pipe:[") {
+            let ino: u64 = rest.trim_end_matches(']').parse().unwrap_or(md.ino());
+            pipes::dump_pipe(pid, fd, ino, flags, &mut peeked_pipes)?
+        } else if let Some(rest) = target.strip_prefix("socket:[") {
+            let ino: u64 = rest.trim_end_matches(']').parse().unwrap_or(md.ino());
+            socket_tables.dump(pid, fd, ino)?
+        } else if let Some(kind) = target.strip_prefix("anon_inode:") {
+            anon::dump(pid, fd, kind, &info.fields)
+                .ok_or_else(|| unsupported(format!("an anonymous inode ({target})")))??
+        } else if ft.is_file() {
+            let (path, deleted) = match target.strip_suffix(" (deleted)") {
+                Some(p) if md.nlink() == 0 => (p.to_owned(), true),
+                _ => (target.clone(), md.nlink() == 0),
+            };
+            let content = if deleted {
+                Some(fs::read(procfs::path(pid, &format!("fd/{fd}"))).map_err(fd_err)?)
+            } else {
+                None
+            };
+            FileKind::Regular {
+                path,
+                identity: identity(&md),
+                content,
+            }
+        } else if ft.is_dir() {
+            FileKind::Directory { path: target }
+        } else if ft.is_char_device() {
+            FileKind::Device {
+                path: target,
+                rdev: md.rdev(),
+            }
+        } else if ft.is_fifo() {
+            pipes::dump_fifo(pid, fd, target)?
+        } else {
+            return Err(unsupported(format!("`{target}`")));
+        };
+        // One descriptor per description: dups show the same locks.
+        locks.extend(locks::locks_in(fd, &info.fields));
+        owners.push((fd, md.dev(), md.ino()));
+        files.push(OpenFile {
+            flags,
+            pos: info.pos,
+            kind,
+        });
+        fds.push(Fd {
+            fd,
+            cloexec,
+            file: (files.len() - 1) as u32,
+        });
+    }
+    Ok((files, fds, locks))
+}
+
+/// Record which open file descriptions a process shares with an earlier one (inherited
+/// across fork), comparing candidates of the same kind and path with kcmp(2). Pipes need
+/// nothing here: restart gives every holder of a pipe end the same description.
+pub(crate) fn find_shared_files(images: &mut [Image]) {
+    let key = |f: &OpenFile| match &f.kind {
+        FileKind::Regular { path, .. }
+        | FileKind::Directory { path }
+        | FileKind::Device { path, .. }
+        | FileKind::Fifo { path, .. } => Some(path.clone()),
+        _ => None,
+    };
+    let first_fd = |img: &Image, file: usize| {
+        img.fds
+            .iter()
+            .find(|f| f.file as usize == file)
+            .map(|f| f.fd)
+    };
+    for i in 1..images.len() {
+        let (earlier, rest) = images.split_at_mut(i);
+        let me = &mut rest[0];
+        let my_pid = Pid::from_raw(me.process.pid);
+        for (fi, f) in me.files.iter().enumerate() {
+            let (Some(path), Some(fd)) = (key(f), first_fd(me, fi)) else {
+                continue;
+            };
+            let found = earlier.iter().find_map(|other| {
+                other.files.iter().enumerate().find_map(|(gi, g)| {
+                    let ofd = first_fd(other, gi)?;
+                    (key(g).as_deref() == Some(path.as_str())
+                        && std::mem::discriminant(&g.kind) == std::mem::discriminant(&f.kind)
+                        && sys::process::same_file(
+                            my_pid,
+                            fd,
+                            Pid::from_raw(other.process.pid),
+                            ofd,
+                        )
+                        .unwrap_or(false))
+                    .then_some(SharedFile {
+                        file: fi as u32,
+                        with_pid: other.process.pid,
+                        with_file: gi as u32,
+                    })
+                })
+            });
+            me.shared_files.extend(found);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Restart
+
+/// A descriptor prepared for the stub.
+pub(crate) struct Prepared {
+    pub fd: OwnedFd,
+    pub target: RawFd,
+    pub cloexec: bool,
+}
+
+/// A file to open inside the stub by injection (paths under `/proc/PID` of the process).
+pub(crate) struct LateOpen {
+    target: RawFd,
+    path: String,
+    flags: u32,
+    pos: i64,
+    cloexec: bool,
+}
+
+/// Flags worth passing to open(2) again: access mode and status flags, never creation.
+pub(crate) fn reopen_flags(flags: u32) -> OFlag {
+    let keep = libc::O_ACCMODE
+        | libc::O_APPEND
+        | libc::O_NONBLOCK
+        | libc::O_DIRECT
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_NOATIME
+        | libc::O_LARGEFILE
+        | libc::O_DIRECTORY
+        | libc::O_NOFOLLOW;
+    OFlag::from_bits_truncate((flags as i32) & keep) | OFlag::O_CLOEXEC
+}
+
+pub(crate) fn is_tty_path(path: &str) -> bool {
+    path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console"
+}
+
+/// A new descriptor for one of our own standard streams (0, 1, 2).
+pub(crate) fn dup_own(fd: RawFd) -> Result<OwnedFd, RestartError> {
+    let dup = match fd {
+        0 => io::stdin().as_fd().try_clone_to_owned(),
+        1 => io::stdout().as_fd().try_clone_to_owned(),
+        _ => io::stderr().as_fd().try_clone_to_owned(),
+    };
+    dup.map_err(|source| RestartError::Dup {
+        what: "one of our standard streams",
+        source,
+    })
+}
+
+/// Descriptors for the stub, files opened late by injection, and epoll interest lists to
+/// rebuild by injection `(epoll descriptor, watches)`.
+pub(crate) type PreparedFiles = (Vec<Prepared>, Vec<LateOpen>, Vec<(RawFd, Vec<EpollWatch>)>);
+
+/// Open every file description of `img` as the caller; descriptions it shares with an
+/// earlier process of the image are that process's, duplicated.
+pub(crate) fn prepare_files(
+    img: &Image,
+    pipes_of: &[(u64, OwnedFd, OwnedFd)],
+    socks: &[(u64, OwnedFd)],
+    earlier: &[(i32, Vec<Option<OwnedFd>>)],
+    warnings: &mut Vec<Warning>,
+) -> Result<(PreparedFiles, Vec<Option<OwnedFd>>), RestartError> {
+    let pid = img.process.pid;
+    let mut epolls = Vec::new();
+    let mut opened: Vec<Option<OwnedFd>> = (0..img.files.len()).map(|_| None).collect();
+    // Descriptions shared with an earlier process (inherited across fork) are the same
+    // description again, not a second open.
+    for sf in &img.shared_files {
+        let theirs = earlier
+            .iter()
+            .find(|(p, _)| *p == sf.with_pid)
+            .and_then(|(_, files)| files.get(sf.with_file as usize))
+            .and_then(Option::as_ref);
+        if let Some(fd) = theirs {
+            opened[sf.file as usize] = Some(restart::dup(fd, "a shared file")?);
+        }
+    }
+    let mut late = Vec::new();
+    let fds_of = |file: usize| {
+        img.fds
+            .iter()
+            .filter(move |f| f.file as usize == file)
+            .map(|f| f.fd)
+    };
+    let std_only = |file: usize| fds_of(file).all(|fd| (0..=2).contains(&fd));
+    let proc_prefix = format!("/proc/{pid}/");
+    for (i, f) in img.files.iter().enumerate() {
+        if opened[i].is_some() {
+            continue;
+        }
+        let first_fd = fds_of(i).next().unwrap_or(-1);
+        let open_err = |path: &str| {
+            let path = path.to_owned();
+            move |e: Errno| RestartError::OpenFile {
+                pid,
+                fd: first_fd,
+                path,
+                source: e.into(),
+            }
+        };
+        let warn = |kind| Warning::fd(pid, first_fd, kind);
+        let fd = match &f.kind {
+            FileKind::Regular { path, .. } if path.starts_with(&proc_prefix) => {
+                for fd in fds_of(i) {
+                    let cloexec = img.fds.iter().any(|x| x.fd == fd && x.cloexec);
+                    late.push(LateOpen {
+                        target: fd,
+                        path: path.clone(),
+                        flags: f.flags,
+                        pos: f.pos,
+                        cloexec,
+                    });
+                }
+                continue;
+            }
+            FileKind::Regular {
+                path,
+                content: Some(content),
+                ..
+            } => {
+                let fd = nix::sys::memfd::memfd_create(
+                    c"lifeboat-deleted",
+                    nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+                )
+                .map_err(open_err(path))?;
+                write_all(&fd, content).map_err(open_err(path))?;
+                warnings.push(warn(WarningKind::DeletedFileRestoredAnonymous {
+                    path: path.clone(),
+                }));
+                fd
+            }
+            FileKind::Regular {
+                path,
+                identity,
+                content: None,
+            } => {
+                let fd = fcntl::open(path.as_str(), reopen_flags(f.flags), Mode::empty())
+                    .map_err(open_err(path))?;
+                let md =
+                    fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
+                        RestartError::OpenFile {
+                            pid,
+                            fd: first_fd,
+                            path: path.clone(),
+                            source: e,
+                        }
+                    })?;
+                let now = crate::state::files::identity(&md);
+                if (now.dev, now.ino) != (identity.dev, identity.ino) {
+                    warnings.push(warn(WarningKind::FileReplaced { path: path.clone() }));
+                } else if now.size != identity.size || now.mtime_ns != identity.mtime_ns {
+                    warnings.push(warn(WarningKind::FileChanged {
+                        path: path.clone(),
+                        size_then: identity.size,
+                        size_now: now.size,
+                    }));
+                }
+                fd
+            }
+            FileKind::Directory { path } => fcntl::open(
+                path.as_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(open_err(path))?,
+            FileKind::Device { path, .. } if is_tty_path(path) && std_only(i) => dup_own(first_fd)?,
+            FileKind::Device { path, .. } => {
+                match fcntl::open(path.as_str(), reopen_flags(f.flags), Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(error) if is_tty_path(path) => {
+                        warnings.push(warn(WarningKind::TerminalGone {
+                            path: path.clone(),
+                            error,
+                        }));
+                        fcntl::open("/dev/null", reopen_flags(f.flags), Mode::empty())
+                            .map_err(open_err("/dev/null"))?
+                    }
+                    Err(e) => return Err(open_err(path)(e)),
+                }
+            }
+            FileKind::Pipe { .. } | FileKind::Fifo { .. } => {
+                pipes::open(pid, first_fd, f, std_only(i), pipes_of, warnings)?
+            }
+            FileKind::EventFd { .. }
+            | FileKind::TimerFd { .. }
+            | FileKind::SignalFd { .. }
+            | FileKind::Epoll { .. }
+            | FileKind::Inotify { .. } => {
+                anon::open(pid, first_fd, &f.kind, &mut epolls, warnings)?
+            }
+            FileKind::UnixPair { .. } | FileKind::TcpListen { .. } | FileKind::TcpClosed { .. } => {
+                sockets::open(pid, first_fd, &f.kind, socks, warnings)?
+            }
+        };
+        opened[i] = Some(fd);
+    }
+    // Status flags (O_NONBLOCK, O_APPEND) and offsets on the descriptions we created.
+    let mut out = Vec::new();
+    for (i, f) in img.files.iter().enumerate() {
+        let Some(fd) = &opened[i] else { continue };
+        let status =
+            OFlag::from_bits_truncate(f.flags as i32) & (OFlag::O_NONBLOCK | OFlag::O_APPEND);
+        if !matches!(&f.kind, FileKind::Device { path, .. } if is_tty_path(path))
+            && !matches!(f.kind, FileKind::Pipe { .. } if std_only(i))
+        {
+            let _ = fcntl::fcntl(fd.as_fd(), FcntlArg::F_SETFL(status));
+        }
+        if let FileKind::Regular { path, .. } = &f.kind {
+            nix::unistd::lseek(fd, f.pos, nix::unistd::Whence::SeekSet).map_err(|e| {
+                RestartError::OpenFile {
+                    pid,
+                    fd: fds_of(i).next().unwrap_or(-1),
+                    path: path.clone(),
+                    source: e.into(),
+                }
+            })?;
+        }
+        for fd_entry in img.fds.iter().filter(|x| x.file as usize == i) {
+            out.push(Prepared {
+                fd: restart::dup(fd, "a descriptor")?,
+                target: fd_entry.fd,
+                cloexec: fd_entry.cloexec,
+            });
+        }
+    }
+    Ok(((out, late, epolls), opened))
+}
+
+pub(crate) fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Open, inside the process, the files under its own `/proc/PID` (their new PID's).
+pub(crate) fn late_opens(
+    r: &mut Remote,
+    image_pid: i32,
+    late: &[LateOpen],
+) -> Result<(), RestartError> {
+    let old = format!("/proc/{image_pid}/");
+    let new = format!("/proc/{}/", r.pid());
+    let scratch = r.scratch();
+    for l in late {
+        let path =
+            CString::new(l.path.replacen(&old, &new, 1)).map_err(|_| RestartError::Descriptor {
+                pid: image_pid,
+                fd: l.target,
+                op: "a path with a NUL byte",
+                source: Errno::EINVAL,
+            })?;
+        restart::poke(r, scratch, path.as_bytes_with_nul())?;
+        let flags = reopen_flags(l.flags).bits() as u64;
+        let fd = restart::inject(
+            r,
+            &format!("open of {}", l.path),
+            libc::SYS_openat,
+            &[libc::AT_FDCWD as i64 as u64, scratch, flags, 0],
+        )?;
+        if fd != l.target as u64 {
+            let cloexec = if l.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            restart::inject(r, "dup3", libc::SYS_dup3, &[fd, l.target as u64, cloexec])?;
+            restart::inject(r, "close", libc::SYS_close, &[fd])?;
+        }
+        restart::inject(
+            r,
+            "lseek",
+            libc::SYS_lseek,
+            &[l.target as u64, l.pos as u64, 0],
+        )?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Section codecs: FILES, FDS, SHARED_FILES (optional)
+
+pub(crate) fn enc_identity(e: &mut Enc, id: &FileIdentity) {
+    e.u64(id.dev);
+    e.u64(id.ino);
+    e.u64(id.size);
+    e.i64(id.mtime_ns);
+    e.u32(id.mode);
+}
+
+pub(crate) fn dec_identity(d: &mut Dec<'_>) -> Result<FileIdentity, WireError> {
+    Ok(FileIdentity {
+        dev: d.u64()?,
+        ino: d.u64()?,
+        size: d.u64()?,
+        mtime_ns: d.i64()?,
+        mode: d.u32()?,
+    })
+}
+
+pub(crate) fn dec_path(d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<String, ImageError> {
+    let p = d.str().map_err(cx.wire())?;
+    if !p.starts_with('/') || p.contains('\0') {
+        return Err(cx.invalid(format!("path `{p}` is not absolute")));
+    }
+    Ok(p.to_owned())
+}
+
+pub(crate) fn enc_files(files: &[OpenFile]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u64(files.len() as u64);
+    for f in files {
+        e.u32(f.flags);
+        e.i64(f.pos);
+        match &f.kind {
+            FileKind::Regular {
+                path,
+                identity,
+                content,
+            } => {
+                e.u8(0);
+                e.str(path);
+                enc_identity(&mut e, identity);
+                e.bool(content.is_some());
+                if let Some(c) = content {
+                    e.bytes(c);
+                }
+            }
+            FileKind::Directory { path } => {
+                e.u8(1);
+                e.str(path);
+            }
+            FileKind::Device { path, rdev } => {
+                e.u8(2);
+                e.str(path);
+                e.u64(*rdev);
+            }
+            FileKind::Pipe { .. } | FileKind::Fifo { .. } => pipes::enc(&mut e, &f.kind),
+            FileKind::EventFd { .. }
+            | FileKind::TimerFd { .. }
+            | FileKind::SignalFd { .. }
+            | FileKind::Epoll { .. }
+            | FileKind::Inotify { .. } => anon::enc(&mut e, &f.kind),
+            FileKind::UnixPair { .. } | FileKind::TcpListen { .. } | FileKind::TcpClosed { .. } => {
+                sockets::enc(&mut e, &f.kind)
+            }
+        }
+    }
+    e.into_vec()
+}
+
+pub(crate) fn dec_files(data: &[u8], cx: &Ctx<'_>) -> Result<Vec<OpenFile>, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let n = d.count(MAX_FDS).map_err(&w)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let flags = d.u32().map_err(&w)?;
+        let pos = d.i64().map_err(&w)?;
+        let kind = match d.u8().map_err(&w)? {
+            0 => {
+                let path = dec_path(&mut d, cx)?;
+                let identity = dec_identity(&mut d).map_err(&w)?;
+                let content = if d.bool().map_err(&w)? {
+                    Some(d.bytes().map_err(&w)?.to_vec())
+                } else {
+                    None
+                };
+                FileKind::Regular {
+                    path,
+                    identity,
+                    content,
+                }
+            }
+            1 => FileKind::Directory {
+                path: dec_path(&mut d, cx)?,
+            },
+            2 => FileKind::Device {
+                path: dec_path(&mut d, cx)?,
+                rdev: d.u64().map_err(&w)?,
+            },
+            t @ (pipes::TAG_PIPE | pipes::TAG_FIFO) => pipes::dec(t, &mut d, cx)?,
+            t @ (anon::TAG_EVENTFD
+            | anon::TAG_TIMERFD
+            | anon::TAG_SIGNALFD
+            | anon::TAG_EPOLL
+            | anon::TAG_INOTIFY) => anon::dec(t, &mut d, cx)?,
+            t @ (sockets::TAG_UNIX_PAIR | sockets::TAG_TCP_LISTEN | sockets::TAG_TCP_CLOSED) => {
+                sockets::dec(t, &mut d, cx)?
+            }
+            k => return Err(cx.invalid(format!("unknown file kind {k}"))),
+        };
+        if pos < 0 {
+            return Err(cx.invalid(format!("file offset {pos} is negative")));
+        }
+        out.push(OpenFile { flags, pos, kind });
+    }
+    d.finish().map_err(&w)?;
+    Ok(out)
+}
+
+pub(crate) fn enc_fds(fds: &[Fd]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u64(fds.len() as u64);
+    for f in fds {
+        e.i32(f.fd);
+        e.bool(f.cloexec);
+        e.u32(f.file);
+    }
+    e.into_vec()
+}
+
+pub(crate) fn dec_fds(data: &[u8], files: usize, cx: &Ctx<'_>) -> Result<Vec<Fd>, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let n = d.count(MAX_FDS).map_err(&w)?;
+    let mut out: Vec<Fd> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let fd = Fd {
+            fd: d.i32().map_err(&w)?,
+            cloexec: d.bool().map_err(&w)?,
+            file: d.u32().map_err(&w)?,
+        };
+        if !(0..MAX_FD_NUMBER).contains(&fd.fd) || fd.file as usize >= files {
+            return Err(cx.invalid(format!(
+                "descriptor {} (file #{}) is out of range",
+                fd.fd, fd.file
+            )));
+        }
+        if out.iter().any(|f| f.fd == fd.fd) {
+            return Err(cx.invalid(format!("descriptor {} appears twice", fd.fd)));
+        }
+        out.push(fd);
+    }
+    d.finish().map_err(&w)?;
+    Ok(out)
+}
+
+/// The SHARED_FILES section.
+pub(crate) const SHARED_FILES: OptionalSection = OptionalSection {
+    kind: 0x8000_000A,
+    name: "SHARED_FILES",
+    encode: enc_shared_files,
+    decode: |data, image, earlier, cx| {
+        image.shared_files = dec_shared_files(data, image.files.len(), earlier, cx)?;
+        Ok(())
+    },
+};
+
+fn enc_shared_files(image: &Image) -> Option<Vec<u8>> {
+    if image.shared_files.is_empty() {
+        return None;
+    }
+    let mut e = Enc::new();
+    e.u64(image.shared_files.len() as u64);
+    for sf in &image.shared_files {
+        e.u32(sf.file);
+        e.i32(sf.with_pid);
+        e.u32(sf.with_file);
+    }
+    Some(e.into_vec())
+}
+
+fn dec_shared_files(
+    data: &[u8],
+    files: usize,
+    before: &[Image],
+    cx: &Ctx<'_>,
+) -> Result<Vec<SharedFile>, ImageError> {
+    let w = cx.wire();
+    let mut d = Dec::new(data);
+    let n = d.count(MAX_FDS).map_err(&w)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sf = SharedFile {
+            file: d.u32().map_err(&w)?,
+            with_pid: d.i32().map_err(&w)?,
+            with_file: d.u32().map_err(&w)?,
+        };
+        let Some(other) = before.iter().find(|i| i.process.pid == sf.with_pid) else {
+            return Err(cx.invalid(format!(
+                "shares a file with process {}, which is not earlier in the image",
+                sf.with_pid
+            )));
+        };
+        if sf.file as usize >= files || sf.with_file as usize >= other.files.len() {
+            return Err(cx.invalid("shared file index out of range"));
+        }
+        out.push(sf);
+    }
+    d.finish().map_err(&w)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopen_keeps_status_flags_and_never_creates() {
+        let check = |flags: i32, expected: OFlag| {
+            assert_eq!(
+                reopen_flags(flags as u32),
+                expected | OFlag::O_CLOEXEC,
+                "{flags:#o}"
+            );
+        };
+        check(libc::O_RDONLY, OFlag::O_RDONLY);
+        check(
+            libc::O_WRONLY | libc::O_APPEND,
+            OFlag::O_WRONLY | OFlag::O_APPEND,
+        );
+        check(
+            libc::O_RDWR | libc::O_NONBLOCK,
+            OFlag::O_RDWR | OFlag::O_NONBLOCK,
+        );
+        // Creation and truncation must never happen again on restart.
+        check(
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL,
+            OFlag::O_WRONLY,
+        );
+        check(libc::O_RDONLY | libc::O_DIRECTORY, OFlag::O_DIRECTORY);
+    }
+
+    #[test]
+    fn terminals_by_path() {
+        for tty in ["/dev/pts/3", "/dev/tty", "/dev/tty1", "/dev/console"] {
+            assert!(is_tty_path(tty), "{tty}");
+        }
+        for other in ["/dev/null", "/dev/ptmx", "/tmp/tty"] {
+            assert!(!is_tty_path(other), "{other}");
+        }
+    }
+}

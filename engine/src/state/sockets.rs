@@ -1,0 +1,589 @@
+//! Sockets: what the kernel says about a process's sockets (AF_UNIX through sock_diag
+//! netlink: type, state, peer, receive queue, `include/uapi/linux/unix_diag.h`; TCP
+//! through `/proc/PID/net/tcp{,6}`, `Documentation/networking/proc_net_tcp.rst`), the
+//! bytes queued on a socket (peeked through a duplicate of its descriptor), and their
+//! restart: unix socket pairs made again and refilled, listening TCP sockets bound and
+//! listening again, TCP connections restored unconnected.
+
+use crate::checkpoint::CheckpointError;
+use crate::image::{Ctx, ImageError, wire::Dec, wire::Enc};
+use crate::model::*;
+use crate::restart::{self, RestartError};
+use crate::sys;
+use crate::warning::{Warning, WarningKind};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket,
+};
+
+// ---------------------------------------------------------------------------------------
+// Checkpoint
+
+/// The socket tables of the node, read at the first socket of a process.
+#[derive(Debug, Default)]
+pub(crate) struct Tables {
+    unix: Option<HashMap<u64, UnixInfo>>,
+    tcp: Option<HashMap<u64, TcpInfo>>,
+}
+
+impl Tables {
+    /// What a socket descriptor is, for the kinds that can be restored: one end of an AF_UNIX
+    /// pair (with its queued data, peeked through a duplicate of the descriptor), a listening
+    /// TCP socket, or a TCP connection (restored closed).
+    pub(crate) fn dump(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        ino: u64,
+    ) -> Result<FileKind, CheckpointError> {
+        let unsupported = |what: String| CheckpointError::UnsupportedFd { pid, fd, what };
+        let (unix, tcp) = (&mut self.unix, &mut self.tcp);
+        if unix.is_none() {
+            *unix = Some(
+                unix_sockets()
+                    .map_err(|e| unsupported(format!("a socket (sock_diag failed: {e})")))?,
+            );
+        }
+        if let Some(info) = unix.as_ref().and_then(|m| m.get(&ino)).copied() {
+            let Some(peer) = info.peer.filter(|_| info.state == 1 && !info.named) else {
+                return Err(unsupported(format!(
+                    "a unix socket that is {} (only connected socket pairs are saved)",
+                    if info.state == 10 {
+                        "listening"
+                    } else if info.named {
+                        "bound to a name"
+                    } else {
+                        "not connected"
+                    }
+                )));
+            };
+            let dup = sys::process::pidfd_getfd(pid, fd).map_err(|e| {
+                unsupported(format!("a unix socket whose queue cannot be read ({e})"))
+            })?;
+            let queued = if info.sock_type == libc::SOCK_STREAM {
+                let data = peek_stream(&dup, info.rqueue as usize).map_err(|e| {
+                    unsupported(format!("a unix socket whose queue cannot be read ({e})"))
+                })?;
+                if data.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![data]
+                }
+            } else {
+                peek_datagrams(&dup, u32::MAX).map_err(|e| {
+                    unsupported(format!("a unix socket whose queue cannot be read ({e})"))
+                })?
+            };
+            return Ok(FileKind::UnixPair {
+                ino,
+                peer,
+                sock_type: info.sock_type,
+                queued,
+            });
+        }
+        if tcp.is_none() {
+            *tcp = Some(tcp_sockets(pid));
+        }
+        match tcp.as_ref().and_then(|m| m.get(&ino)) {
+            // TCP_LISTEN
+            Some(t) if t.state == 0x0A => Ok(FileKind::TcpListen {
+                addr: t.local,
+                backlog: t.backlog,
+            }),
+            Some(t) => Ok(FileKind::TcpClosed {
+                v6: t.local.is_ipv6(),
+            }),
+            None => Err(unsupported(format!(
+                "a socket of a kind this version cannot save (socket:[{ino}]: not AF_UNIX, not TCP)"
+            ))),
+        }
+    }
+}
+
+/// A unix socket pair is saved only whole: both ends in the image.
+pub(crate) fn check_pairs_whole(images: &[Image]) -> Result<(), CheckpointError> {
+    let inos: Vec<u64> = images
+        .iter()
+        .flat_map(|i| i.files.iter())
+        .filter_map(|f| match f.kind {
+            FileKind::UnixPair { ino, .. } => Some(ino),
+            _ => None,
+        })
+        .collect();
+    for img in images {
+        for (i, f) in img.files.iter().enumerate() {
+            if let FileKind::UnixPair { peer, .. } = f.kind
+                && !inos.contains(&peer)
+            {
+                let fd = img
+                    .fds
+                    .iter()
+                    .find(|d| d.file as usize == i)
+                    .map_or(-1, |d| d.fd);
+                return Err(CheckpointError::UnsupportedFd {
+                    pid: img.process.pid,
+                    fd,
+                    what: "a unix socket connected to a process outside the checkpoint's scope (save the whole job with --tree, --pgid or --sid)".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An AF_UNIX socket as sock_diag reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UnixInfo {
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    pub sock_type: i32,
+    /// TCP-like state: 1 established (connected), 7 close, 10 listen.
+    pub state: u8,
+    /// Inode of the peer, if connected.
+    pub peer: Option<u64>,
+    /// Bytes (stream) or datagrams waiting to be read.
+    pub rqueue: u32,
+    /// Bound to a name (a path or an abstract name).
+    pub named: bool,
+}
+
+// Constants of include/uapi/linux/sock_diag.h, unix_diag.h and netlink.h.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_PEER: u32 = 0x04;
+const UDIAG_SHOW_RQLEN: u32 = 0x10;
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
+
+/// Every AF_UNIX socket of our network namespace, by inode.
+pub(crate) fn unix_sockets() -> Result<HashMap<u64, UnixInfo>, Errno> {
+    let nl = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
+    // nlmsghdr (16) + unix_diag_req (24)
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    req.push(libc::AF_UNIX as u8);
+    req.push(0); // protocol
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&0u32.to_ne_bytes()); // any inode
+    req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // no cookie
+    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    sendto(
+        nl.as_raw_fd(),
+        &req,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
+    let mut out = HashMap::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = recv(nl.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        let mut msgs = &buf[..n];
+        while msgs.len() >= 16 {
+            let len = u32::from_ne_bytes([msgs[0], msgs[1], msgs[2], msgs[3]]) as usize;
+            let ty = u16::from_ne_bytes([msgs[4], msgs[5]]);
+            if len < 16 || len > msgs.len() {
+                return Err(Errno::EBADMSG);
+            }
+            match ty {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let code = msgs
+                        .get(16..20)
+                        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                    return Err(Errno::from_raw(-code));
+                }
+                _ => {
+                    if let Some((ino, info)) = parse_unix(&msgs[16..len]) {
+                        out.insert(ino, info);
+                    }
+                }
+            }
+            msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
+        }
+    }
+}
+
+/// One unix_diag_msg with its attributes.
+fn parse_unix(m: &[u8]) -> Option<(u64, UnixInfo)> {
+    let sock_type = i32::from(*m.get(1)?);
+    let state = *m.get(2)?;
+    let ino = u64::from(u32::from_ne_bytes(m.get(4..8)?.try_into().ok()?));
+    let mut info = UnixInfo {
+        sock_type,
+        state,
+        peer: None,
+        rqueue: 0,
+        named: false,
+    };
+    let mut attrs = m.get(16..)?;
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let ty = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        let data = &attrs[4..len];
+        match ty {
+            UNIX_DIAG_PEER if data.len() >= 4 => {
+                let p = u32::from_ne_bytes(data[..4].try_into().ok()?);
+                info.peer = (p != 0).then_some(u64::from(p));
+            }
+            UNIX_DIAG_RQLEN if data.len() >= 4 => {
+                info.rqueue = u32::from_ne_bytes(data[..4].try_into().ok()?);
+            }
+            UNIX_DIAG_NAME => info.named = true,
+            _ => {}
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    Some((ino, info))
+}
+
+/// A TCP socket from `/proc/PID/net/tcp{,6}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TcpInfo {
+    /// Local address.
+    pub local: SocketAddr,
+    /// `st` column: 0x0A listen, 0x01 established, ...
+    pub state: u8,
+    /// For a listener, the `tx_queue` column: its accept backlog.
+    pub backlog: u32,
+}
+
+/// The TCP sockets of `pid`'s network namespace, by inode.
+pub(crate) fn tcp_sockets(pid: i32) -> HashMap<u64, TcpInfo> {
+    let mut out = HashMap::new();
+    for (file, v6) in [("tcp", false), ("tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(st), Some(queues), Some(ino)) =
+                (f.get(1), f.get(3), f.get(4), f.get(9))
+            else {
+                continue;
+            };
+            let (Some(local), Ok(state), Ok(ino)) = (
+                parse_addr(local, v6),
+                u8::from_str_radix(st, 16),
+                ino.parse::<u64>(),
+            ) else {
+                continue;
+            };
+            let backlog = queues
+                .split_once(':')
+                .and_then(|(tx, _)| u32::from_str_radix(tx, 16).ok())
+                .unwrap_or(0);
+            out.insert(
+                ino,
+                TcpInfo {
+                    local,
+                    state,
+                    backlog,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6), in the kernel's byte order:
+/// each 32-bit word as the host prints it.
+fn parse_addr(s: &str, v6: bool) -> Option<SocketAddr> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = if v6 {
+        let mut b = [0u8; 16];
+        for (i, chunk) in b.chunks_exact_mut(4).enumerate() {
+            let w = u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?;
+            chunk.copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(b))
+    } else {
+        let w = u32::from_str_radix(addr, 16).ok()?;
+        IpAddr::V4(Ipv4Addr::from(w.to_ne_bytes()))
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The bytes queued on a stream socket (peeked, not consumed).
+pub(crate) fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; len.max(1)];
+    let n = match recv(
+        fd.as_raw_fd(),
+        &mut buf,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(n) => n,
+        Err(Errno::EAGAIN) => 0,
+        Err(e) => return Err(e),
+    };
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Every datagram queued on a datagram or seqpacket socket (peeked with `SO_PEEK_OFF`,
+/// which is switched off again afterwards).
+pub(crate) fn peek_datagrams(fd: &OwnedFd, count: u32) -> Result<Vec<Vec<u8>>, Errno> {
+    let mut out = Vec::new();
+    if count == 0 {
+        return Ok(out);
+    }
+    sys::process::set_peek_offset(fd.as_fd(), 0)?;
+    let mut buf = vec![0u8; 1 << 17];
+    let result = (|| {
+        for _ in 0..count {
+            match recv(
+                fd.as_raw_fd(),
+                &mut buf,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(n) => out.push(buf[..n].to_vec()),
+                Err(Errno::EAGAIN) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })();
+    sys::process::set_peek_offset(fd.as_fd(), -1)?;
+    result.map(|()| out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Restart
+
+/// Both ends of every AF_UNIX socket pair of the image, created with socketpair(2) and
+/// refilled: what waited on one end is sent again from the other. Keyed by inode.
+pub(crate) fn socket_pairs(imgs: &[&Image]) -> Result<Vec<(u64, OwnedFd)>, RestartError> {
+    use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
+    let ends: Vec<(u64, u64, i32, &Vec<Vec<u8>>)> = imgs
+        .iter()
+        .flat_map(|img| img.files.iter())
+        .filter_map(|f| match &f.kind {
+            FileKind::UnixPair {
+                ino,
+                peer,
+                sock_type,
+                queued,
+            } => Some((*ino, *peer, *sock_type, queued)),
+            _ => None,
+        })
+        .collect();
+    let mut out: Vec<(u64, OwnedFd)> = Vec::new();
+    for &(ino, peer, ty, queued) in &ends {
+        if out.iter().any(|(i, _)| *i == ino) {
+            continue;
+        }
+        let Some(&(_, _, _, peer_queued)) = ends.iter().find(|e| e.0 == peer) else {
+            continue; // refused at checkpoint; prepare_files reports it
+        };
+        let ty = match ty {
+            libc::SOCK_DGRAM => SockType::Datagram,
+            libc::SOCK_SEQPACKET => SockType::SeqPacket,
+            _ => SockType::Stream,
+        };
+        let (a, b) = socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(restart::sys_err("socketpair"))?;
+        for (to_queue, via) in [(queued, &b), (peer_queued, &a)] {
+            for chunk in to_queue {
+                let mut rest = &chunk[..];
+                loop {
+                    let n = send(via.as_raw_fd(), rest, MsgFlags::MSG_DONTWAIT)
+                        .map_err(restart::sys_err("refilling a socket"))?;
+                    rest = &rest[n..];
+                    if rest.is_empty() || ty != SockType::Stream {
+                        break;
+                    }
+                }
+            }
+        }
+        out.push((ino, a));
+        out.push((peer, b));
+    }
+    Ok(out)
+}
+
+/// A TCP socket listening on `addr` again; the second value says why it could not be
+/// bound or listen, if so (the socket is then returned unbound).
+fn listen_again(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+) -> Result<(OwnedFd, Option<Errno>), RestartError> {
+    use nix::sys::socket::{Backlog, SockaddrStorage, bind, listen, setsockopt, sockopt};
+    let fd = tcp_socket(addr.is_ipv6())?;
+    let _ = setsockopt(&fd, sockopt::ReuseAddr, &true);
+    let sa = SockaddrStorage::from(addr);
+    if let Err(e) = bind(fd.as_raw_fd(), &sa) {
+        return Ok((fd, Some(e)));
+    }
+    let backlog =
+        Backlog::new(i32::try_from(backlog.max(1)).unwrap_or(128)).unwrap_or(Backlog::MAXCONN);
+    Ok(match listen(&fd, backlog) {
+        Ok(()) => (fd, None),
+        Err(e) => (fd, Some(e)),
+    })
+}
+
+fn tcp_socket(v6: bool) -> Result<OwnedFd, RestartError> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(restart::sys_err("socket"))
+}
+
+/// The descriptor for a socket of the image.
+pub(crate) fn open(
+    pid: i32,
+    first_fd: i32,
+    kind: &FileKind,
+    socks: &[(u64, OwnedFd)],
+    warnings: &mut Vec<Warning>,
+) -> Result<OwnedFd, RestartError> {
+    match kind {
+        FileKind::UnixPair { ino, .. } => {
+            let end = socks
+                .iter()
+                .find(|(i, _)| i == ino)
+                .ok_or(RestartError::Tree {
+                    what: format!("unix socket {ino} has no peer in the image"),
+                })?;
+            restart::dup(&end.1, "a socket")
+        }
+        FileKind::TcpListen { addr, backlog } => {
+            let (fd, problem) = listen_again(*addr, *backlog)?;
+            if let Some(error) = problem {
+                warnings.push(Warning::fd(
+                    pid,
+                    first_fd,
+                    WarningKind::ListenFailed { addr: *addr, error },
+                ));
+            }
+            Ok(fd)
+        }
+        FileKind::TcpClosed { v6 } => {
+            warnings.push(Warning::fd(pid, first_fd, WarningKind::TcpConnectionClosed));
+            tcp_socket(*v6)
+        }
+        _ => Err(RestartError::Tree {
+            what: format!("descriptor {first_fd} is not a socket"),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Codec (the UnixPair, TcpListen and TcpClosed kinds of a FILES record)
+
+/// Tags of socket kinds in FILES.
+pub(crate) const TAG_UNIX_PAIR: u8 = 9;
+pub(crate) const TAG_TCP_LISTEN: u8 = 10;
+pub(crate) const TAG_TCP_CLOSED: u8 = 11;
+
+/// Encode this kind (tag included) in a FILES record.
+pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
+    match kind {
+        FileKind::UnixPair {
+            ino,
+            peer,
+            sock_type,
+            queued,
+        } => {
+            e.u8(TAG_UNIX_PAIR);
+            e.u64(*ino);
+            e.u64(*peer);
+            e.i32(*sock_type);
+            e.u64(queued.len() as u64);
+            for q in queued {
+                e.bytes(q);
+            }
+        }
+        FileKind::TcpListen { addr, backlog } => {
+            e.u8(TAG_TCP_LISTEN);
+            let (v6, ip) = match addr.ip() {
+                std::net::IpAddr::V4(a) => (false, a.to_ipv6_mapped().octets()),
+                std::net::IpAddr::V6(a) => (true, a.octets()),
+            };
+            e.bool(v6);
+            e.bytes(&ip);
+            e.u32(u32::from(addr.port()));
+            e.u32(*backlog);
+        }
+        FileKind::TcpClosed { v6 } => {
+            e.u8(TAG_TCP_CLOSED);
+            e.bool(*v6);
+        }
+        _ => {}
+    }
+}
+
+/// Decode this kind after its tag.
+pub(crate) fn dec(tag: u8, d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<FileKind, ImageError> {
+    let w = cx.wire();
+    Ok(match tag {
+        TAG_UNIX_PAIR => {
+            let ino = d.u64().map_err(&w)?;
+            let peer = d.u64().map_err(&w)?;
+            let sock_type = d.i32().map_err(&w)?;
+            if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&sock_type) {
+                return Err(cx.invalid(format!("unix socket type {sock_type}")));
+            }
+            let n = d.count(1 << 20).map_err(&w)?;
+            let mut queued = Vec::with_capacity(n);
+            for _ in 0..n {
+                queued.push(d.bytes().map_err(&w)?.to_vec());
+            }
+            FileKind::UnixPair {
+                ino,
+                peer,
+                sock_type,
+                queued,
+            }
+        }
+        TAG_TCP_LISTEN => {
+            let v6 = d.bool().map_err(&w)?;
+            let raw = d.bytes().map_err(&w)?;
+            let ip: [u8; 16] = raw
+                .try_into()
+                .map_err(|_| cx.invalid("TCP address is not 16 bytes"))?;
+            let port = u16::try_from(d.u32().map_err(&w)?)
+                .map_err(|_| cx.invalid("TCP port out of range"))?;
+            let ip6 = std::net::Ipv6Addr::from(ip);
+            let ip = match (v6, ip6.to_ipv4_mapped()) {
+                (false, Some(v4)) => std::net::IpAddr::V4(v4),
+                (false, None) => return Err(cx.invalid("IPv4 address not v4-mapped")),
+                (true, _) => std::net::IpAddr::V6(ip6),
+            };
+            FileKind::TcpListen {
+                addr: std::net::SocketAddr::new(ip, port),
+                backlog: d.u32().map_err(&w)?,
+            }
+        }
+        TAG_TCP_CLOSED => FileKind::TcpClosed {
+            v6: d.bool().map_err(&w)?,
+        },
+        k => return Err(cx.invalid(format!("unknown file kind {k}"))),
+    })
+}
