@@ -73,7 +73,7 @@ pub(crate) fn dump(
             Some(mask) => Ok(FileKind::SignalFd { mask }),
             None => bad("sigmask"),
         },
-        "inotify" => inotify_watches(pid, fields).map(|watches| FileKind::Inotify { watches }),
+        "inotify" => inotify_watches(pid, fd, fields).map(|watches| FileKind::Inotify { watches }),
         "[eventpoll]" => {
             let mut watches = Vec::new();
             for (k, v) in fields {
@@ -111,6 +111,7 @@ pub(crate) fn dump(
 /// path to watch again.
 fn inotify_watches(
     pid: i32,
+    fd: i32,
     fields: &[(String, String)],
 ) -> Result<Vec<InotifyWatch>, CheckpointError> {
     let mut out = Vec::new();
@@ -123,8 +124,10 @@ fn inotify_watches(
                 .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
         };
         let hex = |key: &str| get(key).and_then(|x| u64::from_str_radix(x, 16).ok());
-        let bad = |what: &str| CheckpointError::Scope {
-            what: format!("PID {pid}: an inotify watch whose {what} cannot be read ({v})"),
+        let bad = |what: &str| CheckpointError::UnsupportedFd {
+            pid,
+            fd,
+            what: format!("an inotify instance with a watch whose {what} cannot be read ({v})"),
         };
         let wd = hex("wd").ok_or_else(|| bad("descriptor"))? as i32;
         let mask = hex("mask").ok_or_else(|| bad("mask"))? as u32;
