@@ -51,14 +51,18 @@
 //! build images; they follow the format rule above. Everything else of the engine is
 //! reached through the crate root.
 
+pub(crate) mod codec;
 pub mod container;
 pub mod wire;
+
+pub use codec::ImageError;
+use codec::MAX_META_SECTION;
+pub(crate) use codec::{Ctx, MAX_PROCESSES, MAX_THREADS};
 
 use crate::model::*;
 use crate::state;
 use container::{ContainerError, ImageReader, ImageWriter, SectionInfo};
-use std::path::{Path, PathBuf};
-use wire::WireError;
+use std::path::Path;
 
 /// Kinds of the sections every image has (the optional ones are listed with their codecs
 /// in `state::OPTIONAL_SECTIONS`).
@@ -98,92 +102,6 @@ pub mod kind {
             ZOMBIES => "ZOMBIES",
             super::container::END_KIND => "END",
             k => crate::state::optional_section(k).map_or("unknown", |s| s.name),
-        }
-    }
-}
-
-/// Highest user-space address on x86-64 with 5-level paging; anything above is invalid.
-pub(crate) const USER_TOP: u64 = 1 << 56;
-/// Largest metadata section read into memory (file contents of deleted files included).
-const MAX_META_SECTION: u64 = 1 << 30;
-/// Bounds on record counts, far above real processes, to stop tampered counts early.
-pub(crate) const MAX_THREADS: usize = 1 << 16;
-pub(crate) const MAX_REGIONS: u64 = 1 << 20;
-pub(crate) const MAX_FDS: u64 = 1 << 20;
-pub(crate) const MAX_FD_NUMBER: i32 = 1 << 20;
-/// Most processes one image may hold.
-pub(crate) const MAX_PROCESSES: usize = 1 << 15;
-
-/// Failures reading or writing an image.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    /// The container (file, header, checksums) is unusable.
-    #[error(transparent)]
-    Container(#[from] ContainerError),
-    /// A record could not be decoded.
-    #[error("{path}: {section} section is malformed: {source}")]
-    Decode {
-        /// Image file.
-        path: PathBuf,
-        /// Section name.
-        section: &'static str,
-        /// Cause.
-        source: WireError,
-    },
-    /// A record decoded but holds a value the engine refuses.
-    #[error("{path}: {section} section: {what}")]
-    Invalid {
-        /// Image file.
-        path: PathBuf,
-        /// Section name.
-        section: &'static str,
-        /// What is wrong.
-        what: String,
-    },
-    /// A required section is missing.
-    #[error("{path}: no {section} section (the image is incomplete)")]
-    Missing {
-        /// Image file.
-        path: PathBuf,
-        /// Section name.
-        section: &'static str,
-    },
-    /// The image uses a section this engine does not know.
-    #[error(
-        "{path}: section kind {kind:#x} is not known to this lifeboat (the image needs a newer version)"
-    )]
-    UnknownSection {
-        /// Image file.
-        path: PathBuf,
-        /// Kind.
-        kind: u32,
-    },
-}
-
-/// Where a record is being decoded, for error messages.
-#[derive(Debug)]
-pub(crate) struct Ctx<'a> {
-    /// Image file.
-    pub path: &'a Path,
-    /// Section name.
-    pub section: &'static str,
-}
-
-impl Ctx<'_> {
-    /// Map a wire error to [`ImageError::Decode`] for this section.
-    pub(crate) fn wire(&self) -> impl Fn(WireError) -> ImageError + '_ {
-        move |source| ImageError::Decode {
-            path: self.path.to_owned(),
-            section: self.section,
-            source,
-        }
-    }
-    /// An [`ImageError::Invalid`] for this section.
-    pub(crate) fn invalid(&self, what: impl Into<String>) -> ImageError {
-        ImageError::Invalid {
-            path: self.path.to_owned(),
-            section: self.section,
-            what: what.into(),
         }
     }
 }
@@ -557,6 +475,7 @@ impl Reader {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::path::PathBuf;
 
     fn sample() -> Image {
         let mut regs = Regs::default();

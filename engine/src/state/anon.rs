@@ -3,13 +3,14 @@
 //! fs/notify/fdinfo.c), created again in the restarter in their recorded state, and the
 //! epoll interest lists rebuilt inside the process once every descriptor is in place.
 
-use crate::checkpoint::CheckpointError;
-use crate::image::{Ctx, ImageError, MAX_FDS, wire::Dec, wire::Enc};
+use crate::checkpoint::error::CheckpointError;
+use crate::image::codec::{Ctx, ImageError, MAX_FDS};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::procfs;
 use crate::ptrace::Remote;
-use crate::restart::{self, RestartError};
-use crate::state::files::dec_path;
+use crate::restart::error::{self as restart, RestartError};
+use crate::state::common::dec_path;
 use crate::sys;
 use crate::warning::{Warning, WarningKind};
 use std::os::fd::{OwnedFd, RawFd};

@@ -3,11 +3,12 @@
 //! only when the caller is root and the image file belongs to root or to the UID it
 //! claims.
 
-use crate::image::{Ctx, ImageError, wire::Dec, wire::Enc};
+use crate::image::codec::{Ctx, ImageError};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::procfs::{self, ProcError};
 use crate::ptrace::{Injector, Remote, Stopped};
-use crate::restart::{self, RestartError};
+use crate::restart::error::{self as restart, RestartError};
 use crate::sys;
 use crate::warning::{Warning, WarningKind};
 use std::fs;

@@ -4,14 +4,16 @@
 //! process. Pipes, sockets and anonymous inodes have files of their own; this one walks
 //! the table and hands each descriptor to its kind.
 
-use crate::checkpoint::CheckpointError;
-use crate::image::{
-    Ctx, ImageError, MAX_FD_NUMBER, MAX_FDS, wire::Dec, wire::Enc, wire::WireError,
-};
+use crate::checkpoint::error::CheckpointError;
+use crate::image::codec::{Ctx, ImageError, MAX_FD_NUMBER, MAX_FDS};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::procfs;
 use crate::ptrace::Remote;
-use crate::restart::{self, RestartError};
+use crate::restart::error::{self as restart, RestartError};
+use crate::state::common::{
+    dec_identity, dec_path, dup_own, enc_identity, identity, is_tty_path, reopen_flags, write_all,
+};
 use crate::state::{OptionalSection, anon, locks, pipes, sockets};
 use crate::sys;
 use crate::warning::{Warning, WarningKind};
@@ -27,17 +29,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 // ---------------------------------------------------------------------------------------
 // Checkpoint
-
-/// Identity of a file from its metadata.
-pub(crate) fn identity(md: &fs::Metadata) -> FileIdentity {
-    FileIdentity {
-        dev: md.dev(),
-        ino: md.ino(),
-        size: md.size(),
-        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-        mode: md.mode(),
-    }
-}
 
 /// Open files, the descriptor table, and the locks held through them.
 pub(crate) type Files = (Vec<OpenFile>, Vec<Fd>, Vec<FileLock>);
@@ -195,38 +186,6 @@ pub(crate) struct LateOpen {
     cloexec: bool,
 }
 
-/// Flags worth passing to open(2) again: access mode and status flags, never creation.
-pub(crate) fn reopen_flags(flags: u32) -> OFlag {
-    let keep = libc::O_ACCMODE
-        | libc::O_APPEND
-        | libc::O_NONBLOCK
-        | libc::O_DIRECT
-        | libc::O_SYNC
-        | libc::O_DSYNC
-        | libc::O_NOATIME
-        | libc::O_LARGEFILE
-        | libc::O_DIRECTORY
-        | libc::O_NOFOLLOW;
-    OFlag::from_bits_truncate((flags as i32) & keep) | OFlag::O_CLOEXEC
-}
-
-pub(crate) fn is_tty_path(path: &str) -> bool {
-    path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console"
-}
-
-/// A new descriptor for one of our own standard streams (0, 1, 2).
-pub(crate) fn dup_own(fd: RawFd) -> Result<OwnedFd, RestartError> {
-    let dup = match fd {
-        0 => io::stdin().as_fd().try_clone_to_owned(),
-        1 => io::stdout().as_fd().try_clone_to_owned(),
-        _ => io::stderr().as_fd().try_clone_to_owned(),
-    };
-    dup.map_err(|source| RestartError::Dup {
-        what: "one of our standard streams",
-        source,
-    })
-}
-
 /// Descriptors for the stub, files opened late by injection, and epoll interest lists to
 /// rebuild by injection `(epoll descriptor, watches)`.
 pub(crate) type PreparedFiles = (Vec<Prepared>, Vec<LateOpen>, Vec<(RawFd, Vec<EpollWatch>)>);
@@ -325,7 +284,7 @@ pub(crate) fn prepare_files(
                             source: e,
                         }
                     })?;
-                let now = crate::state::files::identity(&md);
+                let now = crate::state::common::identity(&md);
                 if (now.dev, now.ino) != (identity.dev, identity.ino) {
                     warnings.push(warn(WarningKind::FileReplaced { path: path.clone() }));
                 } else if now.size != identity.size || now.mtime_ns != identity.mtime_ns {
@@ -406,17 +365,6 @@ pub(crate) fn prepare_files(
     Ok(((out, late, epolls), opened))
 }
 
-pub(crate) fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
-    while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Open, inside the process, the files under its own `/proc/PID` (their new PID's).
 pub(crate) fn late_opens(
     r: &mut Remote,
@@ -459,32 +407,6 @@ pub(crate) fn late_opens(
 
 // ---------------------------------------------------------------------------------------
 // Section codecs: FILES, FDS, SHARED_FILES (optional)
-
-pub(crate) fn enc_identity(e: &mut Enc, id: &FileIdentity) {
-    e.u64(id.dev);
-    e.u64(id.ino);
-    e.u64(id.size);
-    e.i64(id.mtime_ns);
-    e.u32(id.mode);
-}
-
-pub(crate) fn dec_identity(d: &mut Dec<'_>) -> Result<FileIdentity, WireError> {
-    Ok(FileIdentity {
-        dev: d.u64()?,
-        ino: d.u64()?,
-        size: d.u64()?,
-        mtime_ns: d.i64()?,
-        mode: d.u32()?,
-    })
-}
-
-pub(crate) fn dec_path(d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<String, ImageError> {
-    let p = d.str().map_err(cx.wire())?;
-    if !p.starts_with('/') || p.contains('\0') {
-        return Err(cx.invalid(format!("path `{p}` is not absolute")));
-    }
-    Ok(p.to_owned())
-}
 
 pub(crate) fn enc_files(files: &[OpenFile]) -> Vec<u8> {
     let mut e = Enc::new();
@@ -670,45 +592,4 @@ fn dec_shared_files(
     }
     d.finish().map_err(&w)?;
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reopen_keeps_status_flags_and_never_creates() {
-        let check = |flags: i32, expected: OFlag| {
-            assert_eq!(
-                reopen_flags(flags as u32),
-                expected | OFlag::O_CLOEXEC,
-                "{flags:#o}"
-            );
-        };
-        check(libc::O_RDONLY, OFlag::O_RDONLY);
-        check(
-            libc::O_WRONLY | libc::O_APPEND,
-            OFlag::O_WRONLY | OFlag::O_APPEND,
-        );
-        check(
-            libc::O_RDWR | libc::O_NONBLOCK,
-            OFlag::O_RDWR | OFlag::O_NONBLOCK,
-        );
-        // Creation and truncation must never happen again on restart.
-        check(
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL,
-            OFlag::O_WRONLY,
-        );
-        check(libc::O_RDONLY | libc::O_DIRECTORY, OFlag::O_DIRECTORY);
-    }
-
-    #[test]
-    fn terminals_by_path() {
-        for tty in ["/dev/pts/3", "/dev/tty", "/dev/tty1", "/dev/console"] {
-            assert!(is_tty_path(tty), "{tty}");
-        }
-        for other in ["/dev/null", "/dev/ptmx", "/tmp/tty"] {
-            assert!(!is_tty_path(other), "{other}");
-        }
-    }
 }

@@ -1,10 +1,11 @@
 //! File locks: flock(2), POSIX record locks and OFD locks, read from fdinfo and taken
 //! back inside the restored process (a POSIX lock belongs to the process that sets it).
 
-use crate::image::{Ctx, ImageError, MAX_FDS, wire::Dec, wire::Enc};
+use crate::image::codec::{Ctx, ImageError, MAX_FDS};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::ptrace::Remote;
-use crate::restart::{self, RestartError};
+use crate::restart::error::{self as restart, RestartError};
 use crate::state::OptionalSection;
 use crate::warning::{Warning, WarningKind};
 

@@ -3,14 +3,15 @@
 //! `[vvar_vclock]`/`[vsyscall]`), the files mapped, shared memory between processes of an
 //! image, and rebuilding a stub's address space. Page contents are `pages.rs`.
 
-use crate::checkpoint::CheckpointError;
-use crate::image::{Ctx, ImageError, MAX_REGIONS, USER_TOP, wire::Dec, wire::Enc};
+use crate::checkpoint::error::CheckpointError;
+use crate::image::codec::{Ctx, ImageError, MAX_REGIONS, USER_TOP};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::procfs::{self, MapEntry};
 use crate::ptrace::{self, Remote, Stopped};
-use crate::restart::{self, RestartError};
+use crate::restart::error::{self as restart, RestartError};
 use crate::state::OptionalSection;
-use crate::state::files::{dec_identity, dec_path, enc_identity, identity};
+use crate::state::common::{dec_identity, dec_path, enc_identity, identity};
 use crate::warning::{Warning, WarningKind};
 use nix::errno::Errno;
 use nix::fcntl::{self, OFlag};
@@ -207,7 +208,7 @@ pub(crate) fn open_mapped_files(
                 what: e.to_string(),
             }
         })?;
-        let now = crate::state::files::identity(&md);
+        let now = crate::state::common::identity(&md);
         if (now.dev, now.ino) != (identity.dev, identity.ino)
             || now.size != identity.size
             || now.mtime_ns != identity.mtime_ns

@@ -20,12 +20,14 @@
 //! | `sockets.rs` | unix socket pairs, listening TCP sockets, TCP connections |
 //! | `anon.rs` | anonymous inodes: eventfd, timerfd, signalfd, epoll, inotify |
 //! | `locks.rs` | flock, POSIX record and OFD locks |
+//! | `common.rs` | what several kinds of file share: identities, paths, reopen flags |
 //!
 //! A kind of state that an older reader may ignore is an optional section: its file
 //! defines an [`OptionalSection`] and one line in [`OPTIONAL_SECTIONS`] registers it (the
 //! image reader, writer and `inspect` find it there).
 
 pub(crate) mod anon;
+pub(crate) mod common;
 pub(crate) mod creds;
 pub(crate) mod files;
 pub(crate) mod locks;
@@ -38,7 +40,7 @@ pub(crate) mod sockets;
 pub(crate) mod threads;
 pub(crate) mod timers;
 
-use crate::image::{Ctx, ImageError};
+use crate::image::codec::{Ctx, ImageError};
 use crate::model::Image;
 
 /// An optional per-process section: a kind (bit 31 set) that a reader which does not

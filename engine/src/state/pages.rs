@@ -3,12 +3,14 @@
 //! a rebuilt address space. Regions themselves are `memory.rs`.
 
 use crate::Progress;
-use crate::checkpoint::CheckpointError;
-use crate::image::{self, Ctx, ImageError, wire::Dec, wire::Enc};
+use crate::checkpoint::error::CheckpointError;
+use crate::image::codec::{Ctx, ImageError};
+use crate::image::container::SectionRead;
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::procfs::{self, MapEntry, ProcError};
 use crate::ptrace::Remote;
-use crate::restart::{self, RestartError};
+use crate::restart::error::{self as restart, RestartError};
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
 use std::fs::File;
@@ -19,22 +21,18 @@ use std::path::Path;
 // ---------------------------------------------------------------------------------------
 // Checkpoint
 
-/// Write one process's sections and its pages into `writer`; returns the pages saved.
-pub(crate) fn write(
-    writer: &mut image::Writer,
-    image: &Image,
+/// Read the pages of `pid` that `plan_pages` chose into `out`; returns the runs saved
+/// and their page count (zero pages are dropped).
+pub(crate) fn save(
+    pid: i32,
+    regions: &[Region],
+    out: &mut dyn Write,
     path: &Path,
     progress: &mut dyn FnMut(Progress),
-) -> Result<u64, CheckpointError> {
-    let pid = image.process.pid;
+) -> Result<(Vec<PageRun>, u64), CheckpointError> {
     let maps = procfs::maps(pid)?;
-    let plan = plan_pages(pid, &image.regions, &maps)?;
-    writer.process(image)?;
-    let mut stream = writer.pages()?;
-    let (runs, n) = copy_pages(pid, &plan, &mut stream, path, progress)?;
-    stream.finish().map_err(ImageError::from)?;
-    writer.pagemap(&runs)?;
-    Ok(n)
+    let plan = plan_pages(pid, regions, &maps)?;
+    copy_pages(pid, &plan, out, path, progress)
 }
 
 /// `/proc/PID/pagemap` bits (Documentation/admin-guide/mm/pagemap.rst).
@@ -245,17 +243,16 @@ fn is_zero(page: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------
 // Restart
 
-/// Write process `index`'s saved pages into its rebuilt address space; reaching the end of
+/// Write a process's saved pages (its PAGES stream) into its rebuilt address space; reaching the end of
 /// the stream verifies the checksum of the whole page data.
 pub(crate) fn restore(
     r: &Remote,
     img: &Image,
-    reader: &image::Reader,
-    index: usize,
+    pages: Option<SectionRead>,
     path: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), RestartError> {
-    let Some(mut pages) = reader.pages_of(index)? else {
+    let Some(mut pages) = pages else {
         return Ok(());
     };
     let read_err = |source| RestartError::ReadPages {

@@ -2,12 +2,13 @@
 //! (`tee(2)`), and restart makes one pipe for every pipe whose ends are held inside the
 //! image, refilled, so every holder shares it again.
 
-use crate::checkpoint::CheckpointError;
-use crate::image::{Ctx, ImageError, wire::Dec, wire::Enc};
+use crate::checkpoint::error::CheckpointError;
+use crate::image::codec::{Ctx, ImageError};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::procfs;
-use crate::restart::{self, RestartError};
-use crate::state::files::{dec_path, dup_own, reopen_flags, write_all};
+use crate::restart::error::{self as restart, RestartError};
+use crate::state::common::{dec_path, dup_own, reopen_flags, write_all};
 use crate::sys;
 use crate::warning::{Warning, WarningKind};
 use nix::errno::Errno;

@@ -3,12 +3,13 @@
 //! provenance (META) and the zombies of a scope (ZOMBIES). Its parts that are kinds of
 //! their own (credentials, limits, signals) are encoded by their files, inside PROCESS.
 
-use crate::checkpoint::{CheckpointError, inject};
-use crate::image::{Ctx, ImageError, MAX_PROCESSES, wire::Dec, wire::Enc};
+use crate::checkpoint::error::{CheckpointError, inject};
+use crate::image::codec::{Ctx, ImageError, MAX_PROCESSES};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::procfs::{self, ProcError};
 use crate::ptrace::{Frozen, Remote};
-use crate::restart::{self, RestartError};
+use crate::restart::error::{self as restart, RestartError};
 use crate::state::{creds, signals};
 use crate::warning::{Warning, WarningKind};
 use std::os::fd::RawFd;

@@ -1,11 +1,12 @@
 //! Signals: dispositions (sigactions) and the signals queued for the whole process or one
 //! thread. Blocked masks are per thread (`threads.rs`); signalfds are anonymous inodes.
 
-use crate::checkpoint::{CheckpointError, inject, read_scratch, word};
-use crate::image::{Ctx, ImageError, wire::Dec, wire::Enc};
+use crate::checkpoint::error::{CheckpointError, inject, read_scratch, word};
+use crate::image::codec::{Ctx, ImageError};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::ptrace::{Remote, Stopped};
-use crate::restart::{self, RestartError};
+use crate::restart::error::{self as restart, RestartError};
 
 // ---------------------------------------------------------------------------------------
 // Checkpoint

@@ -5,10 +5,11 @@
 //! restart: unix socket pairs made again and refilled, listening TCP sockets bound and
 //! listening again, TCP connections restored unconnected.
 
-use crate::checkpoint::CheckpointError;
-use crate::image::{Ctx, ImageError, wire::Dec, wire::Enc};
+use crate::checkpoint::error::CheckpointError;
+use crate::image::codec::{Ctx, ImageError};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
-use crate::restart::{self, RestartError};
+use crate::restart::error::{self as restart, RestartError};
 use crate::sys;
 use crate::warning::{Warning, WarningKind};
 use std::collections::HashMap;

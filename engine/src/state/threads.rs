@@ -2,11 +2,12 @@
 //! signal mask, rseq and robust-list registrations, `clear_child_tid`, the alternate
 //! signal stack and the thread's name; creating the threads of a restored process.
 
-use crate::checkpoint::{CheckpointError, inject, read_scratch, word};
-use crate::image::{Ctx, ImageError, wire::Dec, wire::Enc};
+use crate::checkpoint::error::{CheckpointError, inject, read_scratch, word};
+use crate::image::codec::{Ctx, ImageError};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::ptrace::{self, FrozenThread, Injector, Remote, Stopped};
-use crate::restart::{self, RestartError};
+use crate::restart::error::{self as restart, RestartError};
 use crate::state::signals;
 use nix::errno::Errno;
 use nix::unistd::Pid;

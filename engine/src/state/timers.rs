@@ -1,11 +1,12 @@
 //! Timers: the three interval timers (setitimer/alarm) and POSIX timers (timer_create),
 //! read by injected calls and recreated with their IDs. Timerfds are anonymous inodes.
 
-use crate::checkpoint::{CheckpointError, inject, read_scratch, word};
-use crate::image::{Ctx, ImageError, wire::Dec, wire::Enc};
+use crate::checkpoint::error::{CheckpointError, inject, read_scratch, word};
+use crate::image::codec::{Ctx, ImageError};
+use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::ptrace::Remote;
-use crate::restart::{self, RestartError};
+use crate::restart::error::{self as restart, RestartError};
 use crate::state::OptionalSection;
 use crate::warning::{Warning, WarningKind};
 
