@@ -1,11 +1,22 @@
-//! Process-level calls nix lacks: the restart stub (clone3 with `set_tid`), robust futex
-//! lists, `kcmp`, `prlimit` on another process.
+//! Process-level calls: the restart stub (clone3 with `set_tid`, then only
+//! async-signal-safe calls on a plan made before the fork), robust futex lists, `kcmp`,
+//! `prlimit` on another process, descriptor duplication, pidfds, file handles.
+//!
+//! nix covers the stub's session, group, descriptor, directory, mask, personality, limit
+//! and signal-mask calls; raw calls remain for what it lacks (see `sys`'s header).
 
-use super::check;
+use super::{check, new_fd};
 use libc::{c_int, c_long, pid_t};
 use nix::errno::Errno;
-use nix::unistd::Pid;
-use std::os::fd::RawFd;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::personality::{self, Persona};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{Pid, chdir, close, getpid, pause, setpgid, setsid};
+// `sockopt_impl!` names its helper macro unqualified: both must be in scope.
+use nix::{setsockopt_impl, sockopt_impl};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// `KCMP_FILE` from `include/uapi/linux/kcmp.h`.
 const KCMP_FILE: c_int = 0;
@@ -147,36 +158,62 @@ pub fn spawn_stub(plan: &StubPlan) -> Result<Pid, Errno> {
     }
 }
 
+/// End this forked process now: `_exit(2)` (nix has no wrapper) runs none of the atexit
+/// handlers, destructors or stdio flushes that belong to the parent's copy of our memory.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe, reads no memory of ours and never returns; the
+    // stub needs none of the clean-up it skips.
+    unsafe { libc::_exit(code) }
+}
+
+/// Close every descriptor of this process numbered `first` or above (`close_range(2)`,
+/// which nix lacks). A stub never returns, so no `OwnedFd` in its copy of the parent's
+/// memory is ever dropped and closes a number twice.
+fn close_from(first: u32) {
+    // SAFETY: close_range takes plain integers and reads no memory of ours; it only closes
+    // descriptors of this process, and the stub uses none at or above `first` afterwards.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+}
+
+/// Run `f` on descriptor `fd` of this process, borrowed for the call only: the stub holds
+/// descriptors as numbers from its plan. Callers pass only open descriptors: the report
+/// pipe (never closed before a stub's last report) or a move target just created by dup2.
+fn with_fd<T>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> T) -> T {
+    // SAFETY: the borrow cannot outlive `f`; `fd` is open and not -1 (the callers above), and
+    // nothing closes it while `f` runs (a stub is one thread running only this code).
+    f(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
 /// Report `(pid, step, errno)` on the report pipe.
 fn report(fd: RawFd, pid: pid_t, step: u32, errno: i32) {
     let mut msg = [0u8; 12];
     msg[..4].copy_from_slice(&pid.to_ne_bytes());
     msg[4..8].copy_from_slice(&step.to_ne_bytes());
     msg[8..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: `msg` is 12 readable bytes (one atomic pipe write); a failed write only
-    // loses the report, and the restorer then times out.
-    unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
+    // 12 bytes are one atomic pipe write; a failed write only loses the report, and the
+    // restorer then times out.
+    let _ = with_fd(fd, |fd| nix::unistd::write(fd, &msg));
 }
 
 /// Body of the init of a restart's PID namespace, once its children exist: keep nothing
 /// open, reap every process that ends, and leave with the status of the first child (the
 /// root of the image), as 128+N if it was killed by signal N.
 fn namespace_init(plan: &StubPlan) -> ! {
-    // SAFETY: close_range only closes this process's descriptors (all of them).
-    unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+    close_from(0);
     let root = plan.children.first().and_then(|c| c.set_tid).unwrap_or(0);
     let mut code = 0;
     loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: waitpid writes one int to `status`, which is ours and alive.
+        let mut status: c_int = 0;
+        // SAFETY: waitpid writes one int to `status`, which is ours and alive across the
+        // call. (nix's waitpid cannot report a death by a real-time signal: its WaitStatus
+        // holds a `Signal`.)
         let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
         if pid < 0 {
             if Errno::last() == Errno::EINTR {
                 continue;
             }
             // ECHILD: everyone is gone.
-            // SAFETY: see `stub_main`'s `fail`.
-            unsafe { libc::_exit(code) }
+            exit_now(code);
         }
         if pid == root {
             code = if libc::WIFEXITED(status) {
@@ -192,53 +229,44 @@ fn namespace_init(plan: &StubPlan) -> ! {
 /// as the process did, without a core dump.
 fn become_zombie(plan: &StubPlan, me: pid_t, status: i32) -> ! {
     report(plan.report_fd, me, stub_step::READY, 0);
-    // SAFETY: close_range only closes this process's descriptors (all of them).
-    unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+    close_from(0);
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
-        let none = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `none` is a valid rlimit alive across the call: no core file.
-        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
-        // SAFETY: resetting one signal to its default action in this process.
+        // No core file.
+        let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+        // SAFETY: resetting one signal of this process to its default action installs no
+        // handler. (nix's `signal` is unsafe as well and takes a `Signal`, which cannot name
+        // a real-time signal.)
         unsafe { libc::signal(sig, libc::SIG_DFL) };
-        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises the set; sigprocmask then unblocks everything.
-        unsafe {
-            libc::sigemptyset(set.as_mut_ptr());
-        }
-        // SAFETY: `set` was initialised just above and lives across the call.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) };
-        // SAFETY: sending a signal to ourselves.
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        // SAFETY: kill takes plain integers; this sends `sig` to ourselves. (nix's `kill`
+        // takes a `Signal`, which cannot name a real-time signal.)
         unsafe { libc::kill(me, sig) };
     }
-    // SAFETY: see `stub_main`'s `fail`.
-    unsafe { libc::_exit(libc::WEXITSTATUS(status)) }
+    exit_now(libc::WEXITSTATUS(status))
 }
 
 /// Body of a stub. Never returns: it waits for the restorer or exits with 127.
+///
+/// Only async-signal-safe calls, and no allocation: every nix call here takes integers,
+/// a `BorrowedFd`, a `&[u8]` or a `&CStr` (whose `NixPath::with_nix_path` hands the string
+/// over as it is), and returns `Result<_, Errno>`.
 fn stub_main(plan: &StubPlan) -> ! {
-    // SAFETY: getpid is a plain system call (glibc no longer caches it).
-    let me = unsafe { libc::getpid() };
+    let me = getpid().as_raw();
     let fail = |step: u32, pid: pid_t| -> ! {
         report(plan.report_fd, pid, step, Errno::last_raw());
-        // SAFETY: _exit is async-signal-safe and ends this forked child without running
-        // the parent's atexit handlers or destructors.
-        unsafe { libc::_exit(127) }
+        exit_now(127)
     };
     // Session and group first: children inherit them.
-    let ret = match plan.session {
-        // SAFETY: setsid affects only this process, which leads no group yet.
-        StubSession::Leader => unsafe { libc::setsid() },
-        // SAFETY: setpgid on ourselves only changes our own process group.
-        StubSession::GroupLeader => unsafe { libc::setpgid(0, 0) },
-        // SAFETY: as above; the group's leader was created before us, in our session.
-        StubSession::Join(pgid) => unsafe { libc::setpgid(0, pgid) },
-        StubSession::Inherit => 0,
+    let us = Pid::from_raw(0);
+    let session = match plan.session {
+        StubSession::Leader => setsid().map(drop),
+        StubSession::GroupLeader => setpgid(us, us),
+        // The group's leader was created before us, in our session.
+        StubSession::Join(pgid) => setpgid(us, Pid::from_raw(pgid)),
+        StubSession::Inherit => Ok(()),
     };
-    if ret < 0 {
+    if session.is_err() {
         fail(stub_step::SESSION, me);
     }
     for child in &plan.children {
@@ -253,8 +281,8 @@ fn stub_main(plan: &StubPlan) -> ! {
                     _ => None,
                 };
                 if let Some(g) = pgid {
-                    // SAFETY: setpgid on our own child; failure (it did it already) is fine.
-                    unsafe { libc::setpgid(pid, g) };
+                    // Failure (the child did it already) is fine.
+                    let _ = setpgid(Pid::from_raw(pid), Pid::from_raw(g));
                 }
             }
             Err(_) => fail(stub_step::CHILD, child.set_tid.unwrap_or(0)),
@@ -267,12 +295,15 @@ fn stub_main(plan: &StubPlan) -> ! {
         become_zombie(plan, me, status);
     }
     for &(src, dst, cloexec) in &plan.moves {
-        // SAFETY: dup2 only manipulates this process's descriptor table.
+        // SAFETY: dup2 takes plain integers and only changes this process's descriptor
+        // table; `dst` is no descriptor the stub still uses (every target is below
+        // `first_free`; every source, kept descriptor and the report pipe is at or above
+        // it). nix's dup2 wants `dst` as an open `OwnedFd`, and its dup2_raw does not check
+        // for failure.
         if unsafe { libc::dup2(src, dst) } < 0 {
             fail(stub_step::DUP, me);
         }
-        // SAFETY: fcntl(F_SETFD) only changes the descriptor flag of `dst`, ours now.
-        if cloexec && unsafe { libc::fcntl(dst, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        if cloexec && with_fd(dst, |d| fcntl(d, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))).is_err() {
             fail(stub_step::DUP, me);
         }
     }
@@ -290,26 +321,23 @@ fn stub_main(plan: &StubPlan) -> ! {
         .unwrap_or(plan.first_free);
     for fd in 0..=top {
         if !is_target(fd) && !keeps(fd) {
-            // SAFETY: closing a descriptor of this process; EBADF for unused numbers is fine.
-            unsafe { libc::close(fd) };
+            // EBADF for unused numbers is fine.
+            let _ = close(fd);
         }
     }
-    // SAFETY: close_range only closes this process's descriptors above every one we keep.
-    unsafe { libc::syscall(libc::SYS_close_range, (top + 1) as u32, u32::MAX, 0u32) };
-    // SAFETY: `cwd` is a valid NUL-terminated string owned by our copy of `plan`.
-    if unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
+    // Above every descriptor we keep.
+    close_from((top + 1) as u32);
+    if chdir(plan.cwd.as_c_str()).is_err() {
         fail(stub_step::CHDIR, me);
     }
-    // SAFETY: umask only changes this process's creation mask.
-    unsafe { libc::umask(plan.umask as libc::mode_t) };
-    // SAFETY: personality only changes this process's execution domain flags.
-    if unsafe { libc::personality(plan.personality as libc::c_ulong) } < 0 {
+    umask(Mode::from_bits_retain(plan.umask));
+    if personality::set(Persona::from_bits_retain(plan.personality as c_int)).is_err() {
         fail(stub_step::PERSONALITY, me);
     }
     report(plan.report_fd, me, stub_step::READY, 0);
     loop {
-        // SAFETY: pause only waits for a signal; the restorer seizes us while we wait.
-        unsafe { libc::pause() };
+        // The restorer seizes us while we wait.
+        pause();
     }
 }
 
@@ -365,57 +393,45 @@ pub fn geteuid() -> u32 {
 }
 
 /// Duplicate `fd` to the lowest free number at least `min`, close-on-exec.
-pub fn dup_above(
-    fd: std::os::fd::BorrowedFd<'_>,
-    min: RawFd,
-) -> Result<std::os::fd::OwnedFd, Errno> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we borrow; it reads no memory of ours.
-    let raw = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
-    check(c_long::from(raw))?;
-    // SAFETY: `raw` is a descriptor the kernel just created for us and nobody else owns.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+pub fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd, Errno> {
+    new_fd(c_long::from(fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(min))?))
 }
 
-/// Bytes waiting to be read in a pipe or FIFO (`FIONREAD`).
-pub fn fionread(fd: std::os::fd::BorrowedFd<'_>) -> Result<usize, Errno> {
-    use std::os::fd::AsRawFd;
+/// Bytes waiting to be read in a pipe or FIFO (`FIONREAD`; nix has no wrapper).
+pub fn fionread(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
     let mut n: c_int = 0;
-    // SAFETY: FIONREAD writes one int to `n`, which is writable and alive across the call.
+    // SAFETY: FIONREAD writes one int to `n`, which is writable and alive across the call;
+    // `fd` is borrowed, so open.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut c_int) };
     check(c_long::from(ret))?;
     Ok(n.max(0) as usize)
 }
 
 /// A duplicate of descriptor `fd` of process `pid` (`pidfd_open` + `pidfd_getfd`, Linux
-/// 5.6): the same open file, so a socket's queue can be peeked from here.
-pub fn pidfd_getfd(pid: i32, fd: RawFd) -> Result<std::os::fd::OwnedFd, Errno> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: pidfd_open takes plain integers.
-    let pidfd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
-    // SAFETY: the kernel just created `pidfd` for us and nobody else owns it.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-    // SAFETY: pidfd_getfd takes plain integers and returns a new descriptor.
-    let dup = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
-    // SAFETY: a new descriptor the kernel just created for us.
-    Ok(unsafe { OwnedFd::from_raw_fd(dup as RawFd) })
+/// 5.6; nix has neither): the same open file, so a socket's queue can be peeked from here.
+pub fn pidfd_getfd(pid: i32, fd: RawFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes plain integers and reads no memory of ours.
+    let pidfd = new_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: pidfd_getfd takes plain integers (a pidfd we own, so open) and reads no memory
+    // of ours.
+    new_fd(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
 }
 
+// `SO_PEEK_OFF`, an int socket option nix does not define, declared with nix's own
+// generator, which makes `setsockopt` of it safe.
+sockopt_impl!(
+    /// `SO_PEEK_OFF`: where the next `MSG_PEEK` read of the queue starts.
+    PeekOffset,
+    SetOnly,
+    libc::SOL_SOCKET,
+    libc::SO_PEEK_OFF,
+    i32
+);
+
 /// `setsockopt(SO_PEEK_OFF)`: with an offset, MSG_PEEK reads advance through the queue;
-/// -1 switches it off (nix has no wrapper).
-pub fn set_peek_offset(fd: std::os::fd::BorrowedFd<'_>, offset: i32) -> Result<(), Errno> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `offset` is a readable int alive across the call, its size given exactly.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEEK_OFF,
-            (&offset as *const i32).cast(),
-            size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    check(c_long::from(ret)).map(drop)
+/// -1 switches it off.
+pub fn set_peek_offset(fd: BorrowedFd<'_>, offset: i32) -> Result<(), Errno> {
+    nix::sys::socket::setsockopt(&fd, PeekOffset, &offset)
 }
 
 /// The path of the file behind an exported file handle (`open_by_handle_at(2)` with
@@ -426,7 +442,6 @@ pub fn path_of_handle(
     handle_type: i32,
     handle: &[u8],
 ) -> Result<String, Errno> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let mount = nix::fcntl::open(
         mount_point,
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
@@ -438,19 +453,58 @@ pub fn path_of_handle(
     fh.extend_from_slice(&handle_type.to_ne_bytes());
     fh.extend_from_slice(handle);
     // SAFETY: `fh` is a complete struct file_handle (its size in its first field) alive
-    // across the call; the kernel only reads it.
-    let fd = unsafe {
+    // across the call, and the kernel only reads it; `mount` is ours, so open. (nix has no
+    // open_by_handle_at.)
+    let fd = new_fd(unsafe {
         libc::syscall(
             libc::SYS_open_by_handle_at,
             mount.as_raw_fd(),
             fh.as_ptr(),
             libc::O_PATH | libc::O_CLOEXEC,
         )
-    };
-    let fd = check(fd)?;
-    // SAFETY: a descriptor the kernel just created for us.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) };
+    })?;
     let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     Ok(link.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn descriptor_calls_on_our_own_files() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        nix::unistd::write(&w, b"hello").unwrap();
+        assert_eq!(fionread(r.as_fd()), Ok(5));
+
+        let high = dup_above(r.as_fd(), 100).unwrap();
+        assert!(high.as_raw_fd() >= 100, "{}", high.as_raw_fd());
+        let flags = fcntl(&high, FcntlArg::F_GETFD).unwrap();
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        let me = Pid::this();
+        assert_eq!(same_file(me, r.as_raw_fd(), me, high.as_raw_fd()), Ok(true));
+        assert_eq!(same_file(me, r.as_raw_fd(), me, w.as_raw_fd()), Ok(false));
+
+        let copy = pidfd_getfd(me.as_raw(), w.as_raw_fd()).unwrap();
+        assert_eq!(same_file(me, w.as_raw_fd(), me, copy.as_raw_fd()), Ok(true));
+        assert_eq!(pidfd_getfd(me.as_raw(), -1).err(), Some(Errno::EBADF));
+    }
+
+    #[test]
+    fn peek_offset_is_a_socket_option() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (a, _b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        assert_eq!(set_peek_offset(a.as_fd(), 0), Ok(()));
+        assert_eq!(set_peek_offset(a.as_fd(), -1), Ok(()));
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        assert_eq!(set_peek_offset(r.as_fd(), 0), Err(Errno::ENOTSOCK));
+    }
 }

@@ -12,8 +12,6 @@ const NT_X86_XSTATE: usize = 0x202;
 pub const XSTATE_MAX: usize = 16 * 1024;
 /// Size of one `siginfo_t` on x86-64.
 pub const SIGINFO_SIZE: usize = 128;
-/// `PTRACE_PEEKSIGINFO_SHARED`: read the process-wide queue instead of the thread's.
-const PEEKSIGINFO_SHARED: u32 = 1;
 
 /// Read the XSAVE area of a stopped tracee (FPU, SSE, AVX, AVX-512, PKRU ...).
 pub fn get_xstate(tid: Pid) -> Result<Vec<u8>, Errno> {
@@ -94,7 +92,12 @@ pub fn peek_siginfo(tid: Pid, shared: bool) -> Result<Vec<[u8; SIGINFO_SIZE]>, E
     loop {
         let args = libc::ptrace_peeksiginfo_args {
             off: out.len() as u64,
-            flags: if shared { PEEKSIGINFO_SHARED } else { 0 },
+            // PTRACE_PEEKSIGINFO_SHARED: the process-wide queue instead of the thread's.
+            flags: if shared {
+                libc::PTRACE_PEEKSIGINFO_SHARED
+            } else {
+                0
+            },
             nr: BATCH as i32,
         };
         let mut buf = [[0u8; SIGINFO_SIZE]; BATCH];
@@ -116,17 +119,6 @@ pub fn peek_siginfo(tid: Pid, shared: bool) -> Result<Vec<[u8; SIGINFO_SIZE]>, E
     }
 }
 
-/// `struct ptrace_rseq_configuration` from `include/uapi/linux/ptrace.h`.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct RseqConfiguration {
-    rseq_abi_pointer: u64,
-    rseq_abi_size: u32,
-    signature: u32,
-    flags: u32,
-    pad: u32,
-}
-
 /// A thread's rseq registration: area address, length and abort signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rseq {
@@ -140,15 +132,21 @@ pub struct Rseq {
 
 /// The rseq registration of a stopped tracee, or `None` when it has none.
 pub fn rseq_config(tid: Pid) -> Result<Option<Rseq>, Errno> {
-    let mut conf = RseqConfiguration::default();
+    let mut conf = libc::ptrace_rseq_configuration {
+        rseq_abi_pointer: 0,
+        rseq_abi_size: 0,
+        signature: 0,
+        flags: 0,
+        pad: 0,
+    };
     // SAFETY: `conf` is a writable `ptrace_rseq_configuration` alive across the call and its
     // size is what we pass; the kernel writes at most that many bytes.
     let ret = unsafe {
         libc::ptrace(
             libc::PTRACE_GET_RSEQ_CONFIGURATION,
             tid.as_raw(),
-            size_of::<RseqConfiguration>(),
-            &mut conf as *mut RseqConfiguration,
+            size_of::<libc::ptrace_rseq_configuration>(),
+            &mut conf as *mut libc::ptrace_rseq_configuration,
         )
     };
     check(ret)?;
