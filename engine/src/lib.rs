@@ -15,6 +15,7 @@
 
 mod check;
 mod checkpoint;
+mod fault;
 pub mod image;
 mod inspect;
 pub mod model;

@@ -23,6 +23,14 @@ pub struct Warning {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WarningKind {
+    /// Checkpoint: a thread had no way home had lifeboat died while system calls were
+    /// injected into it (it was not harmed: lifeboat did not die).
+    InjectionUnprotected {
+        /// The thread.
+        tid: i32,
+        /// Why.
+        why: String,
+    },
     /// Checkpoint: a zombie whose parent is outside the scope is not saved.
     ZombieOutsideScope {
         /// Its `comm`.
@@ -153,6 +161,10 @@ impl fmt::Display for Warning {
             }
         }
         match &self.kind {
+            K::InjectionUnprotected { tid, why } => write!(
+                f,
+                "thread {tid} would not have survived lifeboat dying during the checkpoint: {why}"
+            ),
             K::ZombieOutsideScope { comm } => write!(
                 f,
                 "a zombie (`{comm}`) whose parent is outside the scope; it is not saved"

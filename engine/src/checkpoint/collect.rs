@@ -1,16 +1,19 @@
 //! The state of one frozen process, in the order it is read.
 //!
-//! First the injection window: for each thread in turn, all signals are blocked (so none
-//! is delivered, and lost, on the way), system calls are injected through its `[vdso]`,
-//! and the thread gets its mask and its restart-adjusted registers back before the next
-//! one; the leader maps a scratch page for the results first and unmaps it last. Then
-//! everything `/proc` and ptrace can tell without the process's help.
+//! First the injection window: for each thread in turn, the thread is given its way home
+//! (`ptrace::lifeline`: if lifeboat dies now, the thread finishes the injected call and
+//! resumes as it was), all its signals are blocked (so none is delivered, and lost, on
+//! the way), system calls are injected through its `[vdso]`, and it gets its mask and its
+//! restart-adjusted registers back before the next one; the leader maps a scratch page
+//! for the results first and unmaps it last. Then everything `/proc` and ptrace can tell
+//! without the process's help.
 
 use super::{CheckpointError, inject};
 use crate::model::*;
 use crate::procfs;
-use crate::ptrace::{self, Frozen, Injector, Remote};
+use crate::ptrace::{self, Frozen, FrozenThread, Injector, Lifeline, Remote};
 use crate::state::{self, threads::Injected};
+use crate::warning::{Warning, WarningKind};
 
 /// What the injected calls found: per process, and per thread.
 struct Window {
@@ -21,12 +24,25 @@ struct Window {
 }
 
 /// Everything of one process but its page contents.
-pub(crate) fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
+pub(crate) fn collect(
+    frozen: &Frozen,
+    warnings: &mut Vec<Warning>,
+) -> Result<Image, CheckpointError> {
     let pid = frozen.pid().as_raw();
     let maps = procfs::maps(pid)?;
     let ip = ptrace::find_syscall_insn(frozen.pid(), &maps)?;
+    let line = ptrace::find_lifeline(frozen.pid(), &maps);
+    if let Err(why) = &line {
+        warnings.push(Warning::process(
+            pid,
+            WarningKind::InjectionUnprotected {
+                tid: pid,
+                why: why.clone(),
+            },
+        ));
+    }
     let listed = procfs::timers(pid)?;
-    let window = injection_window(frozen, ip, &listed)?;
+    let window = injection_window(frozen, ip, line.as_ref().ok(), &listed, warnings)?;
     let mut threads = Vec::with_capacity(frozen.threads().len());
     for (ft, injected) in frozen.threads().iter().zip(window.threads) {
         threads.push(state::threads::dump(pid, ft, injected)?);
@@ -57,7 +73,9 @@ pub(crate) fn collect(frozen: &Frozen) -> Result<Image, CheckpointError> {
 fn injection_window(
     frozen: &Frozen,
     ip: u64,
+    line: Option<&Lifeline>,
     listed: &[PosixTimer],
+    warnings: &mut Vec<Warning>,
 ) -> Result<Window, CheckpointError> {
     let pid = frozen.pid();
     let mut window = Window {
@@ -70,8 +88,10 @@ fn injection_window(
     for (i, ft) in frozen.threads().iter().enumerate() {
         let t = &ft.thread;
         let mask = t.sigmask()?;
+        let live = state::threads::restart_regs(&ft.regs, true);
+        let inj = armed(frozen, ft, ip, line, &live, mask, warnings)?;
         t.set_sigmask(u64::MAX)?;
-        let mut r = Remote::new(pid, Injector::new(t, ip)?);
+        let mut r = Remote::new(pid, inj);
         r.set_scratch(scratch);
         let outcome = (|| -> Result<Injected, CheckpointError> {
             if i == 0 {
@@ -95,31 +115,69 @@ fn injection_window(
                 altstack,
             })
         })();
-        // Put the thread back even if an injected call failed.
-        t.restore(&state::threads::restart_regs(&ft.regs, true), mask)?;
+        // Put the thread back even if an injected call failed: the mask first, so that a
+        // thread let go in between is still in the injected state and goes home by its
+        // frame with its own mask; then its registers; then the stack under the frame.
+        t.set_sigmask(mask)?;
+        t.set_regs(&live)?;
+        r.injector().disarm(pid);
         match outcome {
             Ok(v) => window.threads.push(v),
             Err(e) => {
                 if scratch != 0 && i > 0 {
-                    let _ = unmap_scratch(frozen, ip, scratch);
+                    let _ = unmap_scratch(frozen, ip, line, scratch);
                 }
                 return Err(e);
             }
         }
     }
-    unmap_scratch(frozen, ip, scratch)?;
+    unmap_scratch(frozen, ip, line, scratch)?;
     Ok(window)
 }
 
+/// An injector into `ft` with its way home armed, or a warning saying why it has none.
+fn armed(
+    frozen: &Frozen,
+    ft: &FrozenThread,
+    ip: u64,
+    line: Option<&Lifeline>,
+    live: &Regs,
+    mask: u64,
+    warnings: &mut Vec<Warning>,
+) -> Result<Injector, CheckpointError> {
+    let mut inj = Injector::new(&ft.thread, ip)?;
+    if let Some(line) = line {
+        let xstate = ft.thread.xstate()?;
+        if let Err(why) = inj.arm(frozen.pid(), line, live, mask, &xstate) {
+            warnings.push(Warning::process(
+                frozen.pid().as_raw(),
+                WarningKind::InjectionUnprotected {
+                    tid: ft.thread.tid().as_raw(),
+                    why,
+                },
+            ));
+        }
+    }
+    Ok(inj)
+}
+
 /// Unmap the scratch page, from the leader, and put the leader back as it was.
-fn unmap_scratch(frozen: &Frozen, ip: u64, scratch: u64) -> Result<(), CheckpointError> {
+fn unmap_scratch(
+    frozen: &Frozen,
+    ip: u64,
+    line: Option<&Lifeline>,
+    scratch: u64,
+) -> Result<(), CheckpointError> {
     let ft = &frozen.threads()[0];
     let leader = &ft.thread;
     let mask = leader.sigmask()?;
+    let live = state::threads::restart_regs(&ft.regs, true);
+    let mut inj = armed(frozen, ft, ip, line, &live, mask, &mut Vec::new())?;
     leader.set_sigmask(u64::MAX)?;
-    let mut inj = Injector::new(leader, ip)?;
     let r = inj.call(libc::SYS_munmap, &[scratch, PAGE_SIZE]);
-    leader.restore(&state::threads::restart_regs(&ft.regs, true), mask)?;
+    leader.set_sigmask(mask)?;
+    leader.set_regs(&live)?;
+    inj.disarm(frozen.pid());
     r?.map_err(|source| CheckpointError::Inject {
         pid: frozen.pid().as_raw(),
         call: "munmap",

@@ -94,7 +94,7 @@ pub fn checkpoint(
     let frozen_at = Instant::now();
     let mut images = Vec::with_capacity(frozen.len());
     for f in &frozen {
-        images.push(collect::collect(f)?);
+        images.push(collect::collect(f, &mut warnings)?);
     }
     state::files::find_shared_files(&mut images);
     state::sockets::check_pairs_whole(&images)?;

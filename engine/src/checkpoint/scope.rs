@@ -173,6 +173,7 @@ pub(crate) fn freeze_scope(pid: i32, scope: Scope) -> Result<FrozenScope, Checkp
             });
             match outcome {
                 Ok(f) => {
+                    crate::fault::point("seize");
                     frozen.push(f);
                     added = true;
                 }

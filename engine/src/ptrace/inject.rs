@@ -5,7 +5,9 @@
 //! [`Remote`] pairs an injector with a scratch area mapped in the target for arguments
 //! and results, read through `/proc/PID/mem` and written with `process_vm_writev`.
 
+use super::lifeline::{self, Lifeline};
 use super::{Stopped, TraceError, ptrace_err};
+use crate::model::Regs;
 use crate::procfs::{self, MapEntry};
 use libc::user_regs_struct;
 use nix::errno::Errno;
@@ -17,6 +19,19 @@ use std::fs::File;
 use std::io::IoSlice;
 use std::os::unix::fs::FileExt;
 
+/// The bytes of mapping `m` of `pid`.
+fn read_mapping(pid: Pid, m: &MapEntry) -> Result<Vec<u8>, procfs::ProcError> {
+    let path = procfs::path(pid.as_raw(), "mem");
+    let read = |source| procfs::ProcError::Read {
+        path: path.clone(),
+        source,
+    };
+    let mem = File::open(&path).map_err(read)?;
+    let mut buf = vec![0u8; (m.end - m.start) as usize];
+    mem.read_exact_at(&mut buf, m.start).map_err(read)?;
+    Ok(buf)
+}
+
 /// Find a `syscall` instruction (0f 05) in the `[vdso]` of `pid`.
 pub(crate) fn find_syscall_insn(pid: Pid, maps: &[MapEntry]) -> Result<u64, TraceError> {
     let none = || TraceError::NoSyscallInsn { pid: pid.as_raw() };
@@ -24,18 +39,7 @@ pub(crate) fn find_syscall_insn(pid: Pid, maps: &[MapEntry]) -> Result<u64, Trac
         .iter()
         .find(|m| m.name.as_deref() == Some("[vdso]"))
         .ok_or_else(none)?;
-    let mem = File::open(procfs::path(pid.as_raw(), "mem")).map_err(|source| {
-        procfs::ProcError::Read {
-            path: procfs::path(pid.as_raw(), "mem"),
-            source,
-        }
-    })?;
-    let mut buf = vec![0u8; (vdso.end - vdso.start) as usize];
-    mem.read_exact_at(&mut buf, vdso.start)
-        .map_err(|source| procfs::ProcError::Read {
-            path: procfs::path(pid.as_raw(), "mem"),
-            source,
-        })?;
+    let buf = read_mapping(pid, vdso)?;
     let at = buf
         .windows(2)
         .position(|w| w == [0x0f, 0x05])
@@ -43,11 +47,48 @@ pub(crate) fn find_syscall_insn(pid: Pid, maps: &[MapEntry]) -> Result<u64, Trac
     Ok(vdso.start + at as u64)
 }
 
+/// The way home of `pid`'s threads if the checkpointer dies during an injection (see
+/// [`lifeline`](super::lifeline)), or why there is none: a `[vdso]` `syscall` followed
+/// by `ret`, and `rt_sigreturn` code in the process's own executable mappings (its libc
+/// first).
+pub(crate) fn find_lifeline(pid: Pid, maps: &[MapEntry]) -> Result<Lifeline, String> {
+    let vdso = maps
+        .iter()
+        .find(|m| m.name.as_deref() == Some("[vdso]"))
+        .ok_or("it has no [vdso]")?;
+    let code = read_mapping(pid, vdso).map_err(|e| e.to_string())?;
+    let syscall =
+        lifeline::syscall_then_ret(&code).ok_or("its [vdso] has no `syscall` followed by `ret`")?;
+    let mut exec: Vec<&MapEntry> = maps
+        .iter()
+        .filter(|m| m.prot & libc::PROT_EXEC as u32 != 0 && m.name.as_deref() != Some("[vdso]"))
+        .filter(|m| m.name.as_deref().is_some_and(|n| !n.starts_with('[')))
+        .collect();
+    // libc first: every glibc and musl process has __restore_rt there.
+    exec.sort_by_key(|m| !m.name.as_deref().is_some_and(|n| n.contains("libc")));
+    for m in exec {
+        let Ok(code) = read_mapping(pid, m) else {
+            continue;
+        };
+        if let Some(at) = lifeline::find_sigreturn(&code) {
+            return Ok(Lifeline {
+                syscall: vdso.start + syscall as u64,
+                sigreturn: m.start + at as u64,
+            });
+        }
+    }
+    Err("its code has no `rt_sigreturn` sequence".into())
+}
+
 /// Runs system calls inside one stopped thread.
 #[derive(Debug)]
 pub(crate) struct Injector {
     tid: Pid,
     ip: u64,
+    /// Stack pointer of the injected state: 0, or the thread's way-home frame.
+    sp: u64,
+    /// Where the frame was written, and the bytes it covered.
+    armed: Option<(u64, Vec<u8>)>,
     base: user_regs_struct,
     /// Threads created by injected clone calls, in creation order.
     pub(crate) clones: Vec<Pid>,
@@ -63,9 +104,55 @@ impl Injector {
         Ok(Injector {
             tid,
             ip,
+            sp: 0,
+            armed: None,
             base,
             clones: Vec::new(),
         })
+    }
+
+    /// Give the thread a way home before anything is injected: if the tracer dies during
+    /// any later call, the thread finishes that call and resumes with `regs` (its
+    /// restart-adjusted registers), `mask` and `xstate`. Returns why it could not (the
+    /// stack below the thread's red zone cannot be written, or its XSAVE area is not in
+    /// the expected form); the injection then goes on unprotected.
+    pub(crate) fn arm(
+        &mut self,
+        pid: Pid,
+        line: &Lifeline,
+        regs: &Regs,
+        mask: u64,
+        xstate: &[u8],
+    ) -> Result<(), String> {
+        let frame = lifeline::frame(regs, mask, xstate, line.sigreturn)
+            .ok_or("its XSAVE area does not say its size")?;
+        let path = procfs::path(pid.as_raw(), "mem");
+        let mem = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut saved = vec![0u8; frame.bytes.len()];
+        mem.read_exact_at(&mut saved, frame.at)
+            .map_err(|e| format!("its stack at {:#x} cannot be read: {e}", frame.at))?;
+        mem.write_all_at(&frame.bytes, frame.at)
+            .map_err(|e| format!("its stack at {:#x} cannot be written: {e}", frame.at))?;
+        self.armed = Some((frame.at, saved));
+        self.sp = frame.sp;
+        self.ip = line.syscall;
+        Ok(())
+    }
+
+    /// Put back the stack bytes under the frame, once the thread has its own registers
+    /// again (best effort: they lie below its stack pointer, where nothing lives).
+    pub(crate) fn disarm(&mut self, pid: Pid) {
+        if let Some((at, saved)) = self.armed.take() {
+            let path = procfs::path(pid.as_raw(), "mem");
+            if let Ok(mem) = std::fs::OpenOptions::new().write(true).open(path) {
+                let _ = mem.write_all_at(&saved, at);
+            }
+        }
+        self.sp = 0;
     }
 
     /// Address of the `syscall` instruction used.
@@ -85,13 +172,14 @@ impl Injector {
         r.rip = self.ip;
         r.rax = nr as u64;
         r.orig_rax = u64::MAX;
-        r.rsp = 0;
+        r.rsp = self.sp;
         let a = |i: usize| args.get(i).copied().unwrap_or(0);
         (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (a(0), a(1), a(2), a(3), a(4), a(5));
         let tid = self.tid;
         ptrace::setregs(tid, r).map_err(ptrace_err("PTRACE_SETREGS", tid))?;
         ptrace::syscall(tid, None).map_err(ptrace_err("PTRACE_SYSCALL", tid))?;
         self.wait_syscall("syscall entry")?;
+        crate::fault::point("inject");
         ptrace::syscall(tid, None).map_err(ptrace_err("PTRACE_SYSCALL", tid))?;
         self.wait_syscall("syscall exit")?;
         let out = ptrace::getregs(tid).map_err(ptrace_err("PTRACE_GETREGS", tid))?;

@@ -11,10 +11,12 @@
 
 mod frozen;
 mod inject;
+mod lifeline;
 
 pub use frozen::After;
 pub(crate) use frozen::{Frozen, FrozenThread};
-pub(crate) use inject::{Injector, Remote, find_syscall_insn};
+pub(crate) use inject::{Injector, Remote, find_lifeline, find_syscall_insn};
+pub(crate) use lifeline::Lifeline;
 
 use crate::model::{Regs, Rseq, SIGINFO_SIZE, reg};
 use crate::procfs;
@@ -167,12 +169,6 @@ impl Stopped {
     /// Head and length of the robust futex list.
     pub(crate) fn robust_list(&self) -> Result<(u64, u64), TraceError> {
         sys::process::get_robust_list(self.tid).map_err(ptrace_err("get_robust_list", self.tid))
-    }
-
-    /// Set registers and mask together (how a thread is put back after injection).
-    pub(crate) fn restore(&self, regs: &Regs, mask: u64) -> Result<(), TraceError> {
-        self.set_regs(regs)?;
-        self.set_sigmask(mask)
     }
 
     /// Let the thread go.

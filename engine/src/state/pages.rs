@@ -197,6 +197,7 @@ fn copy_pages(
             off += len;
         }
         done += filled as u64;
+        crate::fault::point("pages");
         progress(Progress { done, total });
     }
     Ok((saved, saved_pages))
