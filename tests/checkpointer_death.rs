@@ -358,6 +358,7 @@ fn every_kill_point_leaves_the_job_running() {
         ],
     );
     threads.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -402,6 +403,7 @@ fn random_kills_over_hundreds_of_trials_leave_every_job_running() {
     for t in targets {
         t.finish();
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -465,4 +467,5 @@ fn killing_the_agent_mid_checkpoint_leaves_the_job_running() {
         job.assert_running(&format!("the agent killed at {at}"));
     }
     job.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -38,7 +38,10 @@
 //! which hashes (and optionally compresses) on the fly and patches the section header
 //! when the stream finishes. [`ImageWriter::commit`] appends END, fsyncs, renames into
 //! place and fsyncs the directory, so the final name only ever holds a complete image.
-//! A writer dropped without `commit` removes its temporary file.
+//! A writer dropped without `commit` removes its temporary file; a writer that was killed
+//! cannot, so creating a writer first sweeps the directory of abandoned partial files
+//! (their PID is gone, they begin with the magic or are empty, and nobody wrote them for
+//! a minute).
 //!
 //! # Reading
 //!

@@ -1,7 +1,7 @@
 //! Tests of the container: round trips, damage detection, atomic writes.
 #![allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
 
-use super::write::partial_paths;
+use super::write::{partial_paths, sweep_stale_partials};
 use super::*;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -809,4 +809,37 @@ fn messages_are_actionable() {
     );
     let io: io::Error = e.into();
     assert_eq!(io.kind(), io::ErrorKind::InvalidData);
+}
+
+#[test]
+fn abandoned_partial_files_are_swept() {
+    let dir = TestDir::new("sweep");
+    // A writer that died: a finished child's PID.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let image_bytes = {
+        let p = dir.path("real");
+        write_image(&p, &[(1, false, b"x".to_vec())]);
+        fs::read(&p).unwrap()
+    };
+    let put = |name: &str, bytes: &[u8]| {
+        let p = dir.path(name);
+        fs::write(&p, bytes).unwrap();
+        p
+    };
+    let stale = put(&format!(".a.partial.{dead}"), &image_bytes);
+    let empty = put(&format!(".b.partial.{dead}"), b"");
+    let not_ours = put(&format!(".c.partial.{dead}"), b"someone else's data");
+    let live = put(".d.partial.1", &image_bytes);
+    // Idle for "long enough" (0 s here), and a second pass with a long delay.
+    sweep_stale_partials(&dir.0, std::time::Duration::from_secs(3600));
+    assert!(
+        stale.exists() && empty.exists(),
+        "recent files are left alone"
+    );
+    sweep_stale_partials(&dir.0, std::time::Duration::ZERO);
+    assert!(!stale.exists() && !empty.exists(), "{:?}", dir.entries());
+    assert!(not_ours.exists(), "only lifeboat's partial files go");
+    assert!(live.exists(), "a live writer's file stays");
 }

@@ -43,6 +43,7 @@ impl ImageWriter {
                 source: io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"),
             });
         };
+        sweep_stale_partials(&dir, STALE_AFTER);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -253,6 +254,55 @@ impl Drop for ImageWriter {
 
 /// The directory of `final_path` and the temporary file beside it, or `None` if the
 /// path has no file name.
+/// How long a partial file must have been left alone before it counts as abandoned.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Remove the partial files of writers that died (a checkpointer killed mid-image leaves
+/// its `.NAME.partial.PID`, up to the size of the image): in `dir`, every such file whose
+/// PID is not a live process here, that holds nothing or begins with the image magic,
+/// and that nobody wrote for `stale_after` (a writer on another node that shares the
+/// directory is still writing). Best effort: failures are ignored.
+pub(super) fn sweep_stale_partials(dir: &Path, stale_after: std::time::Duration) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".partial."))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = e.path();
+        let Ok(md) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let idle = md
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|d| d >= stale_after);
+        if !md.is_file() || !idle {
+            continue;
+        }
+        let ours = md.len() == 0 || {
+            let mut head = [0u8; 8];
+            File::open(&path)
+                .and_then(|f| f.read_exact_at(&mut head, 0))
+                .is_ok_and(|()| head == MAGIC)
+        };
+        if ours {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
 pub(super) fn partial_paths(final_path: &Path, pid: u32) -> Option<(PathBuf, PathBuf)> {
     let file_name = final_path.file_name()?;
     let dir = match final_path.parent() {
