@@ -148,11 +148,38 @@ impl Frozen {
             After::Run if self.group_stopped => send(Signal::SIGSTOP)?,
             After::Run | After::Term => {}
         }
-        self.detach_all();
+        if after == After::Stop || self.group_stopped {
+            self.detach_all();
+        } else {
+            self.release_running();
+        }
         if after == After::Term {
             send(Signal::SIGTERM)?;
         }
         Ok(())
+    }
+
+    /// Let every thread run on. A thread frozen inside a system call the kernel restarts
+    /// is released inside it again ([`Stopped::step_into_syscall`]); if a signal came
+    /// meanwhile, it gets its frozen registers back and the signal with them, so that the
+    /// kernel's own restart rules apply (EINTR for `pause()`, a restart with SA_RESTART).
+    fn release_running(&mut self) {
+        for t in std::mem::take(&mut self.threads) {
+            if !super::in_restartable_syscall(&t.regs) {
+                let _ = t.thread.detach();
+                continue;
+            }
+            match t.thread.step_into_syscall() {
+                Ok(super::Entry::Signal(sig)) => {
+                    let _ = t.thread.set_regs(&t.regs);
+                    let _ = t.thread.detach_with(sig);
+                }
+                Ok(super::Entry::Gone) => {}
+                _ => {
+                    let _ = t.thread.detach();
+                }
+            }
+        }
     }
 
     fn detach_all(&mut self) {
@@ -168,8 +195,10 @@ impl Drop for Frozen {
         if !self.released {
             if self.group_stopped {
                 let _ = signal::kill(self.pid, Signal::SIGSTOP);
+                self.detach_all();
+            } else {
+                self.release_running();
             }
-            self.detach_all();
         }
     }
 }

@@ -175,6 +175,69 @@ impl Stopped {
     pub(crate) fn detach(self) -> Result<(), TraceError> {
         ptrace::detach(self.tid, None).map_err(ptrace_err("PTRACE_DETACH", self.tid))
     }
+
+    /// Let the thread go with signal `sig` delivered as it resumes.
+    pub(crate) fn detach_with(self, sig: i32) -> Result<(), TraceError> {
+        sys::ptrace::detach_with(self.tid, sig).map_err(ptrace_err("PTRACE_DETACH", self.tid))
+    }
+
+    /// Run the thread, whose `rip` is at a `syscall` instruction, until it is inside that
+    /// call (its syscall-entry stop), so that it is released *in* the call: a signal that
+    /// arrives afterwards interrupts the call as the kernel's restart rules say (EINTR,
+    /// or a restart with SA_RESTART), where one handled just before it would have been
+    /// followed by the call blocking again (a lost wakeup, in `pause()` for instance).
+    pub(crate) fn step_into_syscall(&self) -> Result<Entry, TraceError> {
+        ptrace::syscall(self.tid, None).map_err(ptrace_err("PTRACE_SYSCALL", self.tid))?;
+        loop {
+            let status = match sys::ptrace::wait_status(self.tid) {
+                Ok(s) => s,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => return Ok(Entry::Gone),
+                Err(source) => {
+                    return Err(TraceError::Ptrace {
+                        op: "waitpid",
+                        tid: self.tid.as_raw(),
+                        source,
+                    });
+                }
+            };
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                return Ok(Entry::Gone);
+            }
+            if !libc::WIFSTOPPED(status) {
+                continue;
+            }
+            let sig = libc::WSTOPSIG(status);
+            return Ok(if sig == libc::SIGTRAP | 0x80 {
+                Entry::Entered
+            } else if status >> 16 != 0 {
+                // A ptrace event (a group stop, an interrupt): nothing to deliver.
+                Entry::Stopped
+            } else {
+                Entry::Signal(sig)
+            });
+        }
+    }
+}
+
+/// Where [`Stopped::step_into_syscall`] left the thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// Inside the call, at its syscall-entry stop.
+    Entered,
+    /// In a signal-delivery stop before the call: the signal was pending.
+    Signal(i32),
+    /// In another ptrace stop.
+    Stopped,
+    /// Gone.
+    Gone,
+}
+
+/// Whether `regs` are those of a thread stopped inside a system call that the kernel
+/// will restart (`-ERESTARTSYS`, `-ERESTARTNOINTR`, `-ERESTARTNOHAND`,
+/// `-ERESTART_RESTARTBLOCK` in `rax`, the call in `orig_rax`).
+pub(crate) fn in_restartable_syscall(regs: &Regs) -> bool {
+    (regs.0[reg::ORIG_RAX] as i64) >= 0 && (-516..=-512).contains(&(regs.0[reg::RAX] as i64))
 }
 
 /// Seize a process (a restart stub waiting in `pause()`), interrupt it and wait for the

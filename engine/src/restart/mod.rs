@@ -212,9 +212,14 @@ pub fn restart(
         if opts.after == After::Stop || img.process.stopped {
             signal::kill(pids[i], Signal::SIGSTOP).map_err(sys_err("kill"))?;
         }
-        leader.detach()?;
-        for t in threads {
-            t.detach()?;
+        let stopped = opts.after == After::Stop || img.process.stopped;
+        let every = std::iter::once(leader).chain(threads).zip(&img.threads);
+        for (thread, t) in every {
+            if stopped {
+                thread.detach()?;
+            } else {
+                state::threads::release(thread, t, pids[i])?;
+            }
         }
     }
     guard.disarm();

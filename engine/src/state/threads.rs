@@ -212,20 +212,24 @@ fn thread_state(r: &mut Remote, t: &Thread) -> Result<(), RestartError> {
         )?;
     }
     let scratch = r.scratch();
+    // Always set, also to "none": the leader is a fork of the restarter and inherits its
+    // alternate stack (Rust's runtime installs one), which points into memory the restore
+    // unmapped; a handler with SA_ONSTACK (every CPython handler, Go's) would then have
+    // its frame built there and the process would die at its first signal.
     let alt = &t.altstack;
-    if alt.flags & libc::SS_DISABLE == 0 || alt.sp != 0 {
-        let flags = if alt.flags & libc::SS_DISABLE != 0 {
-            libc::SS_DISABLE
-        } else {
-            alt.flags & (1 << 31) /* SS_AUTODISARM */
-        };
-        let mut b = Vec::with_capacity(24);
-        b.extend_from_slice(&alt.sp.to_ne_bytes());
-        b.extend_from_slice(&(flags as u32 as u64).to_ne_bytes());
-        b.extend_from_slice(&alt.size.to_ne_bytes());
-        restart::poke(r, scratch, &b)?;
-        restart::inject(r, "sigaltstack", libc::SYS_sigaltstack, &[scratch, 0])?;
-    }
+    let disabled = alt.flags & libc::SS_DISABLE != 0;
+    let flags = if disabled {
+        libc::SS_DISABLE
+    } else {
+        alt.flags & (1 << 31) /* SS_AUTODISARM */
+    };
+    let (sp, size) = if disabled { (0, 0) } else { (alt.sp, alt.size) };
+    let mut b = Vec::with_capacity(24);
+    b.extend_from_slice(&sp.to_ne_bytes());
+    b.extend_from_slice(&(flags as u32 as u64).to_ne_bytes());
+    b.extend_from_slice(&size.to_ne_bytes());
+    restart::poke(r, scratch, &b)?;
+    restart::inject(r, "sigaltstack", libc::SYS_sigaltstack, &[scratch, 0])?;
     let mut name = t.comm.as_bytes().to_vec();
     name.truncate(15);
     name.push(0);
@@ -247,6 +251,34 @@ pub(crate) fn set_registers(img: &Image, threads: &[&Stopped]) -> Result<(), Res
         thread.set_sigmask(t.sigmask)?;
     }
     Ok(())
+}
+
+/// Let a rebuilt thread run. One that resumes at a `syscall` instruction (a call the
+/// checkpoint interrupted, issued again) is first stepped into the call with every signal
+/// blocked and gets its own mask only there: a signal sent to the job during the restart
+/// (kept pending: stubs are born with signals blocked) or right after then interrupts the
+/// call as the kernel's rules say, where one handled before the call was entered would
+/// be followed by the call blocking again.
+pub(crate) fn release(thread: Stopped, t: &Thread, pid: Pid) -> Result<(), RestartError> {
+    let at_syscall = std::fs::File::open(format!("/proc/{pid}/mem"))
+        .and_then(|mem| {
+            let mut insn = [0u8; 2];
+            std::os::unix::fs::FileExt::read_exact_at(&mem, &mut insn, t.regs.rip())?;
+            Ok(insn == [0x0f, 0x05])
+        })
+        .unwrap_or(false);
+    if at_syscall {
+        thread.set_sigmask(u64::MAX)?;
+        match thread.step_into_syscall()? {
+            ptrace::Entry::Gone => return Ok(()),
+            ptrace::Entry::Signal(sig) => {
+                thread.set_sigmask(t.sigmask)?;
+                return Ok(thread.detach_with(sig)?);
+            }
+            ptrace::Entry::Entered | ptrace::Entry::Stopped => thread.set_sigmask(t.sigmask)?,
+        }
+    }
+    Ok(thread.detach()?)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::personality::{self, Persona};
 use nix::sys::resource::{Resource, setrlimit};
-use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask, sigprocmask};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Pid, chdir, close, getpid, pause, setpgid, setsid};
 // `sockopt_impl!` names its helper macro unqualified: both must be in scope.
@@ -151,11 +151,20 @@ fn fork_with_pid(set_tid: Option<pid_t>, new_pid_ns: bool) -> Result<pid_t, Errn
 /// Every stub applies its plan, reports `READY` on the report pipe and then waits in
 /// `pause()` until the restorer seizes it with ptrace. Failures are reported on the same
 /// pipe; the failing stub exits with 127.
+///
+/// Stubs are born with every signal blocked (the restarter blocks them around the fork,
+/// so there is no instant where one could act): a signal sent to the job while it is
+/// being rebuilt stays pending, and is delivered to the restored handlers once the
+/// process runs, instead of killing a stub or being lost in a ptrace stop.
 pub fn spawn_stub(plan: &StubPlan) -> Result<Pid, Errno> {
-    match fork_with_pid(plan.set_tid, plan.namespace_init)? {
-        0 => stub_main(plan),
-        child => Ok(Pid::from_raw(child)),
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old))?;
+    let forked = fork_with_pid(plan.set_tid, plan.namespace_init);
+    if forked == Ok(0) {
+        stub_main(plan)
     }
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    forked.map(Pid::from_raw)
 }
 
 /// End this forked process now: `_exit(2)` (nix has no wrapper) runs none of the atexit

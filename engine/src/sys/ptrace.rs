@@ -156,3 +156,28 @@ pub fn rseq_config(tid: Pid) -> Result<Option<Rseq>, Errno> {
         sig: conf.signature,
     }))
 }
+
+/// Wait for a state change of traced thread `tid` (`waitpid` with `__WALL`), returning the
+/// raw status: nix's `WaitStatus` cannot name a stop or a death by a real-time signal.
+pub fn wait_status(tid: Pid) -> Result<i32, Errno> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes one int to `status`, which is ours and alive across the call.
+    let ret = unsafe { libc::waitpid(tid.as_raw(), &mut status, libc::__WALL) };
+    check(libc::c_long::from(ret))?;
+    Ok(status)
+}
+
+/// Detach from `tid`, delivering signal `sig` to it (0 for none) as it resumes; any signal
+/// number, real-time ones included (nix's `detach` takes only the classic ones).
+pub fn detach_with(tid: Pid, sig: i32) -> Result<(), Errno> {
+    // SAFETY: PTRACE_DETACH reads no memory of ours; the signal travels as the data word.
+    let ret = unsafe {
+        libc::ptrace(
+            libc::PTRACE_DETACH,
+            tid.as_raw(),
+            std::ptr::null_mut::<c_void>(),
+            sig as libc::c_long as *mut c_void,
+        )
+    };
+    check(ret).map(drop)
+}

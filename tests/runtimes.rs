@@ -1,0 +1,252 @@
+//! Real runtimes after a restart: the signals they handle still reach their handlers.
+//!
+//! Each program runs twice: once uninterrupted, once checkpointed with `--kill` at a
+//! point where it waits, restarted, and driven on by the same signals. Both runs write
+//! their stdout to a file (restored by reference, at its offset); the files must be
+//! byte-identical and the program must exit 0 through its own handler.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap();
+    assert_eq!(
+        euid, "0",
+        "these tests must run as root: they ptrace processes"
+    );
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("runtimes")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `tests/programs/NAME.c`, built into the target directory.
+fn build(name: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("rt-{name}"));
+    let status = Command::new("gcc")
+        .args(["-O2", "-pthread", "-Wall", "-Wextra", "-o"])
+        .arg(&out)
+        .arg(repo().join(format!("tests/programs/{name}.c")))
+        .status()
+        .expect("gcc is needed to build the test programs");
+    assert!(status.success(), "building {name}.c failed: {status}");
+    out
+}
+
+/// Wait until `file` holds a line `line`.
+fn wait_line(file: &Path, line: &str, child: &mut Child) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("ended ({status}) before printing {line:?}; it printed:\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {line:?} in {}; it printed:\n{text}\nits /proc status:\n{}",
+            file.display(),
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+                .filter(|s| s.contains(&format!("PPid:\t{}", child.id())) || s.contains("python3"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+}
+
+fn wait_exit(child: &mut Child, what: &str, pid: i32) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{what} ended with {status}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not end; its threads (tid, syscall, mask, pending):\n{}",
+            threads_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What each thread of `pid` is doing, for failure messages.
+fn threads_of(pid: i32) -> String {
+    let mut out = String::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = t.path();
+        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
+        let pick = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        out.push_str(&format!(
+            "{} {} {} {} {}\n",
+            t.file_name().to_string_lossy(),
+            std::fs::read_to_string(p.join("syscall"))
+                .unwrap_or_default()
+                .trim(),
+            pick("SigBlk"),
+            pick("SigPnd"),
+            pick("State"),
+        ));
+    }
+    out
+}
+
+/// A step of the protocol that drives a program: wait for a line, then send a signal.
+type Step = (&'static str, nix::sys::signal::Signal);
+
+/// Run `cmd` with stdout to `out`, driving it with `steps`; with `checkpoint_at`, the
+/// process is checkpointed with `--kill` when that line appears and restarted, and the
+/// rest of the protocol goes to the restarted process.
+fn drive(dir: &Path, name: &str, cmd: &mut Command, steps: &[Step], checkpoint_at: Option<&str>) {
+    let out = dir.join(format!("{name}.out"));
+    let file = std::fs::File::create(&out).unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut restarted: Option<Child> = None;
+    for (line, sig) in steps {
+        wait_line(&out, line, restarted.as_mut().unwrap_or(&mut child));
+        if checkpoint_at == Some(*line) && restarted.is_none() {
+            let image = dir.join(format!("{name}.ctx"));
+            let st = Command::new(BIN)
+                .args(["checkpoint", "--kill", "-q", "-f"])
+                .arg(&image)
+                .arg(pid.to_string())
+                .status()
+                .unwrap();
+            assert!(st.success(), "checkpoint of {name} failed: {st}");
+            let _ = child.wait();
+            let mut r = Command::new(BIN)
+                .arg("restart")
+                .arg(&image)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // It says "restarted ..." once the process runs (with its PID back); signals
+            // are sent after that, like a user would.
+            let said = BufReader::new(r.stderr.take().unwrap())
+                .lines()
+                .map_while(Result::ok)
+                .find(|l| l.contains("restarted"));
+            assert!(said.is_some(), "restart of {name} did not say it restarted");
+            restarted = Some(r);
+        }
+        signal(pid, *sig);
+    }
+    match restarted.as_mut() {
+        Some(r) => wait_exit(r, &format!("restarted {name}"), pid),
+        None => wait_exit(&mut child, name, pid),
+    }
+}
+
+/// The uninterrupted run and the restarted run of one program print the same bytes.
+fn same_as_uninterrupted(
+    name: &str,
+    cmd: impl Fn() -> Command,
+    steps: &[Step],
+    checkpoint_at: &str,
+) {
+    require_root();
+    let dir = scratch(name);
+    drive(&dir, "reference", &mut cmd(), steps, None);
+    drive(&dir, "restarted", &mut cmd(), steps, Some(checkpoint_at));
+    let reference = std::fs::read_to_string(dir.join("reference.out")).unwrap();
+    let restarted = std::fs::read_to_string(dir.join("restarted.out")).unwrap();
+    assert_eq!(
+        restarted, reference,
+        "{name}: the restarted run differs from the uninterrupted one"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn handlers_of_every_flag_run_on_every_thread_after_a_restart() {
+    use nix::sys::signal::Signal::SIGTERM;
+    let bin = build("handlers");
+    same_as_uninterrupted(
+        "handlers",
+        || Command::new(&bin),
+        &[("ready", SIGTERM)],
+        "ready",
+    );
+}
+
+/// CPython installs every handler with SA_ONSTACK and no alternate stack of its own.
+const PY_SIGNALS: &str = r#"
+import signal, sys
+def usr1(sig, frame):
+    print("usr1", flush=True)
+def term(sig, frame):
+    print("term", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGUSR1, usr1)
+signal.signal(signal.SIGTERM, term)
+for i in range(1, 101):
+    print(i, flush=True)
+    if i in (20, 50):
+        signal.pause()
+signal.pause()
+"#;
+
+#[test]
+fn python_handles_sigusr1_and_sigterm_after_a_restart() {
+    use nix::sys::signal::Signal::{SIGTERM, SIGUSR1};
+    same_as_uninterrupted(
+        "python-signals",
+        || {
+            let mut c = Command::new("python3");
+            c.args(["-c", PY_SIGNALS]);
+            c
+        },
+        &[("20", SIGUSR1), ("50", SIGUSR1), ("100", SIGTERM)],
+        "20",
+    );
+}
