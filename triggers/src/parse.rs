@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lifeboat_sensors::catalogue;
 use lifeboat_sensors::{Kind, Source};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -16,7 +17,6 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostics, Sink, did_you_mean};
-use crate::known;
 use crate::model::{
     Action, AfterAction, Check, Comparison, Condition, Config, DrainConfig, Measure, Poll, Rule,
     Selector, Severity,
@@ -501,6 +501,12 @@ fn is_glob(s: &str) -> bool {
     s.contains(['*', '?', '[', '{'])
 }
 
+/// Validates one check. Against the sensors' catalogue, for forward compatibility with
+/// newer sensor readers: an unknown source is an error (the set is closed,
+/// [`Source::ALL`]); a name that belongs to *another* source is an error (it can never
+/// match); a name unknown to every source is a warning for closed sources (likely a
+/// typo, but a newer reader may add names) and accepted silently for open ones; an
+/// unknown label key is a warning.
 fn validate_check(
     sink: &mut Sink<'_>,
     poll: &Poll,
@@ -533,7 +539,7 @@ fn validate_check(
         }
         return None;
     };
-    let info = known::info(source);
+    let info = catalogue::info(source);
     // Name.
     let Some(name_s) = &c.name else {
         sink.error_help(
@@ -572,7 +578,7 @@ fn validate_check(
     } else if let Some(k) = info.kind_of(name_str) {
         known_kind = Some(k);
     } else if !info.accepts(name_str) {
-        let elsewhere = known::sources_of(name_str, source);
+        let elsewhere = catalogue::sources_of(name_str, source);
         if !elsewhere.is_empty() {
             let list: Vec<&str> = elsewhere.iter().map(|s| s.as_str()).collect();
             sink.error_help(

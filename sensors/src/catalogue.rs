@@ -1,17 +1,13 @@
-//! The reading names and labels each sensor source is known to produce.
+//! The catalogue of reading names: which names (and their kinds) and which label keys
+//! each source produces, for programs that check what they are asked to look for.
 //!
-//! Validation uses this table to catch selectors that can never match. The policy, for
-//! forward compatibility with newer sensor readers:
-//! - an unknown source is an error (the set of sources is closed: [`Source::ALL`]);
-//! - a name that belongs to *another* source (`source = "edac"`, `name = "temp_celsius"`)
-//!   is an error: it can never match;
-//! - a name unknown to every source is a warning for closed sources (a typo is likely,
-//!   but a newer reader may add names), and accepted silently for open ones: rasdaemon
-//!   and lm_sensors (whose names grow with their tables) and InfiniBand `hw_*` counters
-//!   (driver-specific);
-//! - an unknown label key is a warning.
+//! lifeboat-triggers validates rules against it: a name that belongs to another source
+//! can never match, a name unknown to a closed source is likely a typo. Some sources are
+//! *open*: rasdaemon and lm_sensors (whose names grow with their tables) accept any name,
+//! and InfiniBand accepts every `hw_*` counter (driver-specific) through
+//! [`SourceInfo::open_prefixes`]. A reader that starts producing a new name adds it here.
 
-use lifeboat_sensors::{Kind, Source};
+use crate::reading::{Kind, Source};
 
 /// What is known about one source.
 #[derive(Debug)]
