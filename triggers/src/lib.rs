@@ -76,4 +76,4 @@ pub use model::{
     Selector, Severity,
 };
 pub use parse::LoadError;
-pub use target::{JobSelector, Pattern, ProcessInfo, Target};
+pub use target::{JOB_VARS, JobSelector, Pattern, ProcessInfo, Target};

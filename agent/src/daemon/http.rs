@@ -132,7 +132,7 @@ async fn checkpoint(
         AfterArg::Stop => After::Stop,
         AfterArg::Kill => After::Kill,
     };
-    let job = s.job_of(&proc);
+    let job = proc.job().map(str::to_owned);
     tracing::info!(pid = req.pid, "checkpoint requested through the API");
     let outcome = s
         .checkpointer

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use lifeboat_engine::After;
 use lifeboat_sensors::{Reading, Root, Scan, Sensor, Source, TracePoint};
-use lifeboat_triggers::{Action, AfterAction, Config, Evaluator, Event, EventKind, ProcessInfo};
+use lifeboat_triggers::{Action, AfterAction, Config, Evaluator, Event, EventKind};
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -57,16 +57,6 @@ pub struct AgentArgs {
     #[arg(long)]
     pub log_json: bool,
 }
-
-/// Environment variables that name a batch job, in the order they are tried.
-const JOB_VARS: &[&str] = &[
-    "SLURM_JOB_ID",
-    "PBS_JOBID",
-    "LSB_JOBID",
-    "FLUX_JOB_ID",
-    "JOB_ID",
-    "LIFEBOAT_JOB",
-];
 
 /// Recent events kept for `/api/v1/status`.
 const RECENT_EVENTS: usize = 100;
@@ -124,16 +114,6 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .token
             .clone()
-    }
-
-    /// The scheduler job a process belongs to, from its environment.
-    pub fn job_of(&self, p: &ProcessInfo) -> Option<String> {
-        JOB_VARS.iter().find_map(|var| {
-            p.environ
-                .iter()
-                .find(|(k, _)| k == var)
-                .map(|(_, v)| v.clone())
-        })
     }
 
     fn status_doc(&self) -> serde_json::Value {
@@ -546,15 +526,8 @@ impl Brain {
                     let procs = tokio::task::spawn_blocking(procs::scan)
                         .await
                         .unwrap_or_default();
-                    let matching: Vec<ProcessInfo> =
-                        procs.into_iter().filter(|p| target.matches(p)).collect();
-                    // Each checkpoint saves a process with its descendants: a match
-                    // whose parent matches too is saved with its parent.
-                    let chosen: Vec<ProcessInfo> = matching
-                        .iter()
-                        .filter(|p| !matching.iter().any(|q| q.pid == p.ppid))
-                        .cloned()
-                        .collect();
+                    // Each checkpoint saves a process with its descendants.
+                    let chosen = target.topmost(&procs);
                     if chosen.is_empty() {
                         tracing::warn!(rule = %rule, target = %target, "checkpoint action: no process matches the target");
                         m.actions
@@ -568,18 +541,8 @@ impl Brain {
                     let mut tasks = Vec::new();
                     for p in chosen {
                         let cp = Arc::clone(&shared.checkpointer);
-                        // The job variable the rule selected on names the job first.
-                        let job = target
-                            .job
-                            .as_ref()
-                            .and_then(|j| {
-                                p.environ
-                                    .iter()
-                                    .find(|(k, _)| *k == j.env)
-                                    .map(|(_, v)| v.clone())
-                            })
-                            .or_else(|| shared.job_of(&p));
-                        let rule = rule.clone();
+                        let job = target.job_of(p).map(str::to_owned);
+                        let (p, rule) = (p.clone(), rule.clone());
                         tasks.push(tokio::spawn(async move {
                             cp.checkpoint(p, job, after, rule).await
                         }));
