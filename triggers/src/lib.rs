@@ -9,7 +9,7 @@
 //! # The file
 //!
 //! ```toml
-//! [agent]            # read by the agent itself; ignored here
+//! [agent]            # the agent's own settings (see Config::with_agent_table)
 //!
 //! [poll]
 //! interval = "10s"   # every source...

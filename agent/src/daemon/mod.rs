@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 
 use self::actions::Checkpointer;
-use self::config::AgentConfig;
+use self::config::{AgentConfig, Overrides};
 use self::metrics::{Metrics, label};
 
 /// Options of `agent`.
@@ -154,23 +154,12 @@ fn init_logging(json: bool) {
     };
 }
 
-/// Read and validate the whole configuration file.
-fn load(path: &Path, args: &AgentArgs) -> Result<(AgentConfig, Config)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the configuration {}", path.display()))?;
-    let rules = Config::from_str(&text, path).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let mut agent = AgentConfig::parse(&text, path)?;
-    if let Some(root) = &args.root {
-        agent.root.clone_from(root);
-    }
-    if let Some(listen) = args.listen {
-        agent.listen = listen;
-    }
-    Ok((agent, rules))
-}
-
 async fn serve(args: &AgentArgs) -> Result<()> {
-    let (agent_cfg, rules) = load(&args.config, args)?;
+    let overrides = Overrides {
+        root: args.root.clone(),
+        listen: args.listen,
+    };
+    let (agent_cfg, rules) = config::load(&args.config, &overrides)?;
     for w in &rules.warnings {
         tracing::warn!(config = %args.config.display(), "{w}");
     }
@@ -273,7 +262,7 @@ async fn serve(args: &AgentArgs) -> Result<()> {
         recorder,
         firing: BTreeMap::new(),
     };
-    let brain_task = tokio::spawn(brain.run(scan_rx, reload_rx, AgentArgsLite::from(args)));
+    let brain_task = tokio::spawn(brain.run(scan_rx, reload_rx, overrides));
 
     let app = http::router(Arc::clone(&shared));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
@@ -285,22 +274,6 @@ async fn serve(args: &AgentArgs) -> Result<()> {
         .drain_running(Duration::from_secs(120))
         .await;
     Ok(())
-}
-
-/// The parts of [`AgentArgs`] a reload needs.
-#[derive(Debug, Clone)]
-struct AgentArgsLite {
-    root: Option<PathBuf>,
-    listen: Option<std::net::SocketAddr>,
-}
-
-impl From<&AgentArgs> for AgentArgsLite {
-    fn from(a: &AgentArgs) -> Self {
-        AgentArgsLite {
-            root: a.root.clone(),
-            listen: a.listen,
-        }
-    }
 }
 
 fn report_sources(scans: &[Scan]) {
@@ -381,7 +354,7 @@ impl Brain {
         mut self,
         mut scans: mpsc::Receiver<Scan>,
         mut reloads: mpsc::Receiver<&'static str>,
-        args: AgentArgsLite,
+        overrides: Overrides,
     ) {
         self.publish_rules();
         loop {
@@ -391,7 +364,7 @@ impl Brain {
                     // Editors write a file in several steps: wait for the last one.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     while reloads.try_recv().is_ok() {}
-                    self.reload(why, &args);
+                    self.reload(why, &overrides);
                 }
                 else => return,
             }
@@ -579,16 +552,9 @@ impl Brain {
         });
     }
 
-    fn reload(&mut self, why: &str, args: &AgentArgsLite) {
+    fn reload(&mut self, why: &str, overrides: &Overrides) {
         let m = Arc::clone(&self.shared.metrics);
-        let lite = AgentArgs {
-            config: self.config_path.clone(),
-            record: None,
-            root: args.root.clone(),
-            listen: args.listen,
-            log_json: false,
-        };
-        match load(&self.config_path, &lite) {
+        match config::load(&self.config_path, overrides) {
             Ok((agent, rules)) => {
                 let old = self
                     .shared
@@ -794,17 +760,4 @@ fn watch_files(
         }
     }
     Ok(out)
-}
-
-/// `file:line:col: message` for a TOML error, the form editors jump to.
-pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("{}:{line}:{col}: {}", path.display(), e.message())
-        }
-        None => format!("{}: {}", path.display(), e.message()),
-    }
 }
