@@ -2,6 +2,7 @@
 //! `restart`, `inspect`, `check`), the node daemon (`agent`), `sensors`, `rules` and `demo`.
 
 use clap::{Args, Parser, Subcommand};
+use lifeboat_engine::After;
 use std::path::PathBuf;
 
 /// lifeboat saves running processes before the hardware under them fails.
@@ -164,6 +165,21 @@ pub struct CheckpointArgs {
     pub pid: i32,
 }
 
+impl CheckpointArgs {
+    /// What happens to the processes once they are saved (`--run` by default).
+    pub fn after(&self) -> After {
+        if self.stop {
+            After::Stop
+        } else if self.term {
+            After::Term
+        } else if self.kill {
+            After::Kill
+        } else {
+            After::Run
+        }
+    }
+}
+
 /// Options of `restart`.
 #[derive(Debug, Args)]
 pub struct RestartArgs {
@@ -187,4 +203,17 @@ pub struct RestartArgs {
     pub quiet: bool,
     /// Context file.
     pub file: PathBuf,
+}
+
+impl RestartArgs {
+    /// What happens to the restored processes (`--run` by default).
+    pub fn after(&self) -> After {
+        if self.stop {
+            After::Stop
+        } else if self.kill {
+            After::Kill
+        } else {
+            After::Run
+        }
+    }
 }

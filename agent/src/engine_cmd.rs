@@ -138,15 +138,7 @@ impl ProgressLine {
 }
 
 fn checkpoint(a: &CheckpointArgs) -> Result<ExitCode> {
-    let after = if a.stop {
-        After::Stop
-    } else if a.term {
-        After::Term
-    } else if a.kill {
-        After::Kill
-    } else {
-        After::Run
-    };
+    let after = a.after();
     let path = a
         .file
         .clone()
@@ -215,13 +207,7 @@ fn checkpoint(a: &CheckpointArgs) -> Result<ExitCode> {
 }
 
 fn restart(a: &RestartArgs) -> Result<ExitCode> {
-    let after = if a.stop {
-        After::Stop
-    } else if a.kill {
-        After::Kill
-    } else {
-        After::Run
-    };
+    let after = a.after();
     let opts = engine::RestartOptions {
         restore_pid: !a.no_restore_pid,
         after,

@@ -22,9 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lifeboat_engine::After;
 use lifeboat_sensors::{Reading, Root, Scan, Sensor, Source, TracePoint};
-use lifeboat_triggers::{Action, AfterAction, Config, Evaluator, Event, EventKind};
+use lifeboat_triggers::{Action, Config, Evaluator, Event, EventKind};
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -491,11 +490,7 @@ impl Brain {
             let m = &shared.metrics;
             match action {
                 Action::Checkpoint { target, after } => {
-                    let after = match after {
-                        AfterAction::Continue => After::Run,
-                        AfterAction::Stop => After::Stop,
-                        AfterAction::Kill => After::Kill,
-                    };
+                    let after = actions::after_of(after);
                     let procs = tokio::task::spawn_blocking(procs::scan)
                         .await
                         .unwrap_or_default();
