@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use clap::Args;
 use lifeboat_sensors::{Reading, Root, Scan, Sensor, Source, TracePoint};
 use lifeboat_triggers::{Action, Config, Evaluator, Event, EventKind};
 use serde::Serialize;
@@ -30,32 +29,6 @@ use tokio::sync::{Notify, mpsc, watch};
 use self::actions::Checkpointer;
 use self::config::{AgentConfig, Overrides};
 use self::metrics::{Metrics, label};
-
-/// Options of `agent`.
-#[derive(Debug, Args)]
-pub struct AgentArgs {
-    /// Configuration file: `[agent]` settings and the rules.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/lifeboat/lifeboat.toml"
-    )]
-    pub config: PathBuf,
-    /// Also append every reading to FILE as JSON Lines (replay it with `lifeboat rules test`).
-    #[arg(long, value_name = "FILE")]
-    pub record: Option<PathBuf>,
-    /// Read the sensors' sysfs, procfs and /var files under DIR instead of the configured
-    /// root (processes to checkpoint are always the host's).
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-    /// Listen on ADDR instead of the configured address (port 0 picks a free port; the
-    /// address is logged).
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<std::net::SocketAddr>,
-    /// Log as JSON lines instead of text.
-    #[arg(long)]
-    pub log_json: bool,
-}
 
 /// Recent events kept for `/api/v1/status`.
 const RECENT_EVENTS: usize = 100;
@@ -125,40 +98,20 @@ impl Shared {
     }
 }
 
-/// Run the agent until SIGINT or SIGTERM.
-pub fn run(args: &AgentArgs) -> Result<std::process::ExitCode> {
-    init_logging(args.log_json);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("lifeboat-agent")
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args))?;
-    Ok(std::process::ExitCode::SUCCESS)
+/// What `lifeboat agent` was asked to run with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// Where to append every reading as JSON Lines, if anywhere.
+    pub record: Option<PathBuf>,
+    /// Settings the command line gives instead of the file's.
+    pub overrides: Overrides,
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // A second init (tests in one process) keeps the first subscriber.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
-async fn serve(args: &AgentArgs) -> Result<()> {
-    let overrides = Overrides {
-        root: args.root.clone(),
-        listen: args.listen,
-    };
-    let (agent_cfg, rules) = config::load(&args.config, &overrides)?;
+/// Run the agent until SIGINT or SIGTERM, then wait for running checkpoints.
+pub async fn serve(args: &Options) -> Result<()> {
+    let (agent_cfg, rules) = config::load(&args.config, &args.overrides)?;
     for w in &rules.warnings {
         tracing::warn!(config = %args.config.display(), "{w}");
     }
@@ -261,7 +214,7 @@ async fn serve(args: &AgentArgs) -> Result<()> {
         recorder,
         firing: BTreeMap::new(),
     };
-    let brain_task = tokio::spawn(brain.run(scan_rx, reload_rx, overrides));
+    let brain_task = tokio::spawn(brain.run(scan_rx, reload_rx, args.overrides.clone()));
 
     let app = http::router(Arc::clone(&shared));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
