@@ -64,7 +64,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {
-    Json(s.status_doc()).into_response()
+    Json(s.status.to_json()).into_response()
 }
 
 async fn checkpoints(State(s): State<Arc<Shared>>) -> Response {
