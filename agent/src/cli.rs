@@ -2,6 +2,7 @@
 //! `restart`, `inspect`, `check`), the node daemon (`agent`), `sensors`, `rules` and `demo`.
 
 use clap::{Args, Parser, Subcommand};
+use lifeboat_engine::After;
 use std::path::PathBuf;
 
 /// lifeboat saves running processes before the hardware under them fails.
@@ -108,12 +109,12 @@ pub enum Command {
     ///
     /// Example: lifeboat agent --config /etc/lifeboat/lifeboat.toml
     #[command(verbatim_doc_comment)]
-    Agent(crate::daemon::AgentArgs),
+    Agent(AgentArgs),
     /// Show every fault-precursor reading this node offers, and which sources are absent.
-    Sensors(crate::sensors_cmd::SensorsArgs),
+    Sensors(SensorsArgs),
     /// Check trigger rules, and backtest them on recorded traces.
     #[command(subcommand)]
-    Rules(crate::rules_cmd::RulesCommand),
+    Rules(RulesCommand),
     /// Check that this kernel offers everything the engine needs (like `criu check`).
     Check {
         /// Print JSON instead of text.
@@ -164,6 +165,21 @@ pub struct CheckpointArgs {
     pub pid: i32,
 }
 
+impl CheckpointArgs {
+    /// What happens to the processes once they are saved (`--run` by default).
+    pub fn after(&self) -> After {
+        if self.stop {
+            After::Stop
+        } else if self.term {
+            After::Term
+        } else if self.kill {
+            After::Kill
+        } else {
+            After::Run
+        }
+    }
+}
+
 /// Options of `restart`.
 #[derive(Debug, Args)]
 pub struct RestartArgs {
@@ -187,4 +203,95 @@ pub struct RestartArgs {
     pub quiet: bool,
     /// Context file.
     pub file: PathBuf,
+}
+
+impl RestartArgs {
+    /// What happens to the restored processes (`--run` by default).
+    pub fn after(&self) -> After {
+        if self.stop {
+            After::Stop
+        } else if self.kill {
+            After::Kill
+        } else {
+            After::Run
+        }
+    }
+}
+
+/// Options of `agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Configuration file: `[agent]` settings and the rules.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/lifeboat/lifeboat.toml"
+    )]
+    pub config: PathBuf,
+    /// Also append every reading to FILE as JSON Lines (replay it with `lifeboat rules test`).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Read the sensors' sysfs, procfs and /var files under DIR instead of the configured
+    /// root (processes to checkpoint are always the host's).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Listen on ADDR instead of the configured address (port 0 picks a free port; the
+    /// address is logged).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// Options of `sensors`.
+#[derive(Debug, Args)]
+pub struct SensorsArgs {
+    /// Read sysfs, procfs and /var under this directory instead of the host's root
+    /// (fixture trees, a container's view of the host).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Subcommands of `rules`.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Validate a rules file; exit 0 if it is good, else print each error with its line.
+    ///
+    /// Errors and warnings are printed as FILE:LINE:COL: followed by the offending line.
+    /// Warnings alone do not fail the check.
+    Check {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Rules file (TOML).
+        file: PathBuf,
+    },
+    /// Replay a recorded trace through the rules and print when each would fire and clear.
+    ///
+    /// With --expect, compare the events with an expectations file and exit 1 when they
+    /// differ (like `promtool test rules`). Expectations are TOML:
+    ///   quiet = ["cpu-overheat"]          # rules that must never fire
+    ///   [[event]]                          # every firing/cleared event of the rule, in order
+    ///   rule = "memory-uncorrected"
+    ///   kind = "firing"                    # pending | firing | cleared
+    ///   at = "2025-11-25T12:00:00Z"
+    #[command(verbatim_doc_comment)]
+    Test {
+        /// Rules file (TOML).
+        #[arg(long, value_name = "FILE")]
+        rules: PathBuf,
+        /// Trace of readings (JSON Lines, as `lifeboat agent --record` writes).
+        #[arg(long, value_name = "TRACE")]
+        trace: PathBuf,
+        /// Expected events (TOML); exit 1 if the replay differs.
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
+        /// Print each event as one JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -1,19 +1,31 @@
 //! `lifeboat`: the command line of the node agent and its checkpoint/restart engine.
+//! `main` parses the command line ([`cli`]) and dispatches to the subcommand's module
+//! under [`cmd`]; the daemon behind `lifeboat agent` is [`daemon`].
 #![forbid(unsafe_code)]
 
 mod cli;
+mod cmd;
 mod daemon;
-mod demo;
-mod engine_cmd;
-mod rules_cmd;
-mod sensors_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;
 
+use cli::Command;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match engine_cmd::dispatch(cli.command) {
+    let result = match cli.command {
+        Command::Run { cmd: argv } => cmd::run::run(&argv),
+        Command::Checkpoint(args) => cmd::checkpoint::run(&args),
+        Command::Restart(args) => cmd::restart::run(&args),
+        Command::Inspect { json, file } => cmd::inspect::run(&file, json),
+        Command::Check { json } => cmd::check::run(json),
+        Command::Demo { dir } => cmd::demo::run(dir),
+        Command::Agent(args) => cmd::agent::run(&args),
+        Command::Sensors(args) => cmd::sensors::run(&args),
+        Command::Rules(sub) => cmd::rules::run(sub),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             // A closed stdout (`lifeboat inspect | head`) is not an error.

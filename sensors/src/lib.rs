@@ -23,6 +23,7 @@
 //! # Sources and the readings they produce
 //!
 //! Names carry their unit as suffix; counters carry no `_total` (the exporter adds it).
+//! [`catalogue`] has the same names as data, for validating what a program looks for.
 //!
 //! | source | module | names | labels |
 //! |---|---|---|---|
@@ -38,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod catalogue;
 pub mod edac;
 mod error;
 pub mod host;

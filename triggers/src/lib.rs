@@ -9,7 +9,7 @@
 //! # The file
 //!
 //! ```toml
-//! [agent]            # read by the agent itself; ignored here
+//! [agent]            # the agent's own settings (see Config::with_agent_table)
 //!
 //! [poll]
 //! interval = "10s"   # every source...
@@ -56,16 +56,15 @@
 //! reading, `increase`/`rate` on a gauge, a window shorter than the source's poll
 //! interval, hysteresis on the wrong side, duplicate rule names, rules without
 //! actions, checkpoint targets without criteria, bad globs and regexes, unknown drain
-//! placeholders. It warns about reading names and labels unknown for a source (see
-//! [`known`]), raw counter values compared without `increase`, and `for` shorter than a
-//! poll interval.
+//! placeholders. It warns about reading names and labels unknown for a source (the
+//! sensors' own catalogue, `lifeboat_sensors::catalogue`), raw counter values compared
+//! without `increase`, and `for` shorter than a poll interval.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod backtest;
 pub mod diag;
 pub mod eval;
-pub mod known;
 pub mod model;
 mod parse;
 pub mod target;
@@ -77,4 +76,4 @@ pub use model::{
     Selector, Severity,
 };
 pub use parse::LoadError;
-pub use target::{JobSelector, Pattern, ProcessInfo, Target};
+pub use target::{JOB_VARS, JobSelector, Pattern, ProcessInfo, Target};

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::diag::Diagnostic;
 use crate::target::{Pattern, Target};
 
-/// A whole `lifeboat.toml`, minus the `[agent]` table (the agent reads that itself).
+/// A whole `lifeboat.toml`, minus the `[agent]` table (handed to the agent as it is
+/// parsed, by [`Config::with_agent_table`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// How often each source is read (`[poll]`).

@@ -2,21 +2,23 @@
 //! validation into the types of [`crate::model`], collecting every problem with its span.
 //!
 //! Each top-level table and each `[[rule]]` is deserialized on its own, so one bad rule
-//! does not hide the errors of the next.
+//! does not hide the errors of the next. The file is parsed once: the `[agent]` table is
+//! handed, deserialized into the agent's own type, to [`Config::with_agent_table`]'s
+//! caller (and skipped by [`Config::from_str`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lifeboat_sensors::catalogue;
 use lifeboat_sensors::{Kind, Source};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostics, Sink, did_you_mean};
-use crate::known;
 use crate::model::{
     Action, AfterAction, Check, Comparison, Condition, Config, DrainConfig, Measure, Poll, Rule,
     Selector, Severity,
@@ -132,16 +134,29 @@ impl Config {
     ///
     /// On success, [`Config::warnings`] holds the warnings; on failure, every error and
     /// warning found is returned.
+    /// The `[agent]` table is not looked into (see [`Config::with_agent_table`]).
     #[allow(clippy::should_implement_trait)]
     pub fn from_str(text: &str, path: impl AsRef<Path>) -> Result<Config, Diagnostics> {
+        Config::with_agent_table::<IgnoredAny>(text, path).map(|(c, IgnoredAny)| c)
+    }
+
+    /// Reads and validates a whole `lifeboat.toml` in one parse: the rules, and the
+    /// `[agent]` table deserialized into the agent's own settings type `A`
+    /// (`A::default()` when the file has no such table). A shape error in `[agent]` (an
+    /// unknown field, a wrong type) is a diagnostic like any other; what its values mean
+    /// is for the agent to check.
+    pub fn with_agent_table<A: DeserializeOwned + Default>(
+        text: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<(Config, A), Diagnostics> {
         let path = path.as_ref().to_string_lossy();
         let mut sink = Sink::new(&path, text);
-        let config = read_config(&mut sink);
+        let read = read_config::<A>(&mut sink);
         let diags = sink.finish();
-        match config {
-            Some(mut c) if diags.is_ok() => {
+        match read {
+            Some((mut c, agent)) if diags.is_ok() => {
                 c.warnings = diags.warnings;
-                Ok(c)
+                Ok((c, agent))
             }
             _ => Err(diags),
         }
@@ -200,8 +215,12 @@ pub(crate) fn parse_document<'t>(sink: &mut Sink<'t>, allowed: &[&str]) -> Optio
     Some(root)
 }
 
-fn read_config(sink: &mut Sink<'_>) -> Option<Config> {
+fn read_config<A: DeserializeOwned + Default>(sink: &mut Sink<'_>) -> Option<(Config, A)> {
     let root = parse_document(sink, &TOP_LEVEL)?;
+    let agent = match root.get("agent") {
+        Some(v) => de::<A>(sink, v),
+        None => Some(A::default()),
+    };
     let poll = match root.get("poll") {
         Some(v) => de::<RawPoll>(sink, v).and_then(|raw| validate_poll(sink, raw)),
         None => Some(Poll::default()),
@@ -252,12 +271,13 @@ fn read_config(sink: &mut Sink<'_>) -> Option<Config> {
     if rules.is_empty() && ok && !sink.has_errors() {
         sink.warn(0..0, "no rules: the agent will watch but never act");
     }
-    Some(Config {
+    let config = Config {
         poll: poll?,
         drain: drain?,
         rules,
         warnings: Vec::new(),
-    })
+    };
+    Some((config, agent?))
 }
 
 /// Parses a duration such as `30s`, `10m`, `24h`, `1h30m`.
@@ -501,6 +521,12 @@ fn is_glob(s: &str) -> bool {
     s.contains(['*', '?', '[', '{'])
 }
 
+/// Validates one check. Against the sensors' catalogue, for forward compatibility with
+/// newer sensor readers: an unknown source is an error (the set is closed,
+/// [`Source::ALL`]); a name that belongs to *another* source is an error (it can never
+/// match); a name unknown to every source is a warning for closed sources (likely a
+/// typo, but a newer reader may add names) and accepted silently for open ones; an
+/// unknown label key is a warning.
 fn validate_check(
     sink: &mut Sink<'_>,
     poll: &Poll,
@@ -533,7 +559,7 @@ fn validate_check(
         }
         return None;
     };
-    let info = known::info(source);
+    let info = catalogue::info(source);
     // Name.
     let Some(name_s) = &c.name else {
         sink.error_help(
@@ -572,7 +598,7 @@ fn validate_check(
     } else if let Some(k) = info.kind_of(name_str) {
         known_kind = Some(k);
     } else if !info.accepts(name_str) {
-        let elsewhere = known::sources_of(name_str, source);
+        let elsewhere = catalogue::sources_of(name_str, source);
         if !elsewhere.is_empty() {
             let list: Vec<&str> = elsewhere.iter().map(|s| s.as_str()).collect();
             sink.error_help(
@@ -964,6 +990,33 @@ mod tests {
         assert_eq!(placeholders("nodename={node}"), vec!["node"]);
         assert_eq!(placeholders("{a}x{b}"), vec!["a", "b"]);
         assert!(placeholders("no {brace").is_empty());
+    }
+
+    #[test]
+    fn the_agent_table_is_handed_over_from_the_same_parse() {
+        #[derive(Debug, Default, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Agent {
+            listen: Option<String>,
+        }
+        let rule = "[[rule]]\nname = \"r\"\nwhen = { source = \"host\", name = \"load1\", above = 9 }\n[[rule.action]]\ntype = \"log\"\n";
+        let read = |text: &str| Config::with_agent_table::<Agent>(text, "f.toml");
+        let (config, agent) = read(&format!("[agent]\nlisten = \"x:1\"\n{rule}")).unwrap();
+        assert_eq!(config.rules.len(), 1);
+        assert_eq!(agent.listen.as_deref(), Some("x:1"));
+        assert_eq!(read(rule).unwrap().1, Agent::default());
+        // A typo in [agent] is a diagnostic of the file, beside those of the rules.
+        let bad = format!("[agent]\nlsiten = 1\n{rule}[poll]\ninterval = \"0s\"\n");
+        let d = read(&bad).unwrap_err();
+        let lines: Vec<(usize, usize)> = d.errors.iter().map(|e| (e.line, e.col)).collect();
+        assert_eq!(lines, vec![(2, 1), (9, 12)], "{d}");
+        assert!(
+            d.errors[0].message.starts_with("unknown field `lsiten`"),
+            "{d}"
+        );
+        assert_eq!(d.errors[0].help.as_deref(), Some("did you mean `listen`?"));
+        // `from_str` does not look into [agent].
+        assert!(Config::from_str(&format!("[agent]\nlsiten = 1\n{rule}"), "f.toml").is_ok());
     }
 
     #[test]

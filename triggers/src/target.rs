@@ -1,8 +1,11 @@
 //! Which processes a checkpoint action saves: a selector matched against process facts.
 //!
 //! The agent reads `/proc` into [`ProcessInfo`]; [`Target::matches`] decides without any
-//! I/O. Criteria combine with AND; a target always has at least one.
+//! I/O. Criteria combine with AND; a target always has at least one. Of the processes
+//! that match, [`Target::topmost`] picks those whose parent does not (each is saved with
+//! its descendants), and [`Target::job_of`] names the batch job each is filed under.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use globset::GlobMatcher;
@@ -29,6 +32,32 @@ pub struct ProcessInfo {
     pub cgroup: String,
     /// Environment (`/proc/PID/environ`).
     pub environ: Vec<(String, String)>,
+}
+
+/// Environment variables that name a batch job (Slurm, PBS, LSF, Flux, Grid Engine, and
+/// lifeboat's own), in the order they are tried.
+pub const JOB_VARS: [&str; 6] = [
+    "SLURM_JOB_ID",
+    "PBS_JOBID",
+    "LSB_JOBID",
+    "FLUX_JOB_ID",
+    "JOB_ID",
+    "LIFEBOAT_JOB",
+];
+
+impl ProcessInfo {
+    /// The value of environment variable `name` (its first occurrence).
+    pub fn env(&self, name: &str) -> Option<&str> {
+        self.environ
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The batch job this process belongs to: the first of [`JOB_VARS`] it has.
+    pub fn job(&self) -> Option<&str> {
+        JOB_VARS.iter().find_map(|var| self.env(var))
+    }
 }
 
 /// A text pattern: a glob (`python*`, `{mpirun,srun}`) or a regular expression.
@@ -175,6 +204,27 @@ impl Target {
             }
         }
         true
+    }
+
+    /// The processes a checkpoint of this target saves, in the order of `procs`: those
+    /// that match and whose parent does not. A match whose parent matches too is saved
+    /// with its parent's tree, so no process is saved twice.
+    pub fn topmost<'p>(&self, procs: &'p [ProcessInfo]) -> Vec<&'p ProcessInfo> {
+        let matching: Vec<&ProcessInfo> = procs.iter().filter(|p| self.matches(p)).collect();
+        let pids: HashSet<i32> = matching.iter().map(|p| p.pid).collect();
+        matching
+            .into_iter()
+            .filter(|p| !pids.contains(&p.ppid))
+            .collect()
+    }
+
+    /// The batch job a process this target chose is filed under: the value of the job
+    /// variable the target selects on, if the process has it, else [`ProcessInfo::job`].
+    pub fn job_of<'p>(&self, p: &'p ProcessInfo) -> Option<&'p str> {
+        self.job
+            .as_ref()
+            .and_then(|j| p.env(&j.env))
+            .or_else(|| p.job())
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -358,6 +408,136 @@ mod tests {
             ..target()
         };
         assert!(t.matches(&p));
+    }
+
+    /// A process of `tree` (pid, ppid, comm, environment).
+    fn process(pid: i32, ppid: i32, comm: &str, env: &[(&str, &str)]) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            ppid,
+            comm: comm.into(),
+            cmdline: vec![comm.into()],
+            environ: env
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ..ProcessInfo::default()
+        }
+    }
+
+    /// Two Slurm jobs, a PBS job and a shell, as the agent reads them (sorted by PID):
+    /// job 77 is `slurmstepd(10) → bash(11) → python3(12) → python3(13)`, where the
+    /// step daemon has no job variable; job 78 is `python3(20)` under `env -i(19)`, which
+    /// has none either, under `bash(18)`; PBS job 5 is `mpirun(30) → a.out(31)`.
+    fn tree() -> Vec<ProcessInfo> {
+        let slurm77 = [("SLURM_JOB_ID", "77")];
+        let slurm78 = [("SLURM_JOB_ID", "78")];
+        vec![
+            process(1, 0, "systemd", &[]),
+            process(10, 1, "slurmstepd", &[]),
+            process(11, 10, "bash", &slurm77),
+            process(12, 11, "python3", &slurm77),
+            process(13, 12, "python3", &slurm77),
+            process(18, 1, "bash", &slurm78),
+            process(19, 18, "env", &[]),
+            process(20, 19, "python3", &slurm78),
+            process(30, 1, "mpirun", &[("PBS_JOBID", "5.server")]),
+            process(
+                31,
+                30,
+                "a.out",
+                &[("PBS_JOBID", "5.server"), ("LIFEBOAT_JOB", "x")],
+            ),
+            process(40, 1, "bash", &[("HOME", "/root")]),
+        ]
+    }
+
+    fn check_topmost(t: Target, expected: &[i32]) {
+        let procs = tree();
+        let chosen: Vec<i32> = t.topmost(&procs).iter().map(|p| p.pid).collect();
+        assert_eq!(chosen, expected, "{t}");
+    }
+
+    #[test]
+    fn topmost_matches_only() {
+        let job = |env: &str, id: Option<&str>| {
+            Some(JobSelector {
+                env: env.into(),
+                id: id.map(Into::into),
+            })
+        };
+        // Each job once, by its topmost matching process; 20's parent does not match.
+        check_topmost(
+            Target {
+                job: job("SLURM_JOB_ID", None),
+                ..target()
+            },
+            &[11, 18, 20],
+        );
+        check_topmost(
+            Target {
+                job: job("SLURM_JOB_ID", Some("77")),
+                ..target()
+            },
+            &[11],
+        );
+        // The python3 processes: 12 (its parent is bash) and 20, not 13 under 12.
+        check_topmost(
+            Target {
+                comm: Some(Pattern::glob("python*").unwrap()),
+                ..target()
+            },
+            &[12, 20],
+        );
+        check_topmost(
+            Target {
+                pids: vec![13, 31],
+                ..target()
+            },
+            &[13, 31],
+        );
+        check_topmost(
+            Target {
+                job: job("PBS_JOBID", None),
+                ..target()
+            },
+            &[30],
+        );
+        check_topmost(
+            Target {
+                comm: Some(Pattern::glob("no-such-program").unwrap()),
+                ..target()
+            },
+            &[],
+        );
+    }
+
+    #[test]
+    fn jobs_are_named_by_the_selected_variable_then_the_usual_ones() {
+        let procs = tree();
+        let find = |pid: i32| procs.iter().find(|p| p.pid == pid).unwrap();
+        let by = |env: Option<&str>| Target {
+            job: env.map(|e| JobSelector {
+                env: e.into(),
+                id: None,
+            }),
+            pids: vec![1],
+            ..target()
+        };
+        for (target, pid, expected) in [
+            (by(None), 12, Some("77")),
+            (by(None), 31, Some("5.server")),
+            (by(Some("LIFEBOAT_JOB")), 31, Some("x")),
+            (by(Some("LIFEBOAT_JOB")), 30, Some("5.server")),
+            (by(Some("SLURM_JOB_ID")), 30, Some("5.server")),
+            (by(None), 40, None),
+            (by(None), 10, None),
+        ] {
+            assert_eq!(target.job_of(find(pid)), expected, "{target}, PID {pid}");
+        }
+        assert_eq!(find(31).job(), Some("5.server"));
+        assert_eq!(find(31).env("LIFEBOAT_JOB"), Some("x"));
+        assert_eq!(find(40).env("SLURM_JOB_ID"), None);
     }
 
     #[test]

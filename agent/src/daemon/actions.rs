@@ -10,13 +10,22 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use lifeboat_engine::{After, CheckpointOptions};
-use lifeboat_triggers::ProcessInfo;
+use lifeboat_triggers::{AfterAction, ProcessInfo};
 use serde::Serialize;
 use tokio::sync::{Semaphore, oneshot};
 
 use super::metrics::{Metrics, label};
 use super::procs;
 use super::store::{Entry, Store};
+
+/// What a checkpoint action's `after` (the rule's words) asks of the engine.
+pub fn after_of(a: AfterAction) -> After {
+    match a {
+        AfterAction::Continue => After::Run,
+        AfterAction::Stop => After::Stop,
+        AfterAction::Kill => After::Kill,
+    }
+}
 
 /// How long a drain or exec command may run before it is killed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);

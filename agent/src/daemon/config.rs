@@ -1,23 +1,19 @@
-//! The agent's own settings: the `[agent]` table of the configuration file. The rest of
-//! the file (`[poll]`, `[drain]`, `[[rule]]`) belongs to lifeboat-triggers.
+//! The agent's own settings: the `[agent]` table of the configuration file, and [`load`],
+//! which reads the whole file once. The rest of the file (`[poll]`, `[drain]`,
+//! `[[rule]]`) belongs to lifeboat-triggers, which parses the document and hands the
+//! `[agent]` table over deserialized into [`Raw`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use lifeboat_triggers::Config;
 use serde::Deserialize;
-
-/// The whole file as the agent sees it: only `[agent]`, every other table ignored here.
-#[derive(Debug, Deserialize)]
-struct File {
-    #[serde(default)]
-    agent: Option<Raw>,
-}
 
 /// `[agent]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub struct Raw {
     listen: Option<SocketAddr>,
     root: Option<PathBuf>,
     node: Option<String>,
@@ -62,12 +58,37 @@ pub struct AgentConfig {
 /// Default listen address: loopback only; expose it deliberately.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9847";
 
+/// Settings the command line gives instead of the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--root`.
+    pub root: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Reads the configuration file once and validates all of it: the `[agent]` settings
+/// (with `overrides` applied) and the rules. Every error names the file; the shape errors
+/// of either part point at their line and column.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<(AgentConfig, Config)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+    let (rules, raw) =
+        Config::with_agent_table::<Raw>(&text, path).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let mut agent = AgentConfig::validate(raw, path)?;
+    if let Some(root) = &overrides.root {
+        agent.root.clone_from(root);
+    }
+    if let Some(listen) = overrides.listen {
+        agent.listen = listen;
+    }
+    Ok((agent, rules))
+}
+
 impl AgentConfig {
-    /// Parse the `[agent]` table of `text` (read from `path`).
-    pub fn parse(text: &str, path: &Path) -> Result<AgentConfig> {
-        let file: File = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{}", super::toml_error(path, text, &e)))?;
-        let raw = file.agent.unwrap_or_default();
+    /// Validate the `[agent]` table of the file at `path` (the token file is read here,
+    /// relative to it).
+    pub fn validate(raw: Raw, path: &Path) -> Result<AgentConfig> {
         let token = match (raw.token, raw.token_file) {
             (Some(_), Some(_)) => {
                 bail!(
@@ -143,14 +164,23 @@ impl AgentConfig {
 mod tests {
     use super::*;
 
+    /// The `[agent]` settings of a file with this text, as [`load`] reads them.
+    fn parse(text: &str, p: &Path) -> Result<AgentConfig> {
+        let (_, raw) =
+            Config::with_agent_table::<Raw>(text, p).map_err(|d| anyhow::anyhow!("{d}"))?;
+        AgentConfig::validate(raw, p)
+    }
+
+    const RULE: &str = "[[rule]]\nname = \"x\"\nwhen = { source = \"host\", name = \"load1\", above = 9 }\n[[rule.action]]\ntype = \"log\"\n";
+
     #[test]
     fn defaults_and_overrides() {
         let p = Path::new("lifeboat.toml");
-        let c = AgentConfig::parse("[[rule]]\nname = \"x\"\n", p).unwrap();
+        let c = parse(RULE, p).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.store.keep, 3);
         assert_eq!(c.store.min_free_bytes, 1 << 30);
-        let c = AgentConfig::parse(
+        let c = parse(
             "[agent]\nlisten = \"127.0.0.1:1\"\nnode = \"n1\"\n[agent.store]\ndir = \"/x\"\nkeep = 5\nmax_total_gib = 0.5\n",
             p,
         )
@@ -164,10 +194,11 @@ mod tests {
     #[test]
     fn typos_point_at_the_line() {
         let p = Path::new("lifeboat.toml");
-        let err = AgentConfig::parse("[agent]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n", p)
+        let err = parse("[agent]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n", p)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("lifeboat.toml:3:1:"), "{err}");
         assert!(err.contains("unknown field `lsiten`"), "{err}");
+        assert!(err.contains("did you mean `listen`?"), "{err}");
     }
 }

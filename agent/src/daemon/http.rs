@@ -64,7 +64,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {
-    Json(s.status_doc()).into_response()
+    Json(s.status.to_json()).into_response()
 }
 
 async fn checkpoints(State(s): State<Arc<Shared>>) -> Response {
@@ -79,17 +79,24 @@ async fn checkpoints(State(s): State<Arc<Shared>>) -> Response {
 #[serde(deny_unknown_fields)]
 struct Request {
     pid: i32,
-    #[serde(default)]
-    after: AfterArg,
+    #[serde(default = "after_default", deserialize_with = "AfterDef::deserialize")]
+    after: After,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum AfterArg {
-    #[default]
+/// `after` as the API spells it: the engine's [`After`] (which has no serde derives in
+/// its core), in lowercase, without `term`.
+#[derive(Deserialize)]
+#[serde(remote = "After", rename_all = "lowercase")]
+enum AfterDef {
     Run,
     Stop,
+    #[serde(skip)]
+    Term,
     Kill,
+}
+
+fn after_default() -> After {
+    After::Run
 }
 
 async fn checkpoint(
@@ -127,16 +134,11 @@ async fn checkpoint(
         )
             .into_response();
     };
-    let after = match req.after {
-        AfterArg::Run => After::Run,
-        AfterArg::Stop => After::Stop,
-        AfterArg::Kill => After::Kill,
-    };
-    let job = s.job_of(&proc);
+    let job = proc.job().map(str::to_owned);
     tracing::info!(pid = req.pid, "checkpoint requested through the API");
     let outcome = s
         .checkpointer
-        .checkpoint(proc, job, after, "api".into())
+        .checkpoint(proc, job, req.after, "api".into())
         .await;
     let code = match outcome.result {
         "ok" => StatusCode::OK,
@@ -153,7 +155,31 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{After, Request, constant_time_eq};
+
+    #[test]
+    fn request_bodies() {
+        let after = |body: &str| serde_json::from_str::<Request>(body).map(|r| r.after);
+        assert_eq!(after(r#"{"pid": 1}"#).unwrap(), After::Run);
+        assert_eq!(after(r#"{"pid": 1, "after": "run"}"#).unwrap(), After::Run);
+        assert_eq!(
+            after(r#"{"pid": 1, "after": "stop"}"#).unwrap(),
+            After::Stop
+        );
+        assert_eq!(
+            after(r#"{"pid": 1, "after": "kill"}"#).unwrap(),
+            After::Kill
+        );
+        let err = after(r#"{"pid": 1, "after": "term"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("unknown variant `term`, expected one of `run`, `stop`, `kill`"),
+            "{err}"
+        );
+        assert!(after(r#"{"pid": 1, "after": "Run"}"#).is_err());
+        assert!(after(r#"{"pid": 1, "then": "run"}"#).is_err());
+    }
 
     #[test]
     fn token_compare() {

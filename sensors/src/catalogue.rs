@@ -1,17 +1,14 @@
-//! The reading names and labels each sensor source is known to produce.
+//! The catalogue of reading names: which names (and their kinds) and which label keys
+//! each source produces, for programs that check what they are asked to look for.
 //!
-//! Validation uses this table to catch selectors that can never match. The policy, for
-//! forward compatibility with newer sensor readers:
-//! - an unknown source is an error (the set of sources is closed: [`Source::ALL`]);
-//! - a name that belongs to *another* source (`source = "edac"`, `name = "temp_celsius"`)
-//!   is an error: it can never match;
-//! - a name unknown to every source is a warning for closed sources (a typo is likely,
-//!   but a newer reader may add names), and accepted silently for open ones: rasdaemon
-//!   and lm_sensors (whose names grow with their tables) and InfiniBand `hw_*` counters
-//!   (driver-specific);
-//! - an unknown label key is a warning.
+//! lifeboat-triggers validates rules against it: a name that belongs to another source
+//! can never match, a name unknown to a closed source is likely a typo. Some sources are
+//! *open*: rasdaemon and lm_sensors (whose names grow with their tables) accept any name,
+//! and InfiniBand accepts every `hw_*` counter (driver-specific) through
+//! [`SourceInfo::open_prefixes`]. A reader that starts producing a new name adds it here;
+//! a unit test reads every fixture tree and fails on a reading the catalogue lacks.
 
-use lifeboat_sensors::{Kind, Source};
+use crate::reading::{Kind, Source};
 
 /// What is known about one source.
 #[derive(Debug)]
@@ -48,6 +45,10 @@ const HWMON: &[(&str, Kind)] = &[
     ("temp_emergency_celsius", G),
     ("temp_crit_alarm", G),
     ("temp_max_alarm", G),
+    ("temp_min_celsius", G),
+    ("temp_lcrit_celsius", G),
+    ("temp_alarm", G),
+    ("temp_min_alarm", G),
     ("fan_rpm", G),
     ("fan_min_rpm", G),
     ("fan_alarm", G),
@@ -56,6 +57,7 @@ const HWMON: &[(&str, Kind)] = &[
     ("in_max_volts", G),
     ("in_alarm", G),
     ("power_watts", G),
+    ("power_average_watts", G),
 ];
 
 const THERMAL: &[(&str, Kind)] = &[("zone_temp_celsius", G), ("zone_trip_celsius", G)];
@@ -108,6 +110,8 @@ const NETDEV: &[(&str, Kind)] = &[
     ("tx_heartbeat_errors", C),
     ("tx_window_errors", C),
     ("collisions", C),
+    ("rx_nohandler", C),
+    ("carrier_changes", C),
 ];
 
 const PCIE_AER: &[(&str, Kind)] = &[
@@ -127,6 +131,14 @@ const RASDAEMON: &[(&str, Kind)] = &[
     ("aer_events", C),
     ("mce_records", C),
     ("extlog_events", C),
+    ("mc_errors", C),
+    ("extlog_errors", C),
+    ("arm_events", C),
+    ("non_standard_events", C),
+    ("devlink_events", C),
+    ("disk_error_events", C),
+    ("memory_failure_events", C),
+    ("log_malformed_lines", C),
 ];
 
 const HOST: &[(&str, Kind)] = &[
@@ -154,10 +166,23 @@ pub fn info(source: Source) -> SourceInfo {
         ),
         Source::Hwmon => (HWMON, &[], false, &["chip", "chip_name", "sensor", "label"]),
         Source::Thermal => (THERMAL, &[], false, &["zone", "type", "trip", "trip_type"]),
-        Source::Infiniband => (INFINIBAND, &["hw_"], false, &["device", "port"]),
+        Source::Infiniband => (INFINIBAND, &["hw_"], false, &["device", "port", "state"]),
         Source::Netdev => (NETDEV, &[], false, &["device"]),
         Source::PcieAer => (PCIE_AER, &[], false, &["device", "error"]),
-        Source::Rasdaemon => (RASDAEMON, &[], true, &["err_type", "dimm_label", "device"]),
+        Source::Rasdaemon => (
+            RASDAEMON,
+            &[],
+            true,
+            &[
+                "err_type",
+                "dimm_label",
+                "device",
+                "error",
+                "severity",
+                "reporter",
+                "action_result",
+            ],
+        ),
         Source::LmSensors => (&[], &[], true, &["chip", "chip_name", "sensor", "label"]),
         Source::Host => (HOST, &[], false, &[]),
     };
@@ -200,6 +225,74 @@ pub fn sources_of(name: &str, except: Source) -> Vec<Source> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Root, all_sensors, read_all};
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The catalogue is the sensors' own account of what they produce: every reading of
+    /// every fixture tree (real sysfs, procfs and rasdaemon layouts) must be in it, with
+    /// its kind, and carry only the label keys listed (open prefixes excepted; open
+    /// sources list their names too, but may carry other labels).
+    #[test]
+    fn every_reading_of_the_fixtures_is_in_the_catalogue() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sensors");
+        let mut trees: Vec<_> = std::fs::read_dir(&fixtures)
+            .expect("the sensor fixtures")
+            .map(|e| e.expect("a fixture").path())
+            .filter(|p| p.is_dir())
+            .collect();
+        trees.sort();
+        let mut missing = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        for tree in &trees {
+            for scan in read_all(&Root::new(tree), &mut all_sensors()) {
+                let i = info(scan.source);
+                for r in &scan.readings {
+                    seen.insert((r.source, r.name.clone()));
+                    let prefixed = i.open_prefixes.iter().any(|p| r.name.starts_with(p));
+                    if !prefixed && i.kind_of(&r.name) != Some(r.kind) {
+                        missing.insert(format!("{}: {} ({:?})", r.source, r.name, r.kind));
+                    }
+                    for key in r.labels.keys() {
+                        if !i.open_labels() && !i.labels.contains(&key.as_str()) {
+                            missing.insert(format!("{}: label {key}", r.source));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "produced by the readers but not in the catalogue:\n{}",
+            missing.into_iter().collect::<Vec<_>>().join("\n")
+        );
+        // Names the readers' own tables can produce, fixture or not.
+        for kind in ["temp", "fan", "in", "power"] {
+            for &(_, name, _) in crate::hwmon::attrs_of(kind).unwrap_or_default() {
+                assert_eq!(
+                    info(Source::Hwmon).kind_of(name),
+                    Some(Kind::Gauge),
+                    "{name}"
+                );
+            }
+        }
+        for &name in crate::netdev::STATISTICS {
+            assert_eq!(
+                info(Source::Netdev).kind_of(name),
+                Some(Kind::Counter),
+                "{name}"
+            );
+        }
+        // The fixtures exercise every closed source.
+        for s in Source::ALL {
+            if !info(s).open {
+                assert!(
+                    seen.iter().any(|(src, _)| *src == s),
+                    "no fixture reads {s}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn every_source_has_an_entry_and_names_are_unique_per_source() {

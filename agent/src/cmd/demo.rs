@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 /// The shipped configuration, whose rules the demo runs.
-const SHIPPED_CONFIG: &str = include_str!("../../config/lifeboat.toml");
+const SHIPPED_CONFIG: &str = include_str!("../../../config/lifeboat.toml");
 
 /// Steps of the workload and the pause between them.
 const STEPS: u32 = 60;

@@ -2,55 +2,17 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Subcommand;
 use lifeboat_sensors::TracePoint;
 use lifeboat_triggers::backtest::{Expectations, replay};
 use lifeboat_triggers::eval::fmt_num;
 use lifeboat_triggers::{Action, Config, Diagnostic, Diagnostics, Event, EventKind, fmt_time};
 
-/// Subcommands of `rules`.
-#[derive(Debug, Subcommand)]
-pub enum RulesCommand {
-    /// Validate a rules file; exit 0 if it is good, else print each error with its line.
-    ///
-    /// Errors and warnings are printed as FILE:LINE:COL: followed by the offending line.
-    /// Warnings alone do not fail the check.
-    Check {
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Rules file (TOML).
-        file: PathBuf,
-    },
-    /// Replay a recorded trace through the rules and print when each would fire and clear.
-    ///
-    /// With --expect, compare the events with an expectations file and exit 1 when they
-    /// differ (like `promtool test rules`). Expectations are TOML:
-    ///   quiet = ["cpu-overheat"]          # rules that must never fire
-    ///   [[event]]                          # every firing/cleared event of the rule, in order
-    ///   rule = "memory-uncorrected"
-    ///   kind = "firing"                    # pending | firing | cleared
-    ///   at = "2025-11-25T12:00:00Z"
-    #[command(verbatim_doc_comment)]
-    Test {
-        /// Rules file (TOML).
-        #[arg(long, value_name = "FILE")]
-        rules: PathBuf,
-        /// Trace of readings (JSON Lines, as `lifeboat agent --record` writes).
-        #[arg(long, value_name = "TRACE")]
-        trace: PathBuf,
-        /// Expected events (TOML); exit 1 if the replay differs.
-        #[arg(long, value_name = "FILE")]
-        expect: Option<PathBuf>,
-        /// Print each event as one JSON object per line instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-}
+use super::support::status;
+use crate::cli::RulesCommand;
 
 /// Run `lifeboat rules ...`.
 pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
@@ -100,7 +62,7 @@ fn check(file: &Path, json: bool) -> Result<ExitCode> {
             "rules": rules,
         });
         writeln!(out, "{v}")?;
-        return Ok(exit(result.is_ok()));
+        return Ok(status(result.is_ok()));
     }
     let diags = Diagnostics { errors, warnings };
     if !diags.errors.is_empty() || !diags.warnings.is_empty() {
@@ -130,14 +92,6 @@ fn check(file: &Path, json: bool) -> Result<ExitCode> {
             eprintln!("{}: FAILED: {}", file.display(), diags.summary());
             Ok(ExitCode::FAILURE)
         }
-    }
-}
-
-fn exit(ok: bool) -> ExitCode {
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }
 

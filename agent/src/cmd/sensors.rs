@@ -2,24 +2,12 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Args;
 use lifeboat_sensors::{Reading, Root, Scan, all_sensors, read_all};
 
-/// Options of `sensors`.
-#[derive(Debug, Args)]
-pub struct SensorsArgs {
-    /// Read sysfs, procfs and /var under this directory instead of the host's root
-    /// (fixture trees, a container's view of the host).
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
+use crate::cli::SensorsArgs;
 
 /// Run `lifeboat sensors`: read every source once and print what was found. Files that
 /// could not be read are listed under their source; they do not change the exit status.
