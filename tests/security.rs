@@ -60,7 +60,8 @@ fn sleeper(cmd: Command) -> Background {
 }
 
 fn run(cmd: Command) -> CliResult {
-    run_to_end(cmd, "the command")
+    let what = format!("{cmd:?}");
+    run_to_end(cmd, &what)
 }
 
 #[test]

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::wait::WaitStatus;
 
+/// What identifies a restored process in `/proc` (for [`TestCtx::restart_detached`]'s
+/// guard, which kills it if the test ends early).
 fn tags(names: &[&str]) -> Vec<String> {
     names.iter().map(|t| (*t).to_owned()).collect()
 }
@@ -534,6 +536,17 @@ for p in (a, b):
     print(f"child {'ab'[(a, b).index(pid)]} {how}", flush=True)
 "#;
 
+/// The output `out` of [`ZOMBIE_PARENT`] restarted and run to its end: every tick, then
+/// both children reaped with their statuses.
+fn assert_zombie_parent_finished(out: &Path) {
+    let text = read_text(out);
+    assert!(text.contains("tick 40\n"), "{text}");
+    assert!(
+        text.ends_with("child a exit 7\nchild b signal 15\n"),
+        "the restored parent reaped both zombies with their statuses: {text}"
+    );
+}
+
 /// Children that exited but were not reaped yet come back as zombies with their exit
 /// statuses (one exited with 7, one was killed by SIGTERM): the restored parent's
 /// waitpid() finds them.
@@ -555,12 +568,7 @@ fn zombies_are_restored_for_their_parent() {
     // too, their PIDs must be free.
     reap_gone(&zombies, "a zombie handed to the test");
     ctx.lifeboat_ok(&["restart", path_str(&image)]);
-    let text = read_text(&out);
-    assert!(text.contains("tick 40\n"), "{text}");
-    assert!(
-        text.ends_with("child a exit 7\nchild b signal 15\n"),
-        "the parent reaped both with their statuses: {text}"
-    );
+    assert_zombie_parent_finished(&out);
 }
 
 /// Runs in a new PID namespace, as its init: starts the zombie parent, checkpoints it
@@ -622,12 +630,7 @@ fn job_with_group_and_session_outside_the_namespace() {
         (&serde_json::json!(0), &serde_json::json!(0)),
         "the job's leaders were outside the namespace: {summary}"
     );
-    let text = read_text(&out);
-    assert!(text.contains("tick 40\n"), "{text}");
-    assert!(
-        text.ends_with("child a exit 7\nchild b signal 15\n"),
-        "the restored parent reaped both zombies with their statuses: {text}"
-    );
+    assert_zombie_parent_finished(&out);
 }
 
 const POOL: &str = r#"

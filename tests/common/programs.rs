@@ -28,6 +28,13 @@ pub fn require_root(why: &str) {
 /// Fails the test unless `tool --version` runs and succeeds; `why` says what needs it
 /// and how to get it.
 pub fn require_tool(tool: &str, why: &str) {
+    if let Err(problem) = check_tool(tool) {
+        panic!("{problem}: {why}");
+    }
+}
+
+/// Whether `tool --version` runs and succeeds, and if not, what happened.
+fn check_tool(tool: &str) -> Result<(), String> {
     match Command::new(tool)
         .arg("--version")
         .stdin(Stdio::null())
@@ -35,9 +42,9 @@ pub fn require_tool(tool: &str, why: &str) {
         .stderr(Stdio::null())
         .status()
     {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("`{tool} --version` failed with {s}: {why}"),
-        Err(e) => panic!("`{tool}` could not be run ({e}): {why}"),
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("`{tool} --version` failed with {s}")),
+        Err(e) => Err(format!("`{tool}` could not be run ({e})")),
     }
 }
 
@@ -81,24 +88,9 @@ fn prepare() -> Result<PathBuf, String> {
         ));
     }
     for tool in ["gcc", "python3", "bash"] {
-        match Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-        {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                return Err(format!(
-                    "`{tool} --version` failed with {s}; {tool} is needed to build or run the test workloads"
-                ));
-            }
-            Err(e) => {
-                return Err(format!(
-                    "`{tool}` could not be run ({e}); it is needed to build or run the test workloads"
-                ));
-            }
-        }
+        check_tool(tool).map_err(|problem| {
+            format!("{problem}; {tool} is needed to build or run the test workloads")
+        })?;
     }
     // Processes restored with --detach are orphans, and the members of a killed tree
     // are re-parented: be their reaper, so that their PIDs are freed as soon as they
