@@ -6,79 +6,35 @@
 //! server); each test fails with the reason when something is missing, never skips.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should stop the test loudly
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+mod common;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "support/http.rs"]
-mod http_client;
-use http_client::request as http;
+use common::http::request as http;
+use common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn fixture(case: &str) -> PathBuf {
-    repo().join("tests/fixtures/sensors").join(case)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("agent-tests")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running agent; killed (and its log kept for failure messages) on drop.
+/// A running agent; killed on drop. Its log (stderr) is kept for failure messages.
 struct Agent {
-    child: Child,
+    proc: Proc,
     port: u16,
-    log: Arc<Mutex<String>>,
 }
 
 impl Agent {
     fn start(config: &Path, extra: &[&str]) -> Agent {
         let port = free_port();
-        let mut child = Command::new(BIN)
-            .arg("agent")
+        let mut cmd = Command::new(lifeboat_bin());
+        cmd.arg("agent")
             .arg("--config")
             .arg(config)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
-            .env("LIFEBOAT_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start lifeboat agent");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let agent = Agent { child, port, log };
+            .env("LIFEBOAT_LOG", "info");
+        let proc = Proc::spawn_no_input(cmd, "lifeboat agent");
+        let agent = Agent { proc, port };
         agent.wait_for(
             |a| a.get("/health").is_some_and(|(c, _)| c == 200),
             "/health",
@@ -87,7 +43,7 @@ impl Agent {
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.proc.stderr_text()
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
@@ -116,13 +72,6 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn write_config(dir: &Path, root: &Path, rules: &str) -> PathBuf {
     let path = dir.join("lifeboat.toml");
     std::fs::write(
@@ -144,18 +93,6 @@ when = { source = "edac", name = "dimm_ce_count", increase = "1h", above = 5 }
 [[rule.action]]
 type = "log"
 "#;
-
-fn promtool() -> &'static str {
-    let ok = Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "promtool is missing: install Debian's `prometheus` package (apt-get install prometheus)"
-    );
-    "promtool"
-}
 
 /// The reading metrics of a scrape, sorted: what the golden files hold. The agent's own
 /// metrics are left out (durations and counts vary run to run).
@@ -179,46 +116,12 @@ fn reading_lines(body: &str) -> String {
     out
 }
 
-fn check_golden(name: &str, actual: &str) {
-    let path = repo().join("tests/golden/agent").join(name);
-    if std::env::var_os("LIFEBOAT_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}: {e} (create it with LIFEBOAT_BLESS=1)",
-            path.display()
-        )
-    });
-    if expected != actual {
-        let diff: Vec<String> = expected
-            .lines()
-            .filter(|l| !actual.contains(l))
-            .map(|l| format!("- {l}"))
-            .chain(
-                actual
-                    .lines()
-                    .filter(|l| !expected.contains(l))
-                    .map(|l| format!("+ {l}")),
-            )
-            .take(40)
-            .collect();
-        panic!(
-            "{} differs from the agent's /metrics (re-bless with LIFEBOAT_BLESS=1 if the change is intended):\n{}",
-            path.display(),
-            diff.join("\n")
-        );
-    }
-}
-
 #[test]
 fn metrics_match_golden_and_pass_promtool() {
     let promtool = promtool();
     for case in ["large", "edac-csrow", "hwmon", "infiniband", "empty"] {
         let dir = scratch(&format!("golden-{case}"));
-        let config = write_config(&dir, &fixture(case), CE_RULE);
+        let config = write_config(&dir, &sensor_fixture(case), CE_RULE);
         let agent = Agent::start(&config, &[]);
         agent.wait_for(
             |a| {
@@ -230,27 +133,22 @@ fn metrics_match_golden_and_pass_promtool() {
         );
         let (code, body) = agent.get("/metrics").unwrap();
         assert_eq!(code, 200);
-        check_golden(&format!("metrics-{case}.txt"), &reading_lines(&body));
+        assert_golden(
+            &format!("tests/golden/agent/metrics-{case}.txt"),
+            &reading_lines(&body),
+        );
 
-        let mut check = Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        check
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(body.as_bytes())
-            .unwrap();
-        let out = check.wait_with_output().unwrap();
+        let mut cmd = Command::new(&promtool);
+        cmd.args(["check", "metrics"]);
+        let mut check = Proc::spawn(cmd, "promtool check metrics");
+        check.write_raw(body.as_bytes());
+        check.close_stdin();
+        let (status, out) = check.finish();
         assert!(
-            out.status.success(),
+            status.success(),
             "promtool check metrics failed for {case}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out),
+            check.stderr_text()
         );
 
         // OpenMetrics for scrapers that ask for it.
@@ -273,7 +171,7 @@ fn metrics_match_golden_and_pass_promtool() {
 #[test]
 fn node_without_sources_says_so_and_serves() {
     let dir = scratch("empty");
-    let config = write_config(&dir, &fixture("empty"), CE_RULE);
+    let config = write_config(&dir, &sensor_fixture("empty"), CE_RULE);
     let agent = Agent::start(&config, &[]);
     agent.wait_for(
         |a| a.log().contains("no fault-precursor source found"),
@@ -290,16 +188,12 @@ fn node_without_sources_says_so_and_serves() {
 
 #[test]
 fn real_prometheus_scrapes_the_agent() {
-    let ok = Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "the prometheus server is missing: install Debian's `prometheus` package"
+    require_tool(
+        "prometheus",
+        "the prometheus server is missing: install Debian's `prometheus` package",
     );
     let dir = scratch("prometheus");
-    let config = write_config(&dir, &fixture("edac-dimm"), CE_RULE);
+    let config = write_config(&dir, &sensor_fixture("edac-dimm"), CE_RULE);
     let agent = Agent::start(&config, &[]);
     let prom_port = free_port();
     let prom_cfg = dir.join("prometheus.yml");
@@ -311,18 +205,14 @@ fn real_prometheus_scrapes_the_agent() {
         ),
     )
     .unwrap();
-    let mut prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", prom_cfg.display()))
+    let mut cmd = Command::new("prometheus");
+    cmd.arg(format!("--config.file={}", prom_cfg.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
             dir.join("tsdb").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
+    let prom = Background::quiet(cmd, "prometheus");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     let found = loop {
@@ -345,8 +235,7 @@ fn real_prometheus_scrapes_the_agent() {
         std::thread::sleep(Duration::from_millis(250));
     };
     let up = http(prom_port, "GET", "/api/v1/query?query=up", &[], "");
-    let _ = prom.kill();
-    let _ = prom.wait();
+    drop(prom);
     assert!(
         found,
         "Prometheus never returned lifeboat_edac_dimm_ce_count_total; last answer: {last}"
@@ -361,7 +250,7 @@ fn real_prometheus_scrapes_the_agent() {
 #[test]
 fn bad_reload_keeps_the_old_rules() {
     let dir = scratch("reload");
-    let config = write_config(&dir, &fixture("edac-dimm"), CE_RULE);
+    let config = write_config(&dir, &sensor_fixture("edac-dimm"), CE_RULE);
     let agent = Agent::start(&config, &[]);
     assert_eq!(agent.metric("lifeboat_rules ").as_deref(), Some("1"));
 
@@ -386,7 +275,7 @@ fn bad_reload_keeps_the_old_rules() {
     let two = format!("{good}\n{}", CE_RULE.replace("dimm-ce", "dimm-ce-2"));
     std::fs::write(&config, two).unwrap();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        nix::unistd::Pid::from_raw(agent.proc.pid()),
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
@@ -402,30 +291,23 @@ fn bad_reload_keeps_the_old_rules() {
     );
 }
 
-/// A python3 workload that counts and prints; returns the child and its stdout lines.
-fn workload(env: (&str, &str)) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import time\nfor i in range(1, 100000):\n    print(i, flush=True)\n    time.sleep(0.05)\n",
-        ])
-        .env(env.0, env.1)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        // Killed mid-print at the end of a test, python would report a broken pipe.
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 is needed");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
-    (child, rx)
+/// A python3 workload that counts and prints, with `env` set.
+fn workload(env: (&str, &str)) -> Proc {
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-c",
+        "import time\nfor i in range(1, 100000):\n    print(i, flush=True)\n    time.sleep(0.05)\n",
+    ])
+    .env(env.0, env.1);
+    Proc::spawn_no_input(cmd, "the python3 workload")
+}
+
+/// The numbers `workload` printed so far.
+fn counted(p: &Proc) -> Vec<u64> {
+    String::from_utf8_lossy(&p.stdout())
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
 }
 
 fn index_entry(dir: &Path, pid: u32) -> Option<serde_json::Value> {
@@ -439,7 +321,7 @@ fn index_entry(dir: &Path, pid: u32) -> Option<serde_json::Value> {
 fn firing_rule_checkpoints_a_process_that_restarts_and_continues() {
     let dir = scratch("fire");
     let tree = dir.join("tree");
-    copy_tree(&fixture("edac-dimm"), &tree);
+    copy_tree(&sensor_fixture("edac-dimm"), &tree);
     let rules = r#"
 [[rule]]
 name = "dimm-ce-burst"
@@ -450,11 +332,12 @@ target = { job_env = "LIFEBOAT_TEST_JOB", job_id = "fire-1" }
 after = "kill"
 "#;
     let config = write_config(&dir, &tree, rules);
-    let (mut child, lines) = workload(("LIFEBOAT_TEST_JOB", "fire-1"));
-    let pid = child.id();
+    let mut child = workload(("LIFEBOAT_TEST_JOB", "fire-1"));
+    let pid = child.pid() as u32;
     // Running, then the agent, then the errors.
-    let first = lines.recv_timeout(TIMEOUT).unwrap();
-    assert_eq!(first, "1");
+    child.wait_lines(1);
+    let first = String::from_utf8_lossy(&child.stdout()).into_owned();
+    assert_eq!(first.lines().next(), Some("1"));
     let agent = Agent::start(&config, &[]);
     std::thread::sleep(Duration::from_millis(1500));
     let ce = find_file(&tree, "dimm_ce_count");
@@ -466,11 +349,9 @@ after = "kill"
     std::fs::write(&ce, format!("{}\n", before + 50)).unwrap();
     agent.wait_for(|_| index_entry(&dir, pid).is_some(), "the checkpoint");
     // `after = "kill"`: the agent killed it once the image was safe.
-    let status = child.wait().unwrap();
+    let (status, _) = child.finish();
     assert!(!status.success(), "the workload was killed: {status}");
-    let mut seen: Vec<u64> = lines.try_iter().map(|l| l.parse().unwrap()).collect();
-    seen.insert(0, 1);
-    let last_before = *seen.iter().max().unwrap();
+    let last_before = *counted(&child).iter().max().unwrap();
     assert!(
         agent.log().contains("dimm-ce-burst"),
         "the log names the rule:\n{}",
@@ -489,23 +370,17 @@ after = "kill"
     assert!(image.starts_with(dir.join("store/test-node/job-fire-1")));
 
     // Restart: the counter goes on from where the checkpoint was.
-    let mut restarted = Command::new(BIN)
-        .args(["restart", "--no-restore-pid"])
-        .arg(&image)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = restarted.stdout.take().unwrap();
-    let mut after = BufReader::new(out).lines().map_while(Result::ok);
-    let next: u64 = after.next().unwrap().parse().unwrap();
-    let then: u64 = after.next().unwrap().parse().unwrap();
-    let _ = restarted.kill();
-    let _ = Command::new("pkill")
-        .args(["-KILL", "-P", &restarted.id().to_string()])
-        .status();
-    let _ = restarted.wait();
+    let mut cmd = Command::new(lifeboat_bin());
+    cmd.args(["restart", "--no-restore-pid"]).arg(&image);
+    let restarted = Proc::spawn_no_input(cmd, "`lifeboat restart --no-restore-pid`");
+    restarted.wait_lines(2);
+    let out = String::from_utf8_lossy(&restarted.stdout()).into_owned();
+    let mut after = out.lines().map(|l| l.parse::<u64>().unwrap());
+    let next = after.next().unwrap();
+    let then = after.next().unwrap();
+    // The restored workload is the restarter's child: stop it, and with it the restarter.
+    kill_all(&children_of(restarted.pid()));
+    drop(restarted);
     assert!(
         next <= last_before + 1 && next > 1,
         "continues from the checkpoint: printed {next} after {last_before}"
@@ -518,15 +393,15 @@ fn api_checkpoint_requires_the_token() {
     let dir = scratch("api");
     let token = "0123456789abcdef0123456789abcdef";
     std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
-    let config = write_config(&dir, &fixture("empty"), CE_RULE);
+    let config = write_config(&dir, &sensor_fixture("empty"), CE_RULE);
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("[agent]\n", "[agent]\ntoken_file = \"token\"\n");
     std::fs::write(&config, text).unwrap();
     let agent = Agent::start(&config, &[]);
-    let (mut child, lines) = workload(("X", "y"));
-    lines.recv_timeout(TIMEOUT).unwrap();
-    let body = format!("{{\"pid\": {}}}", child.id());
+    let mut child = workload(("X", "y"));
+    child.wait_lines(1);
+    let body = format!("{{\"pid\": {}}}", child.pid());
     let json = ("Content-Type", "application/json");
 
     let (code, _) = http(agent.port, "POST", "/api/v1/checkpoint", &[json], &body).unwrap();
@@ -554,38 +429,23 @@ fn api_checkpoint_requires_the_token() {
     assert_eq!(v["result"], "ok");
     let image = v["path"].as_str().unwrap();
     // Still running (`after` defaults to run), and the image is a valid one.
-    assert!(child.try_wait().unwrap().is_none());
-    let inspect = Command::new(BIN)
-        .arg("inspect")
-        .arg(image)
-        .output()
-        .unwrap();
-    assert!(
-        inspect.status.success(),
-        "{}",
-        String::from_utf8_lossy(&inspect.stderr)
-    );
+    assert!(child.try_status().is_none());
+    let inspect = lifeboat_in(&dir, &["inspect", image]);
+    assert!(inspect.status.success(), "{}", inspect.stderr);
     let (_, list) = agent.get("/api/v1/checkpoints").unwrap();
     assert!(list.contains(image), "{list}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }
 
 #[test]
 fn demo_runs_end_to_end() {
     let dir = scratch("demo");
-    let out = Command::new(BIN)
-        .arg("demo")
-        .arg("--dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = lifeboat_in(&dir, &["demo", "--dir", path_str(&dir)]);
+    let text = &out.stdout;
     assert!(
         out.status.success(),
         "lifeboat demo failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
     for needle in [
         "rule firing",
@@ -598,16 +458,6 @@ fn demo_runs_end_to_end() {
             "demo output lacks {needle:?}:\n{text}"
         );
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 fn find_file(dir: &Path, name: &str) -> PathBuf {
@@ -633,7 +483,7 @@ fn find_file(dir: &Path, name: &str) -> PathBuf {
 fn rasdaemon_log_lines_are_read_as_they_come() {
     let dir = scratch("rasdaemon-events");
     let tree = dir.join("tree");
-    copy_tree(&fixture("rasdaemon-log"), &tree);
+    copy_tree(&sensor_fixture("rasdaemon-log"), &tree);
     let config = write_config(&dir, &tree, CE_RULE);
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "interval = \"1s\"\n",
@@ -675,7 +525,7 @@ fn rasdaemon_log_lines_are_read_as_they_come() {
 #[test]
 fn recorded_trace_replays_with_rules_test() {
     let dir = scratch("record");
-    let config = write_config(&dir, &fixture("edac-dimm"), CE_RULE);
+    let config = write_config(&dir, &sensor_fixture("edac-dimm"), CE_RULE);
     let trace = dir.join("trace.jsonl");
     let agent = Agent::start(&config, &["--record", trace.to_str().unwrap()]);
     agent.wait_for(
@@ -691,17 +541,21 @@ fn recorded_trace_replays_with_rules_test() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["t"].as_f64().is_some() && v["source"].is_string() && v["name"].is_string());
     }
-    let out = Command::new(BIN)
-        .args(["rules", "test", "--rules"])
-        .arg(&config)
-        .arg("--trace")
-        .arg(&trace)
-        .output()
-        .unwrap();
+    let out = lifeboat_in(
+        &dir,
+        &[
+            "rules",
+            "test",
+            "--rules",
+            path_str(&config),
+            "--trace",
+            path_str(&trace),
+        ],
+    );
     assert!(
         out.status.success(),
         "rules test on the recording: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        out.stdout,
+        out.stderr
     );
 }

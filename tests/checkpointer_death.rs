@@ -15,63 +15,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::*;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[path = "support/http.rs"]
-mod http;
-
-const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap();
-    assert_eq!(
-        euid, "0",
-        "these tests must run as root: they ptrace processes of their own"
-    );
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("checkpointer-death")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `tests/programs/steady.c`, built once.
-fn steady_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("steady");
-            let status = Command::new("gcc")
-                .args(["-O2", "-pthread", "-Wall", "-Wextra", "-o"])
-                .arg(&out)
-                .arg(repo().join("tests/programs/steady.c"))
-                .arg("-lm")
-                .status()
-                .expect("gcc is needed to build tests/programs/steady.c");
-            assert!(status.success(), "building steady.c failed: {status}");
-            out
-        })
-        .clone()
-}
+const ROOT: &str = "these tests ptrace processes of their own: run them as root";
 
 /// Holds 200 MiB whose checksum it verifies when told to stop.
 const PY_MEMORY: &str = r#"
@@ -166,7 +120,7 @@ impl Target {
     }
 
     fn steady(threads: u32, mib: u32) -> Target {
-        let mut c = Command::new(steady_bin());
+        let mut c = Command::new(program("steady"));
         c.args([threads.to_string(), mib.to_string()]);
         Target::spawn(&format!("steady {threads} threads {mib} MiB"), c)
     }
@@ -193,7 +147,7 @@ impl Target {
             "{} (PID {}) made no progress after {after}: state {:?}, last lines {:?}",
             self.what,
             self.pid(),
-            state(self.pid()),
+            proc_state(self.pid()),
             self.lines
                 .lock()
                 .unwrap()
@@ -215,15 +169,15 @@ impl Target {
         }
         // The kernel detaches the dead tracer's threads at once; give it a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(state(self.pid()), Some('t' | 'T')) && Instant::now() < deadline {
+        while matches!(proc_state(self.pid()), Some('t' | 'T')) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(
-            !matches!(state(self.pid()), Some('t' | 'T' | 'Z' | 'X') | None),
+            !matches!(proc_state(self.pid()), Some('t' | 'T' | 'Z' | 'X') | None),
             "{} (PID {}) is left {:?} after {after}",
             self.what,
             self.pid(),
-            state(self.pid())
+            proc_state(self.pid())
         );
         self.wait_progress(Duration::from_secs(10), after);
     }
@@ -253,14 +207,9 @@ impl Drop for Target {
     }
 }
 
-fn state(pid: i32) -> Option<char> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 /// `lifeboat checkpoint` of `pid` into `dir`, dying where `die_at` says.
 fn checkpoint(dir: &Path, pid: i32, die_at: Option<&str>) -> Child {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(lifeboat_bin());
     c.args(["checkpoint", "-q", "-f"])
         .arg(dir.join("ctx"))
         .arg(pid.to_string())
@@ -297,7 +246,7 @@ fn kill_points(target: &mut Target, dir: &Path, points: &[&str]) {
 
 #[test]
 fn every_kill_point_leaves_the_job_running() {
-    require_root();
+    require_root(ROOT);
     require_fault_injection();
     let dir = scratch("points");
     // One thread: 71 injected calls (scratch mmap, dumpable, brk, 62 sigactions, three
@@ -363,7 +312,7 @@ fn every_kill_point_leaves_the_job_running() {
 
 #[test]
 fn random_kills_over_hundreds_of_trials_leave_every_job_running() {
-    require_root();
+    require_root(ROOT);
     let dir = scratch("random");
     let mut targets = vec![
         Target::python("python-200MiB", &dir, PY_MEMORY),
@@ -408,29 +357,25 @@ fn random_kills_over_hundreds_of_trials_leave_every_job_running() {
 
 #[test]
 fn killing_the_agent_mid_checkpoint_leaves_the_job_running() {
-    require_root();
+    require_root(ROOT);
     require_fault_injection();
     let dir = scratch("agent");
     let token = "0123456789abcdef0123456789abcdef";
     std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.join("lifeboat.toml");
     std::fs::write(
         &config,
         format!(
             "[agent]\nroot = {root:?}\nnode = \"test-node\"\ntoken_file = \"token\"\n[agent.store]\ndir = {store:?}\nmin_free_gib = 0.01\n",
-            root = repo().join("tests/fixtures/sensors/empty").display().to_string(),
+            root = sensor_fixture("empty").display().to_string(),
             store = dir.join("store").display().to_string(),
         ),
     )
     .unwrap();
     let mut job = Target::steady(8, 16);
     for at in ["inject:1", "inject:40", "inject:75", "pages:1"] {
-        let mut agent = Command::new(BIN)
+        let mut agent = Command::new(lifeboat_bin())
             .args(["agent", "--config"])
             .arg(&config)
             .arg("--listen")

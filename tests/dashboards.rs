@@ -13,10 +13,13 @@
 //! promtool comes from Debian's `prometheus` package; without it these tests fail.
 //! `PROMTOOL=/path/to/promtool` picks another binary.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::*;
 use serde_json::Value;
 
 /// Every metric name the agent exports (see `agent/src/daemon/metrics.rs` and the
@@ -199,34 +202,19 @@ const GROUPING: &[&str] = &[
 ];
 
 fn dashboards_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
+    workspace().join("dashboards")
 }
 
 fn prometheus_dir() -> PathBuf {
     dashboards_dir().join("prometheus")
 }
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
 /// Run promtool in `dir`; panic with its output unless it exits 0.
 fn promtool(dir: &Path, args: &[&str]) -> String {
-    let program = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
-    let out = match Command::new(&program).args(args).current_dir(dir).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "{} not found: install Debian's `prometheus` package (apt-get install prometheus), \
-             which ships promtool, or point PROMTOOL at a promtool binary",
-            program.to_string_lossy()
-        ),
-        Err(e) => panic!("run {}: {e}", program.to_string_lossy()),
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new(common::promtool());
+    cmd.args(args).current_dir(dir);
+    let out = run_to_end(cmd, &format!("promtool {}", args.join(" ")));
+    let text = format!("{}{}", out.stdout, out.stderr);
     assert!(
         out.status.success(),
         "promtool {} (in {}) failed with {}:\n{text}",
@@ -406,7 +394,7 @@ fn yaml_values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
 }
 
 fn recording_rules() -> BTreeSet<String> {
-    let text = read(&prometheus_dir().join("lifeboat.rules.yml"));
+    let text = read_text(&prometheus_dir().join("lifeboat.rules.yml"));
     yaml_values(&text, "record")
         .into_iter()
         .map(str::to_owned)
@@ -440,7 +428,7 @@ fn unknown_names<'a>(exprs: impl IntoIterator<Item = (String, &'a str)>) -> Vec<
 
 fn dashboard() -> Value {
     let path = dashboards_dir().join("grafana/lifeboat-fleet.json");
-    serde_json::from_str(&read(&path))
+    serde_json::from_str(&read_text(&path))
         .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
@@ -516,7 +504,7 @@ fn promtool_unit_tests_pass() {
 
 #[test]
 fn every_alert_has_severity_and_annotations_and_is_tested_firing_and_quiet() {
-    let alerts = read(&prometheus_dir().join("lifeboat.alerts.yml"));
+    let alerts = read_text(&prometheus_dir().join("lifeboat.alerts.yml"));
     let mut blocks: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in alerts.lines() {
@@ -541,7 +529,7 @@ fn every_alert_has_severity_and_annotations_and_is_tested_firing_and_quiet() {
         blocks.len()
     );
 
-    let tests = read(&prometheus_dir().join("lifeboat.tests.yml"));
+    let tests = read_text(&prometheus_dir().join("lifeboat.tests.yml"));
     let rule_files = yaml_values(&tests, "rule_files");
     assert!(
         tests.contains("- lifeboat.rules.yml") && tests.contains("- lifeboat.alerts.yml"),
@@ -601,7 +589,7 @@ fn every_recording_rule_is_tested() {
         !records.is_empty(),
         "no recording rules in lifeboat.rules.yml"
     );
-    let tests = read(&prometheus_dir().join("lifeboat.tests.yml"));
+    let tests = read_text(&prometheus_dir().join("lifeboat.tests.yml"));
     let tested: BTreeSet<String> = yaml_exprs(&tests)
         .iter()
         .flat_map(|e| metric_names(e))
@@ -622,7 +610,7 @@ fn rules_and_tests_reference_only_exported_metrics() {
         "lifeboat.alerts.yml",
         "lifeboat.tests.yml",
     ] {
-        let text = read(&prometheus_dir().join(file));
+        let text = read_text(&prometheus_dir().join(file));
         for (n, e) in yaml_exprs(&text).into_iter().enumerate() {
             exprs.push((format!("{file} expr #{}", n + 1), e));
         }
@@ -782,9 +770,7 @@ fn grafana_queries_parse_as_promql() {
             "      # {title} / {r}\n      - record: dashboard:query_{n}\n        expr: {quoted}\n"
         ));
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("dashboards-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create a scratch directory under CARGO_TARGET_TMPDIR");
+    let dir = scratch("grafana-queries");
     let file = dir.join("dashboard-queries.yml");
     std::fs::write(&file, &yaml).expect("write the scratch rules file");
     let out = promtool(

@@ -27,7 +27,7 @@ fn kill_and_restart(test: &str, prog: Prog, at: usize, syscalls: &[i64]) {
     if !syscalls.is_empty() {
         wait_in_syscall(pid, syscalls, prog.name);
     }
-    ctx.checkpoint(pid, &image, "--kill");
+    ctx.checkpoint(pid, &image, &["--kill"]);
     let (status, before) = orig.finish();
     assert_killed_by(
         status,
@@ -92,7 +92,7 @@ fn run_and_copy(test: &str, prog: Prog, at: usize, syscalls: &[i64]) {
         wait_in_syscall(pid, syscalls, prog.name);
     }
     let printed = orig.stdout().len();
-    ctx.checkpoint(pid, &image, "--run");
+    ctx.checkpoint(pid, &image, &["--run"]);
     assert!(
         is_alive(pid),
         "{} (pid {pid}) is gone after `checkpoint --run`, state {:?}",
@@ -129,7 +129,7 @@ fn stop_and_copy(test: &str, prog: Prog, at: usize) {
     let mut orig = ctx.spawn(&prog);
     let pid = orig.pid();
     orig.wait_lines(at);
-    ctx.checkpoint(pid, &image, "--stop");
+    ctx.checkpoint(pid, &image, &["--stop"]);
     wait_until(
         &format!(
             "{} (pid {pid}) is stopped after `checkpoint --stop`",
@@ -179,7 +179,7 @@ fn three_cycles(test: &str, prog: Prog, points: [usize; 3]) {
     let pid = orig.pid();
     orig.wait_lines(points[0]);
     let image = ctx.path("context.1");
-    ctx.checkpoint(pid, &image, "--kill");
+    ctx.checkpoint(pid, &image, &["--kill"]);
     let (status, out) = orig.finish();
     assert_killed_by(
         status,
@@ -199,7 +199,7 @@ fn three_cycles(test: &str, prog: Prog, points: [usize; 3]) {
         // +1: the restarter's first line is the PID.
         restarter.wait_lines(point.saturating_sub(so_far) + 1);
         image = ctx.path(&format!("context.{}", cycle + 1));
-        ctx.checkpoint(restored, &image, "--kill");
+        ctx.checkpoint(restored, &image, &["--kill"]);
         wait_gone(
             restored,
             &format!("restored {} after `checkpoint --kill`", prog.name),
@@ -388,7 +388,7 @@ fn reader_kill_restart_in_read() {
     let image = ctx.path("context.img");
     let (mut orig, before) = reader_until_blocked(&ctx);
     let pid = orig.pid();
-    ctx.checkpoint(pid, &image, "--kill");
+    ctx.checkpoint(pid, &image, &["--kill"]);
     let (status, tail) = orig.finish();
     assert_killed_by(status, SIGKILL, "reader after `checkpoint --kill`");
     assert_eq!(
@@ -419,7 +419,7 @@ fn reader_run_copy_in_read() {
     let reference = reference_in_background(&prog);
     let image = ctx.path("context.img");
     let (mut orig, before) = reader_until_blocked(&ctx);
-    ctx.checkpoint(orig.pid(), &image, "--run");
+    ctx.checkpoint(orig.pid(), &image, &["--run"]);
     let mut copy = ctx.restart(&image, &["--no-restore-pid"]);
     reader_feed_rest(&mut orig);
     reader_feed_rest(&mut copy);
@@ -485,7 +485,7 @@ fn checkpoint_run_leaves_process_running() {
     );
     for round in [1, 2] {
         if round == 2 {
-            ctx.checkpoint(pid, &ctx.path("second.img"), "--run");
+            ctx.checkpoint(pid, &ctx.path("second.img"), &["--run"]);
         }
         let state = proc_state(pid);
         assert!(
@@ -522,7 +522,7 @@ fn checkpoint_stop_then_continue() {
     let mut orig = ctx.spawn(&prog);
     let pid = orig.pid();
     orig.wait_lines(8);
-    ctx.checkpoint(pid, &ctx.path("context.img"), "--stop");
+    ctx.checkpoint(pid, &ctx.path("context.img"), &["--stop"]);
     wait_until(
         &format!("counter (pid {pid}) is stopped after `checkpoint --stop`"),
         || proc_state(pid) == Some('T'),
@@ -558,7 +558,7 @@ fn checkpoint_term_then_restart() {
     let mut orig = ctx.spawn(&prog);
     let pid = orig.pid();
     orig.wait_lines(10);
-    ctx.checkpoint(pid, &image, "--term");
+    ctx.checkpoint(pid, &image, &["--term"]);
     let (status, before) = orig.finish();
     assert_killed_by(status, SIGTERM, "threads after `checkpoint --term`");
     let mut restarted = ctx.restart(&image, &[]);
@@ -601,7 +601,7 @@ fn run_job_child_checkpoint_restart() {
     let child = kids[0];
     ctx.guard_pid(child, prog.tags());
     job.wait_lines(6);
-    ctx.checkpoint(child, &image, "--kill");
+    ctx.checkpoint(child, &image, &["--kill"]);
     let (status, before) = job.finish();
     assert!(
         !status.success(),
@@ -685,7 +685,7 @@ fn restart_rejects_corrupt_images() {
     let mut orig = ctx.spawn(&prog);
     let pid = orig.pid();
     orig.wait_lines(4);
-    ctx.checkpoint(pid, &image, "--kill");
+    ctx.checkpoint(pid, &image, &["--kill"]);
     let (status, before) = orig.finish();
     assert_killed_by(status, SIGKILL, "counter after `checkpoint --kill`");
     ctx.guard_pid(pid, prog.tags());
@@ -736,7 +736,7 @@ fn restart_refuses_pid_in_use() {
     let mut orig = ctx.spawn(&prog);
     let pid = orig.pid();
     orig.wait_lines(5);
-    ctx.checkpoint(pid, &image, "--run");
+    ctx.checkpoint(pid, &image, &["--run"]);
     let r = ctx.lifeboat(&["restart", path_str(&image)]);
     assert!(
         !r.status.success(),
@@ -774,7 +774,7 @@ fn inspect_human_and_json() {
     orig.wait_lines(3);
     let nthreads = thread_count(pid);
     assert_eq!(nthreads, 5, "threads should run 5 threads mid-way");
-    ctx.checkpoint(pid, &image, "--kill");
+    ctx.checkpoint(pid, &image, &["--kill"]);
     let (status, _) = orig.finish();
     assert_killed_by(status, SIGKILL, "threads after `checkpoint --kill`");
 

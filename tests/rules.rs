@@ -3,53 +3,26 @@
 //!
 //! The traces are generated here, deterministically (a fixed-seed xorshift), and checked
 //! in so operators can replay them; `traces_are_up_to_date` fails when the generator and
-//! the files disagree. Re-bless traces and golden outputs with `LIFEBOAT_BLESS=1`.
+//! the files disagree. Re-bless traces and golden outputs with `UPDATE_EXPECT=1` (see
+//! `common/golden.rs`).
+
+mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use common::*;
 use lifeboat_sensors::{Reading, Source, TracePoint};
 use lifeboat_triggers::backtest::replay;
 use lifeboat_triggers::{Config, EventKind};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// Runs `lifeboat ARGS` from the workspace root.
+fn lifeboat(args: &[&str]) -> CliResult {
+    lifeboat_in(&workspace(), args)
 }
 
-fn bless() -> bool {
-    std::env::var_os("LIFEBOAT_BLESS").is_some_and(|v| v == "1")
-}
-
-/// Runs `lifeboat ARGS` from the repository root.
-fn lifeboat(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("run lifeboat")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Compares `actual` with the golden file `tests/golden/rules/NAME`, or writes it when
-/// blessing.
+/// Compares `actual` with the golden file `tests/golden/rules/NAME`.
 fn golden(name: &str, actual: &str) {
-    let path = repo().join("tests/golden/rules").join(name);
-    if bless() {
-        let dir = path.parent().expect("golden files live in a directory");
-        fs::create_dir_all(dir).expect("create golden directory");
-        fs::write(&path, actual).expect("write golden file");
-        return;
-    }
-    let want = fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        want == actual,
-        "{} differs (re-bless with LIFEBOAT_BLESS=1); actual:\n{actual}",
-        path.display()
-    );
+    assert_golden(&format!("tests/golden/rules/{name}"), actual);
 }
 
 // ---- trace generator ----------------------------------------------------------------
@@ -387,34 +360,20 @@ fn jsonl(points: &[TracePoint]) -> String {
     s
 }
 
-fn trace_path(name: &str) -> PathBuf {
-    repo()
-        .join("tests/fixtures/traces")
-        .join(format!("{name}.jsonl"))
-}
-
 fn default_rules() -> Config {
-    let text =
-        fs::read_to_string(repo().join("config/lifeboat.toml")).expect("read config/lifeboat.toml");
+    let text = fs::read_to_string(workspace().join("config/lifeboat.toml"))
+        .expect("read config/lifeboat.toml");
     Config::from_str(&text, "config/lifeboat.toml").unwrap_or_else(|d| panic!("{d}"))
 }
 
 #[test]
 fn traces_are_up_to_date() {
     for sc in scenarios() {
-        let path = trace_path(sc.name);
-        let want = jsonl(&sc.points);
-        if bless() {
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(&path, &want).unwrap();
-            continue;
-        }
-        let have = fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            have == want,
-            "{} is not what the generator makes ({}); re-bless with LIFEBOAT_BLESS=1",
-            path.display(),
-            sc.about
+        // Shown with the failure, if any: what the trace is.
+        eprintln!("{}: {}", sc.name, sc.about);
+        assert_golden(
+            &format!("tests/fixtures/traces/{}.jsonl", sc.name),
+            &jsonl(&sc.points),
         );
     }
 }
@@ -487,18 +446,17 @@ fn rules_test_replays_each_trace_and_meets_its_expectations() {
             out.status.success(),
             "{}: {}\n{}",
             sc.name,
-            text(&out.stdout),
-            text(&out.stderr)
+            out.stdout,
+            out.stderr
         );
-        assert_eq!(text(&out.stderr), "", "{}", sc.name);
-        golden(&format!("backtest/{}.txt", sc.name), &text(&out.stdout));
+        assert_eq!(out.stderr, "", "{}", sc.name);
+        golden(&format!("backtest/{}.txt", sc.name), &out.stdout);
     }
 }
 
 #[test]
 fn rules_test_fails_when_expectations_differ() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rules-expect");
-    fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("expectations");
     let wrong = dir.join("wrong.expect.toml");
     fs::write(
         &wrong,
@@ -516,7 +474,7 @@ fn rules_test_fails_when_expectations_differ() {
         wrong.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = out.stderr;
     assert!(
         err.contains("FAILED: the replay differs from the expectations"),
         "{err}"
@@ -542,8 +500,9 @@ fn rules_test_json_prints_one_event_per_line() {
         "--trace",
         "tests/fixtures/traces/thermal-runaway.jsonl",
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let events: Vec<serde_json::Value> = text(&out.stdout)
+    assert!(out.status.success(), "{}", out.stderr);
+    let events: Vec<serde_json::Value> = out
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -563,9 +522,9 @@ fn rules_test_json_prints_one_event_per_line() {
 #[test]
 fn rules_check_accepts_the_shipped_configuration() {
     let out = lifeboat(&["rules", "check", "config/lifeboat.toml"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stderr), "");
-    golden("check-default.txt", &text(&out.stdout));
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+    golden("check-default.txt", &out.stdout);
 }
 
 #[test]
@@ -573,8 +532,8 @@ fn rules_check_rejects_a_bad_file_with_located_errors() {
     let file = "tests/fixtures/rules/bad/unknown-top-level.toml";
     let out = lifeboat(&["rules", "check", file]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stdout), "");
-    golden("check-bad.txt", &text(&out.stderr));
+    assert_eq!(out.stdout, "");
+    golden("check-bad.txt", &out.stderr);
 }
 
 #[test]
@@ -582,12 +541,12 @@ fn rules_check_prints_warnings_and_still_succeeds() {
     let file = "tests/fixtures/rules/warnings/raw-counter-and-short-for.toml";
     let out = lifeboat(&["rules", "check", file]);
     assert!(out.status.success());
-    let err = text(&out.stderr);
+    let err = out.stderr;
     assert!(
         err.contains(&format!("{file}:7:7: warning: `for` of 20s")),
         "{err}"
     );
-    assert!(text(&out.stdout).contains("OK: 1 rules (0 errors, 2 warnings)"));
+    assert!(out.stdout.contains("OK: 1 rules (0 errors, 2 warnings)"));
 }
 
 #[test]
@@ -599,7 +558,7 @@ fn rules_check_json_lists_errors_with_positions() {
         "tests/fixtures/rules/bad/unknown-field.toml",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["errors"][0]["line"], 4);
     assert_eq!(v["errors"][0]["col"], 51);
@@ -615,7 +574,7 @@ fn rules_check_json_lists_errors_with_positions() {
 fn rules_check_of_a_missing_file_names_it() {
     let out = lifeboat(&["rules", "check", "tests/fixtures/rules/no-such-file.toml"]);
     assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = out.stderr;
     assert!(
         err.contains("cannot read rules file tests/fixtures/rules/no-such-file.toml"),
         "{err}"

@@ -7,52 +7,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::*;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap();
-    assert_eq!(
-        euid, "0",
-        "these tests must run as root: they ptrace processes"
-    );
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("runtimes")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `tests/programs/NAME.c`, built into the target directory.
-fn build(name: &str) -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("rt-{name}"));
-    let status = Command::new("gcc")
-        .args(["-O2", "-pthread", "-Wall", "-Wextra", "-o"])
-        .arg(&out)
-        .arg(repo().join(format!("tests/programs/{name}.c")))
-        .status()
-        .expect("gcc is needed to build the test programs");
-    assert!(status.success(), "building {name}.c failed: {status}");
-    out
-}
 
 /// Wait until `file` holds a line `line`.
 fn wait_line(file: &Path, line: &str, child: &mut Child) {
@@ -154,7 +115,7 @@ fn drive(dir: &Path, name: &str, cmd: &mut Command, steps: &[Step], checkpoint_a
         wait_line(&out, line, restarted.as_mut().unwrap_or(&mut child));
         if checkpoint_at == Some(*line) && restarted.is_none() {
             let image = dir.join(format!("{name}.ctx"));
-            let st = Command::new(BIN)
+            let st = Command::new(lifeboat_bin())
                 .args(["checkpoint", "--kill", "-q", "-f"])
                 .arg(&image)
                 .arg(pid.to_string())
@@ -162,7 +123,7 @@ fn drive(dir: &Path, name: &str, cmd: &mut Command, steps: &[Step], checkpoint_a
                 .unwrap();
             assert!(st.success(), "checkpoint of {name} failed: {st}");
             let _ = child.wait();
-            let mut r = Command::new(BIN)
+            let mut r = Command::new(lifeboat_bin())
                 .arg("restart")
                 .arg(&image)
                 .stdin(Stdio::null())
@@ -194,7 +155,7 @@ fn same_as_uninterrupted(
     steps: &[Step],
     checkpoint_at: &str,
 ) {
-    require_root();
+    require_root("these tests ptrace processes of their own: run them as root");
     let dir = scratch(name);
     drive(&dir, "reference", &mut cmd(), steps, None);
     drive(&dir, "restarted", &mut cmd(), steps, Some(checkpoint_at));
@@ -210,7 +171,7 @@ fn same_as_uninterrupted(
 #[test]
 fn handlers_of_every_flag_run_on_every_thread_after_a_restart() {
     use nix::sys::signal::Signal::SIGTERM;
-    let bin = build("handlers");
+    let bin = program("handlers");
     same_as_uninterrupted(
         "handlers",
         || Command::new(&bin),

@@ -5,25 +5,24 @@
 //! otherwise, never skips.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should stop the test loudly
 
-use lifeboat_engine::image::{Reader, Writer};
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
+
+use common::*;
+use lifeboat_engine::image::{Reader, Writer};
 
 const NOBODY: u32 = 65534;
 const OTHER: u32 = 65533;
 
-fn lifeboat() -> &'static str {
-    env!("CARGO_BIN_EXE_lifeboat")
-}
-
 fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the security tests need root: they run processes as other users with setpriv"
+    common::require_root(
+        "the security tests need root: they run processes as other users with setpriv",
     );
     assert!(
         Path::new("/usr/bin/setpriv").exists(),
@@ -31,11 +30,9 @@ fn require_root() {
     );
 }
 
+/// The test's scratch directory, writable by the other users.
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("security-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch(name);
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
     dir
 }
@@ -54,68 +51,31 @@ fn as_user(uid: u32) -> Command {
     c
 }
 
-/// A process that sleeps, killed when dropped.
-struct Sleeper(Child);
-
-impl Sleeper {
-    fn spawn(mut cmd: Command) -> Sleeper {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        Sleeper(child)
-    }
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-    fn alive(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
-    }
+/// A process that sleeps (streams on /dev/null), given a moment to start; killed when
+/// dropped.
+fn sleeper(cmd: Command) -> Background {
+    let target = Background::quiet(cmd, "the target");
+    std::thread::sleep(Duration::from_millis(200));
+    target
 }
 
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn uid_of(pid: i32) -> u32 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+fn run(cmd: Command) -> CliResult {
+    let what = format!("{cmd:?}");
+    run_to_end(cmd, &what)
 }
 
 #[test]
 fn only_the_owner_or_root_may_checkpoint() {
     require_root();
     let dir = scratch("owner");
-    let mut target = Sleeper::spawn({
+    let mut target = sleeper({
         let mut c = as_user(NOBODY);
         c.args(["sleep", "30"]);
         c
     });
     let image = dir.join("ctx");
     let mut cmd = as_user(OTHER);
-    cmd.arg(lifeboat())
+    cmd.arg(lifeboat_bin())
         .args(["checkpoint", "-f"])
         .arg(&image)
         .arg(target.pid().to_string());
@@ -126,9 +86,10 @@ fn only_the_owner_or_root_may_checkpoint() {
         target.pid()
     );
     assert!(
-        stderr(&out).contains(&format!("PID {} belongs to UID {NOBODY}", target.pid())),
+        out.stderr
+            .contains(&format!("PID {} belongs to UID {NOBODY}", target.pid())),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     assert!(!image.exists(), "a refused checkpoint left an image");
     assert!(target.alive(), "a refused checkpoint hurt the process");
@@ -136,7 +97,7 @@ fn only_the_owner_or_root_may_checkpoint() {
     // The owner may, and the process keeps running (--run is the default).
     let mut cmd = as_user(NOBODY);
     cmd.current_dir(&dir)
-        .arg(lifeboat())
+        .arg(lifeboat_bin())
         .args(["checkpoint", "-f"])
         .arg(&image)
         .arg(target.pid().to_string());
@@ -144,7 +105,7 @@ fn only_the_owner_or_root_may_checkpoint() {
     assert!(
         out.status.success(),
         "the owner could not checkpoint: {}",
-        stderr(&out)
+        out.stderr
     );
     assert!(target.alive());
     assert_eq!(
@@ -164,20 +125,20 @@ fn set_id_processes_are_refused() {
     fs::copy("/usr/bin/sleep", &exe).unwrap();
     chown(&exe, Some(NOBODY), Some(NOBODY)).unwrap();
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o4755)).unwrap();
-    let mut target = Sleeper::spawn({
+    let mut target = sleeper({
         let mut c = Command::new(&exe);
         c.arg("30");
         c
     });
     let out = run({
-        let mut c = Command::new(lifeboat());
+        let mut c = Command::new(lifeboat_bin());
         c.args(["checkpoint", "-f"])
             .arg(dir.join("ctx"))
             .arg(target.pid().to_string());
         c
     });
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("set-user-ID"), "{}", stderr(&out));
+    assert!(out.stderr.contains("set-user-ID"), "{}", out.stderr);
     assert!(target.alive());
 }
 
@@ -185,7 +146,7 @@ fn set_id_processes_are_refused() {
 fn non_dumpable_processes_are_refused_and_keep_running() {
     require_root();
     let dir = scratch("dumpable");
-    let mut target = Sleeper::spawn({
+    let mut target = sleeper({
         let mut c = Command::new("python3");
         c.args([
             "-c",
@@ -195,14 +156,14 @@ fn non_dumpable_processes_are_refused_and_keep_running() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let out = run({
-        let mut c = Command::new(lifeboat());
+        let mut c = Command::new(lifeboat_bin());
         c.args(["checkpoint", "--kill", "-f"])
             .arg(dir.join("ctx"))
             .arg(target.pid().to_string());
         c
     });
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not dumpable"), "{}", stderr(&out));
+    assert!(out.stderr.contains("not dumpable"), "{}", out.stderr);
     assert!(!dir.join("ctx").exists());
     std::thread::sleep(Duration::from_millis(100));
     assert!(target.alive(), "a refused --kill checkpoint must not kill");
@@ -216,20 +177,20 @@ fn non_dumpable_processes_are_refused_and_keep_running() {
 /// Checkpoint `sleep` running as nobody (with --kill) and return the image path.
 fn nobody_image(dir: &Path) -> PathBuf {
     let image = dir.join("ctx");
-    let mut target = Sleeper::spawn({
+    let mut target = sleeper({
         let mut c = as_user(NOBODY);
         c.current_dir(dir).args(["sleep", "30"]);
         c
     });
     let out = run({
-        let mut c = Command::new(lifeboat());
+        let mut c = Command::new(lifeboat_bin());
         c.args(["checkpoint", "--kill", "-f"])
             .arg(&image)
             .arg(target.pid().to_string());
         c
     });
-    assert!(out.status.success(), "{}", stderr(&out));
-    let _ = target.0.wait();
+    assert!(out.status.success(), "{}", out.stderr);
+    target.wait();
     image
 }
 
@@ -259,12 +220,12 @@ fn root_restores_the_owner_not_a_forged_root() {
 
     // An honest image restarted by root runs as its owner again.
     let out = run({
-        let mut c = Command::new(lifeboat());
+        let mut c = Command::new(lifeboat_bin());
         c.args(["restart", "--detach"]).arg(&image);
         c
     });
-    assert!(out.status.success(), "{}", stderr(&out));
-    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let pid: i32 = out.stdout.trim().parse().unwrap();
     assert_eq!(uid_of(pid), NOBODY, "restored with the wrong UID");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -277,7 +238,7 @@ fn root_restores_the_owner_not_a_forged_root() {
     chown(&forged, Some(NOBODY), Some(NOBODY)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let out = run({
-        let mut c = Command::new(lifeboat());
+        let mut c = Command::new(lifeboat_bin());
         c.args(["restart", "--no-restore-pid", "--detach"])
             .arg(&forged);
         c
@@ -287,9 +248,9 @@ fn root_restores_the_owner_not_a_forged_root() {
         "root restarted a forged image as UID 0"
     );
     assert!(
-        stderr(&out).contains("owned by UID 65534 but claims UID 0"),
+        out.stderr.contains("owned by UID 65534 but claims UID 0"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     assert!(out.stdout.is_empty());
 }
@@ -306,27 +267,23 @@ fn a_user_restarts_as_itself_whatever_the_image_says() {
     let out = run({
         let mut c = as_user(NOBODY);
         c.current_dir(&dir)
-            .arg(lifeboat())
+            .arg(lifeboat_bin())
             .args(["restart", "--detach"])
             .arg(&forged);
         c
     });
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("--no-restore-pid"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(out.stderr.contains("--no-restore-pid"), "{}", out.stderr);
     let out = run({
         let mut c = as_user(NOBODY);
         c.current_dir(&dir)
-            .arg(lifeboat())
+            .arg(lifeboat_bin())
             .args(["restart", "--no-restore-pid", "--detach"])
             .arg(&forged);
         c
     });
-    assert!(out.status.success(), "{}", stderr(&out));
-    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let pid: i32 = out.stdout.trim().parse().unwrap();
     assert_eq!(
         uid_of(pid),
         NOBODY,

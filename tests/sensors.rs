@@ -3,61 +3,26 @@
 //! Each directory of `tests/fixtures/sensors/` is a node's root (made by `generate.py`
 //! there); the real binary reads it and its text and JSON output must equal
 //! `tests/golden/sensors/<case>.txt` and `.json`. Re-bless after an intended change with
-//! `LIFEBOAT_BLESS=1 cargo test -p lifeboat --test sensors`.
+//! `UPDATE_EXPECT=1 cargo test -p lifeboat --test sensors` (see `common/golden.rs`).
 
 // Test code: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("agent/ has a parent")
-        .to_path_buf()
-}
+use common::*;
 
 /// Runs `lifeboat sensors ARGS` from the workspace root; returns (status, stdout, stderr).
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .arg("sensors")
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .expect("run lifeboat");
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).expect("utf-8 stdout"),
-        String::from_utf8(out.stderr).expect("utf-8 stderr"),
-    )
+    let mut all = vec!["sensors"];
+    all.extend_from_slice(args);
+    let out = lifeboat_in(&workspace(), &all);
+    (out.status.success(), out.stdout, out.stderr)
 }
 
-/// Compares `actual` with the golden file, or rewrites it under LIFEBOAT_BLESS=1.
+/// Compares `actual` with the golden file `tests/golden/sensors/NAME`.
 fn golden(name: &str, actual: &str) {
-    let path = workspace().join("tests/golden/sensors").join(name);
-    if std::env::var_os("LIFEBOAT_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; bless it with LIFEBOAT_BLESS=1", path.display()));
-    if expected != actual {
-        let first = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the output (first at line {}):\n--- expected\n{}\n--- actual\n{}\n\
-             (re-bless with LIFEBOAT_BLESS=1 if the change is intended)",
-            path.display(),
-            first + 1,
-            expected.lines().nth(first).unwrap_or("<end>"),
-            actual.lines().nth(first).unwrap_or("<end>"),
-        );
-    }
+    assert_golden(&format!("tests/golden/sensors/{name}"), actual);
 }
 
 /// The one check: text and JSON output of `case` equal their golden files, every
@@ -224,23 +189,22 @@ fn lm_sensors_fixture_as_a_root() {
 #[cfg(feature = "libsensors-dev")]
 #[test]
 fn libsensors_applies_the_node_configuration_and_agrees_with_sensors() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the libsensors test mounts a fixture over /sys: it must run as root"
-    );
+    use std::path::Path;
+    use std::process::Command;
+
+    require_root("the libsensors test mounts a fixture over /sys: it must run as root");
     for (tool, package) in [("unshare", "util-linux"), ("sensors", "lm-sensors")] {
-        assert!(
-            Command::new(tool).arg("--version").output().is_ok(),
-            "the libsensors test needs `{tool}` (Debian package {package})"
+        require_tool(
+            tool,
+            &format!("the libsensors test needs `{tool}` (Debian package {package})"),
         );
     }
     assert!(
         Path::new("/etc/sensors3.conf").exists() && Path::new("/etc/sensors.d").is_dir(),
         "/etc/sensors3.conf and /etc/sensors.d are mounted over: install libsensors-config"
     );
-    let fx = workspace().join("tests/fixtures/sensors/lm-sensors");
-    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libsensors");
-    let _ = std::fs::remove_dir_all(&scratch);
+    let fx = sensor_fixture("lm-sensors");
+    let scratch = scratch("libsensors");
     std::fs::create_dir_all(scratch.join("sensors.d")).unwrap();
     std::fs::write(
         scratch.join("broken.conf"),
@@ -259,17 +223,16 @@ umount /etc/sensors3.conf
 mount --bind "$OUT/broken.conf" /etc/sensors3.conf
 "$BIN" sensors --json > "$OUT/broken.json"
 "#;
-    let out = Command::new("unshare")
-        .args(["--mount", "sh", "-c", script])
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c", script])
         .env("FX", &fx)
         .env("OUT", &scratch)
-        .env("BIN", env!("CARGO_BIN_EXE_lifeboat"))
-        .output()
-        .unwrap();
+        .env("BIN", lifeboat_bin());
+    let out = run_to_end(cmd, "the run in a private mount namespace");
     assert!(
         out.status.success(),
         "the run in a private mount namespace failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
     // A configuration libsensors cannot parse is an error naming the file and line, not
     // text on stderr; the chips are still read.

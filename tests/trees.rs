@@ -3,276 +3,103 @@
 //! signalfd), file locks and timers, checkpointed and restarted with the real binary,
 //! checked against uninterrupted runs byte for byte.
 //!
-//! Needs root (PIDs are restored with clone3 `set_tid`), gcc, python3, bash and gzip;
-//! fails with the reason when one is missing, never skips.
+//! Needs root (PIDs are restored with clone3 `set_tid`), gcc, python3, bash, gzip and
+//! unshare; fails with the reason when one is missing, never skips.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should stop the test loudly
 
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::Pid;
+use common::*;
+use nix::sys::wait::WaitStatus;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("tree-tests")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// What identifies a restored process in `/proc` (for [`TestCtx::restart_detached`]'s
+/// guard, which kills it if the test ends early).
+fn tags(names: &[&str]) -> Vec<String> {
+    names.iter().map(|t| (*t).to_owned()).collect()
 }
 
-/// Root, tools present, the test process a subreaper (restored trees started with
-/// `--detach` are re-parented to it, so it can reap them), and shmtree built.
-fn setup() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "the tree tests must run as root (PIDs are restored with clone3 set_tid)"
-        );
-        for tool in ["gcc", "python3", "bash", "gzip"] {
-            assert!(
-                Command::new(tool)
-                    .arg("--version")
-                    .output()
-                    .is_ok_and(|o| o.status.success()),
-                "{tool} is needed by the tree tests"
-            );
-        }
-        nix::sys::prctl::set_child_subreaper(true).unwrap();
-        let dir = scratch("bin");
-        for name in ["shmtree", "anonfds", "timers"] {
-            let src =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/programs/{name}.c"));
-            let st = Command::new("gcc")
-                .args(["-O2", "-pthread", "-o"])
-                .arg(dir.join(name))
-                .arg(&src)
-                .status()
-                .unwrap();
-            assert!(st.success(), "gcc failed on {}", src.display());
-        }
-        dir.join("shmtree")
-    })
-}
-
-fn program(name: &str) -> PathBuf {
-    setup().with_file_name(name)
-}
-
-fn lifeboat(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lifeboat {} failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Wait until `cond` holds, polling.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
-}
-
-/// Children of `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        if after.split(' ').nth(1) == Some(&pid.to_string()) {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// Reap `pid` (a child or, as subreaper, an adopted descendant).
-fn reap(pid: i32) -> WaitStatus {
-    loop {
-        match waitpid(Pid::from_raw(pid), None) {
-            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return s,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => panic!("waitpid {pid}: {e}"),
-        }
-    }
-}
-
-/// The PIDs a checkpoint reported, zombies included (`checkpointed PID a to ...`,
-/// `checkpointed N processes (a b c) and a zombie (d) to ...`): all of them are taken
-/// again by the restart.
-fn saved_pids(out: &std::process::Output) -> Vec<i32> {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let head = text.split(" to ").next().unwrap_or_default();
-    let single = head
-        .strip_prefix("checkpointed PID ")
-        .and_then(|rest| rest.split(' ').next());
-    let lists = head
-        .split('(')
-        .skip(1)
-        .filter_map(|group| group.split(')').next());
-    single
-        .into_iter()
-        .chain(lists)
-        .flat_map(|list| list.split(' '))
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
-/// Wait until the processes are gone, reaping those that are (or become, as the test
-/// process is a subreaper) our children: their PIDs must be free for the restart.
-fn reap_gone(pids: &[i32]) {
-    for &pid in pids {
-        wait_until(&format!("PID {pid} to be gone"), || {
-            let _ = waitpid(
-                Pid::from_raw(pid),
-                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-            );
-            !Path::new(&format!("/proc/{pid}")).exists()
-        });
-    }
-}
-
-/// Kill the processes (and reap them).
-fn kill_all(pids: &[i32]) {
-    for &pid in pids {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
-    reap_gone(pids);
-}
-
-/// `lifeboat restart --detach -q IMAGE`; returns the PID it printed. The restored
-/// processes' stderr is the restarter's: a file (`errors`), so that nothing waits for the
-/// tree to close a pipe.
-fn restart_detached(image: &Path, errors: &Path) -> String {
-    let restarter = Command::new(BIN)
-        .args(["restart", "--detach", "-q"])
-        .arg(image)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(errors).unwrap())
-        .spawn()
-        .unwrap();
-    let out = restarter.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "restart failed: {}",
-        std::fs::read_to_string(errors).unwrap_or_default()
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Run `prog args` (in `dir`) twice: to the end, for the reference output; and with its
-/// stdout in a file, saved by `checkpoint --kill` with `scope` once the file has more
-/// than `at` lines, then restarted by `lifeboat restart` (which waits for it). Returns
-/// the reference, the interrupted run's output, and what `checkpoint` printed.
+/// Run `prog args` (in the test's directory) twice: to the end, for the reference
+/// output; and with its stdout in a file, saved by `checkpoint --kill` with `scope` once
+/// the file has more than `at` lines, then restarted by `lifeboat restart` (which waits
+/// for it). Returns the reference, the interrupted run's output, and what `checkpoint`
+/// printed.
 fn reference_and_restarted(
-    dir: &Path,
+    ctx: &TestCtx,
     prog: &Path,
-    args: &[&std::ffi::OsStr],
+    args: &[&OsStr],
     scope: &[&str],
     at: usize,
 ) -> (String, String, String) {
-    let reference = Command::new(prog)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        reference.status.success(),
-        "reference run: {}",
-        String::from_utf8_lossy(&reference.stderr)
-    );
-    let out = dir.join("out.txt");
-    let job = Command::new(prog)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = job.id() as i32;
-    let mut job = Some(job);
-    wait_until("progress", || lines(&out) > at);
-    let image = dir.join("job.ctx");
-    let mut cmd = vec!["checkpoint", "--kill", "-f", image.to_str().unwrap()];
-    cmd.extend_from_slice(scope);
-    let pid_s = pid.to_string();
-    cmd.push(&pid_s);
-    let said = lifeboat(&cmd);
-    if let Some(mut j) = job.take() {
-        j.wait().unwrap();
-    }
-    reap_gone(&saved_pids(&said));
-    lifeboat(&["restart", image.to_str().unwrap()]);
-    (
-        String::from_utf8(reference.stdout).unwrap(),
-        std::fs::read_to_string(&out).unwrap(),
-        String::from_utf8_lossy(&said.stdout).into_owned(),
-    )
+    let command = || {
+        let mut cmd = Command::new(prog);
+        cmd.args(args).current_dir(&ctx.dir);
+        cmd
+    };
+    let reference = run_to_end(command(), "the uninterrupted reference run");
+    reference.assert_success("the uninterrupted reference run");
+    let out = ctx.path("out.txt");
+    let mut job = Background::to_file(command(), &out, "the job");
+    wait_until("progress", || file_lines(&out) > at);
+    let image = ctx.path("job.ctx");
+    let mut flags = vec!["--kill"];
+    flags.extend_from_slice(scope);
+    let said = ctx.checkpoint(job.pid(), &image, &flags);
+    job.wait();
+    reap_gone(&saved_pids(&said.stdout), "a process the checkpoint killed");
+    ctx.lifeboat_ok(&["restart", path_str(&image)]);
+    (reference.stdout, read_text(&out), said.stdout)
 }
 
 /// [`reference_and_restarted`] for a Python script: `script` is written to `job.py` in
-/// `dir` and run by python3 with `args` after it.
+/// the test's directory and run by python3 with `args` after it.
 fn python_reference_and_restarted(
-    dir: &Path,
+    ctx: &TestCtx,
     script: &str,
-    args: &[&std::ffi::OsStr],
+    args: &[&OsStr],
     scope: &[&str],
     at: usize,
 ) -> (String, String, String) {
-    std::fs::write(dir.join("job.py"), script).unwrap();
-    let argv: Vec<&std::ffi::OsStr> = std::iter::once("job.py".as_ref())
+    fs::write(ctx.path("job.py"), script).unwrap();
+    let argv: Vec<&OsStr> = std::iter::once("job.py".as_ref())
         .chain(args.iter().copied())
         .collect();
-    reference_and_restarted(dir, Path::new("python3"), &argv, scope, at)
+    reference_and_restarted(ctx, Path::new("python3"), &argv, scope, at)
 }
 
-/// Start `lifeboat run -- bash -c SCRIPT` in `dir`; returns the runner and bash's PID.
-fn run_job(dir: &Path, script: &str) -> (Child, u32) {
-    let runner = Command::new(BIN)
-        .args(["run", "--", "bash", "-c", script])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let rid = runner.id();
+/// Start `lifeboat run -- bash -c SCRIPT` in the test's directory; returns the runner
+/// and bash's PID.
+fn run_job(ctx: &TestCtx, script: &str) -> (Background, i32) {
+    let mut cmd = Command::new(lifeboat_bin());
+    cmd.args(["run", "--", "bash", "-c", script])
+        .current_dir(&ctx.dir);
+    let runner = Background::quiet(cmd, "`lifeboat run -- bash`");
     let mut job = 0;
     wait_until("the job to start", || {
-        job = children(rid).first().copied().unwrap_or(0);
+        job = children_of(runner.pid()).first().copied().unwrap_or(0);
         job != 0
     });
     (runner, job)
+}
+
+/// A python3 `-c SCRIPT ARGS` command.
+fn python(script: &str, args: &[&OsStr]) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script]).args(args);
+    cmd
+}
+
+fn require_gzip() {
+    require_tool(
+        "gzip",
+        "the pipeline tests compress with gzip (Debian package gzip)",
+    );
 }
 
 const PRODUCER: &str = r#"
@@ -286,14 +113,12 @@ for i in range(1, 601):
 
 /// `producer | gzip -n > out.gz`, uninterrupted: the reference bytes.
 fn pipeline_reference(dir: &Path) -> Vec<u8> {
-    std::fs::write(dir.join("producer.py"), PRODUCER).unwrap();
-    let st = Command::new("bash")
-        .args(["-c", "python3 producer.py | gzip -n > ref.gz"])
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::read(dir.join("ref.gz")).unwrap()
+    fs::write(dir.join("producer.py"), PRODUCER).unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", "python3 producer.py | gzip -n > ref.gz"])
+        .current_dir(dir);
+    run_to_end(cmd, "the uninterrupted pipeline").assert_success("the uninterrupted pipeline");
+    fs::read(dir.join("ref.gz")).unwrap()
 }
 
 /// The pipeline is saved mid-stream with everything in flight (python's output in the
@@ -301,36 +126,29 @@ fn pipeline_reference(dir: &Path) -> Vec<u8> {
 /// compressed file is byte-identical to an uninterrupted run's.
 #[test]
 fn pipeline_into_gzip_kill_restart() {
-    setup();
-    let dir = scratch("pipeline");
-    let reference = pipeline_reference(&dir);
-    let (mut runner, bash) = run_job(&dir, "python3 producer.py | gzip -n > out.gz");
+    let ctx = TestCtx::new("pipeline");
+    require_gzip();
+    let reference = pipeline_reference(&ctx.dir);
+    let (mut runner, bash) = run_job(&ctx, "python3 producer.py | gzip -n > out.gz");
     // Mid-stream: wait until the producer is well under way.
     std::thread::sleep(Duration::from_millis(900));
-    let image = dir.join("job.ctx");
-    let out = lifeboat(&[
-        "checkpoint",
-        "--kill",
-        "-f",
-        image.to_str().unwrap(),
-        &bash.to_string(),
-    ]);
-    let said = String::from_utf8_lossy(&out.stdout);
+    let image = ctx.path("job.ctx");
+    let out = ctx.checkpoint(bash, &image, &["--kill"]);
     assert!(
-        said.contains("3 processes"),
-        "bash, python3 and gzip: {said}"
+        out.stdout.contains("3 processes"),
+        "bash, python3 and gzip: {}",
+        out.stdout
     );
-    runner.wait().unwrap();
-    reap_gone(&saved_pids(&out));
-    let partial = std::fs::read(dir.join("out.gz")).unwrap();
+    runner.wait();
+    reap_gone(&saved_pids(&out.stdout), "a member of the pipeline");
+    let partial = fs::read(ctx.path("out.gz")).unwrap();
     assert!(
         partial.len() < reference.len(),
         "checkpointed before the end"
     );
 
-    let restarted = lifeboat(&["restart", image.to_str().unwrap()]);
-    let _ = restarted;
-    let got = std::fs::read(dir.join("out.gz")).unwrap();
+    ctx.lifeboat_ok(&["restart", path_str(&image)]);
+    let got = fs::read(ctx.path("out.gz")).unwrap();
     assert_eq!(got.len(), reference.len(), "same compressed length");
     assert!(
         got == reference,
@@ -342,72 +160,50 @@ fn pipeline_into_gzip_kill_restart() {
 /// parent, the shell, is outside the scope; they come back as children of the restarter.
 #[test]
 fn pipeline_process_group_scope() {
-    setup();
-    let dir = scratch("pgid");
-    let reference = pipeline_reference(&dir);
+    let ctx = TestCtx::new("pgid");
+    require_gzip();
+    let reference = pipeline_reference(&ctx.dir);
     let (mut runner, bash) = run_job(
-        &dir,
+        &ctx,
         "set -m; python3 producer.py | gzip -n > out.gz; wait; sleep 0.1",
     );
     let mut members = Vec::new();
     wait_until("the pipeline", || {
-        members = children(bash);
+        members = children_of(bash);
         members.len() == 2
     });
     std::thread::sleep(Duration::from_millis(700));
-    let pgid = std::fs::read_to_string(format!("/proc/{}/stat", members[0])).unwrap();
-    let pgid = pgid[pgid.rfind(')').unwrap() + 2..]
-        .split(' ')
-        .nth(2)
-        .unwrap()
-        .to_owned();
-    let image = dir.join("group.ctx");
-    let out = lifeboat(&[
-        "checkpoint",
-        "--pgid",
-        "--kill",
-        "-f",
-        image.to_str().unwrap(),
-        &pgid,
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("2 processes"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    runner.wait().unwrap();
-    reap_gone(&saved_pids(&out));
-    lifeboat(&["restart", image.to_str().unwrap()]);
-    let got = std::fs::read(dir.join("out.gz")).unwrap();
+    let pgid = pgid_of(members[0]).expect("the pipeline's first member still runs");
+    let image = ctx.path("group.ctx");
+    let out = ctx.checkpoint(pgid, &image, &["--pgid", "--kill"]);
+    assert!(out.stdout.contains("2 processes"), "{}", out.stdout);
+    runner.wait();
+    reap_gone(&saved_pids(&out.stdout), "a member of the process group");
+    ctx.lifeboat_ok(&["restart", path_str(&image)]);
+    let got = fs::read(ctx.path("out.gz")).unwrap();
     assert!(
         got == reference,
         "out.gz is byte-identical to the reference"
     );
 }
 
+fn shmtree(rounds: u32) -> Command {
+    let mut cmd = Command::new(program("shmtree"));
+    cmd.arg(rounds.to_string());
+    cmd
+}
+
 fn shmtree_reference(dir: &Path, rounds: u32) -> String {
-    let out = Command::new(setup())
-        .arg(rounds.to_string())
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
+    let mut cmd = shmtree(rounds);
+    cmd.current_dir(dir);
+    let out = run_to_end(cmd, "the uninterrupted shmtree");
+    out.assert_success("the uninterrupted shmtree");
+    out.stdout
 }
 
-/// Start `prog arg` with stdout into `path`; the caller waits for it (or reaps it).
-fn spawn_to_file(prog: &Path, arg: &str, path: &Path) -> Child {
-    Command::new(prog)
-        .arg(arg)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(path).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn start_shmtree(dir: &Path, rounds: u32) -> (Child, PathBuf) {
-    let path = dir.join("out.txt");
-    let child = spawn_to_file(setup(), &rounds.to_string(), &path);
+fn start_shmtree(ctx: &TestCtx, rounds: u32) -> (Background, PathBuf) {
+    let path = ctx.path("out.txt");
+    let child = Background::to_file(shmtree(rounds), &path, "shmtree");
     (child, path)
 }
 
@@ -417,46 +213,37 @@ fn start_shmtree(dir: &Path, rounds: u32) -> (Child, PathBuf) {
 /// its children with their exit statuses, and the output equals an uninterrupted run.
 #[test]
 fn shared_memory_tree_three_cycles() {
-    setup();
-    let dir = scratch("shmtree");
+    let ctx = TestCtx::new("shmtree");
     let rounds = 120;
-    let reference = shmtree_reference(&dir, rounds);
-    let (mut child, out) = start_shmtree(&dir, rounds);
-    let root = child.id() as i32;
-    let image = dir.join("tree.ctx");
-    let image_s = image.to_str().unwrap().to_owned();
+    let reference = shmtree_reference(&ctx.dir, rounds);
+    let (mut child, out) = start_shmtree(&ctx, rounds);
+    let root = child.pid();
+    let image = ctx.path("tree.ctx");
     for (cycle, at) in [15usize, 45, 80].into_iter().enumerate() {
-        wait_until("progress", || lines(&out) > at);
-        let said = lifeboat(&[
-            "checkpoint",
-            "--tree",
-            "--kill",
-            "-f",
-            &image_s,
-            &root.to_string(),
-        ]);
+        wait_until("progress", || file_lines(&out) > at);
+        let said = ctx.checkpoint(root, &image, &["--tree", "--kill"]);
         assert!(
-            String::from_utf8_lossy(&said.stdout).contains("4 processes"),
+            said.stdout.contains("4 processes"),
             "cycle {cycle}: {}",
-            String::from_utf8_lossy(&said.stdout)
+            said.stdout
         );
         if cycle == 0 {
-            child.wait().unwrap();
+            child.wait();
         } else {
             reap(root);
         }
-        reap_gone(&saved_pids(&said));
-        let printed = restart_detached(&image, &dir.join(format!("restart-{cycle}.err")));
-        assert_eq!(printed, root.to_string(), "the root keeps its PID");
+        reap_gone(&saved_pids(&said.stdout), "a process of the tree");
+        let (_, restored) = ctx.restart_detached(&image, &["-q"], tags(&["shmtree"]));
+        assert_eq!(restored, root, "the root keeps its PID");
         // The three children are the root's again, with their PIDs.
         let deadline = Instant::now() + TIMEOUT;
-        while children(root as u32).len() != 3 {
+        while children_of(root).len() != 3 {
             assert!(
                 Instant::now() < deadline,
                 "cycle {cycle}: the restored root has children {:?}; root status {:?}; output ends {:?}",
-                children(root as u32),
-                std::fs::read_to_string(format!("/proc/{root}/stat")),
-                std::fs::read_to_string(&out)
+                children_of(root),
+                fs::read_to_string(format!("/proc/{root}/stat")),
+                fs::read_to_string(&out)
                     .unwrap_or_default()
                     .lines()
                     .rev()
@@ -470,7 +257,7 @@ fn shared_memory_tree_three_cycles() {
         WaitStatus::Exited(_, 0) => {}
         other => panic!("the restored tree ended with {other:?}"),
     }
-    let got = std::fs::read_to_string(&out).unwrap();
+    let got = read_text(&out);
     assert_eq!(got, reference);
 }
 
@@ -479,54 +266,32 @@ fn shared_memory_tree_three_cycles() {
 /// exactly as the original does, and the original is untouched.
 #[test]
 fn tree_copy_in_new_pid_namespace_beside_original() {
-    setup();
-    let dir = scratch("pidns");
+    let ctx = TestCtx::new("pidns");
     let rounds = 100;
-    let reference = shmtree_reference(&dir, rounds);
+    let reference = shmtree_reference(&ctx.dir, rounds);
     // The original writes into a pipe to us: the copy's stdout (a pipe leading outside
     // the image) becomes the restarter's.
-    let mut original = Command::new(setup())
-        .arg(rounds.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut orig_out = original.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut orig_out, &mut s).unwrap();
-        tx.send(s).unwrap();
-    });
+    let mut original = Proc::spawn_no_input(shmtree(rounds), "the original shmtree");
     std::thread::sleep(Duration::from_millis(800));
-    let image = dir.join("tree.ctx");
-    let said = lifeboat(&[
-        "checkpoint",
-        "--tree",
-        "-f",
-        image.to_str().unwrap(),
-        &original.id().to_string(),
-    ]);
-    assert!(String::from_utf8_lossy(&said.stdout).contains("4 processes"));
-    let copy = Command::new(BIN)
-        .args(["restart", "--no-restore-pid"])
-        .arg(&image)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&copy.stderr);
-    assert!(copy.status.success(), "restart failed: {err}");
+    let image = ctx.path("tree.ctx");
+    let said = ctx.checkpoint(original.pid(), &image, &["--tree"]);
+    assert!(said.stdout.contains("4 processes"));
+    let mut copy = ctx.restart(&image, &["--no-restore-pid"]);
+    let (status, copy_out) = copy.finish();
+    let err = copy.stderr_text();
+    assert!(status.success(), "restart failed: {err}");
     assert!(err.contains("new PID namespace"), "{err}");
-    let copy_out = String::from_utf8(copy.stdout).unwrap();
+    let copy_out = String::from_utf8(copy_out).unwrap();
     // The copy printed the rest of the run from the checkpoint on.
     let first = copy_out.lines().next().expect("the copy printed something");
     let at = reference
         .find(first)
         .expect("the copy's first line is in the reference");
     assert_eq!(copy_out, reference[at..], "the copy continues exactly");
-    assert!(original.wait().unwrap().success());
+    let (status, original_out) = original.finish();
+    assert!(status.success());
     assert_eq!(
-        rx.recv().unwrap(),
+        String::from_utf8(original_out).unwrap(),
         reference,
         "the original ran undisturbed"
     );
@@ -537,50 +302,43 @@ fn tree_copy_in_new_pid_namespace_beside_original() {
 /// the output equals an uninterrupted run's (a timer not re-armed would hang the loop).
 #[test]
 fn event_loop_descriptors_kill_restart() {
-    let dir = scratch("anonfds");
+    let ctx = TestCtx::new("anonfds");
     let steps = 150;
-    let reference = Command::new(program("anonfds"))
-        .arg(steps.to_string())
-        .output()
-        .unwrap();
+    let anonfds = || {
+        let mut cmd = Command::new(program("anonfds"));
+        cmd.arg(steps.to_string());
+        cmd
+    };
+    let reference = run_to_end(anonfds(), "the uninterrupted anonfds");
     assert!(reference.status.success());
-    let path = dir.join("out.txt");
+    let path = ctx.path("out.txt");
     // The first process is our child; later ones are adopted (we are a subreaper).
-    let mut first = Some(spawn_to_file(
-        &program("anonfds"),
-        &steps.to_string(),
-        &path,
-    ));
-    let pid = first.as_ref().map_or(0, |c| c.id() as i32);
-    let image = dir.join("loop.ctx");
-    let image_s = image.to_str().unwrap().to_owned();
-    for (cycle, at) in [20usize, 60, 110].into_iter().enumerate() {
-        wait_until("progress", || lines(&path) > at);
-        let said = lifeboat(&["checkpoint", "--kill", "-f", &image_s, &pid.to_string()]);
+    let mut first = Some(Background::to_file(anonfds(), &path, "anonfds"));
+    let pid = first.as_ref().map_or(0, Background::pid);
+    let image = ctx.path("loop.ctx");
+    for at in [20usize, 60, 110] {
+        wait_until("progress", || file_lines(&path) > at);
+        let said = ctx.checkpoint(pid, &image, &["--kill"]);
         match first.take() {
             Some(mut child) => {
-                child.wait().unwrap();
+                child.wait();
             }
             None => {
                 reap(pid);
             }
         }
-        reap_gone(&saved_pids(&said));
-        let inspect = lifeboat(&["inspect", &image_s]);
-        let text = String::from_utf8_lossy(&inspect.stdout);
+        reap_gone(&saved_pids(&said.stdout), "the event loop");
+        let text = ctx.inspect(&image);
         for kind in ["timerfd", "eventfd", "signalfd", "epoll"] {
             assert!(text.contains(kind), "inspect lists the {kind}: {text}");
         }
-        restart_detached(&image, &dir.join(format!("restart-{cycle}.err")));
+        ctx.restart_detached(&image, &["-q"], tags(&["anonfds"]));
     }
     match reap(pid) {
         WaitStatus::Exited(_, 0) => {}
         other => panic!("the restored loop ended with {other:?}"),
     }
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap(),
-        String::from_utf8(reference.stdout).unwrap()
-    );
+    assert_eq!(read_text(&path), reference.stdout);
 }
 
 /// A shell and its background subshell write to one inherited stdout (one open file
@@ -588,36 +346,21 @@ fn event_loop_descriptors_kill_restart() {
 /// is in the file, none overwritten.
 #[test]
 fn shared_stdout_offset_survives() {
-    setup();
-    let dir = scratch("sharedfd");
+    let ctx = TestCtx::new("sharedfd");
     let script = "( for i in $(seq 1 150); do echo \"child line $i\"; sleep 0.01; done ) &\n\
                   for i in $(seq 1 150); do echo \"parent line $i\"; sleep 0.01; done\nwait\n";
-    let out = dir.join("out.txt");
-    let job = Command::new("bash")
-        .args(["-c", script])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = job.id() as i32;
-    let mut job = Some(job);
-    wait_until("progress", || lines(&out) > 40);
-    let image = dir.join("sh.ctx");
-    let said = lifeboat(&[
-        "checkpoint",
-        "--tree",
-        "--kill",
-        "-f",
-        image.to_str().unwrap(),
-        &pid.to_string(),
-    ]);
-    assert!(String::from_utf8_lossy(&said.stdout).contains("processes"));
-    if let Some(mut j) = job.take() {
-        j.wait().unwrap();
-    }
-    reap_gone(&saved_pids(&said));
-    lifeboat(&["restart", image.to_str().unwrap()]);
-    let text = std::fs::read_to_string(&out).unwrap();
+    let out = ctx.path("out.txt");
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", script]);
+    let mut job = Background::to_file(cmd, &out, "the two writers");
+    wait_until("progress", || file_lines(&out) > 40);
+    let image = ctx.path("sh.ctx");
+    let said = ctx.checkpoint(job.pid(), &image, &["--tree", "--kill"]);
+    assert!(said.stdout.contains("processes"));
+    job.wait();
+    reap_gone(&saved_pids(&said.stdout), "a writer");
+    ctx.lifeboat_ok(&["restart", path_str(&image)]);
+    let text = read_text(&out);
     let mut got: Vec<&str> = text.lines().collect();
     got.sort_unstable();
     let mut want: Vec<String> = (1..=150)
@@ -633,50 +376,34 @@ fn shared_stdout_offset_survives() {
 /// from a final `--kill` counts on without losing or repeating a line.
 #[test]
 fn constantly_forking_job_is_checkpointed_every_time() {
-    setup();
-    let dir = scratch("forky");
-    let out = dir.join("out.txt");
-    let job = Command::new("bash")
-        .args([
-            "-c",
-            "n=0; while :; do /bin/true; n=$((n+1)); echo $n; done",
-        ])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = job.id() as i32;
+    let ctx = TestCtx::new("forky");
+    let out = ctx.path("out.txt");
+    let mut cmd = Command::new("bash");
+    cmd.args([
+        "-c",
+        "n=0; while :; do /bin/true; n=$((n+1)); echo $n; done",
+    ])
+    .process_group(0);
+    let mut job = Background::to_file(cmd, &out, "the forking loop");
+    let pid = job.pid();
     // The loop never ends by itself: kill its group (restored with it) however the test
     // ends, or it would hold the harness's stderr open.
-    struct KillGroup(i32);
-    impl Drop for KillGroup {
-        fn drop(&mut self) {
-            let _ =
-                nix::sys::signal::killpg(Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-    let _group = KillGroup(pid);
-    let mut job = Some(job);
-    wait_until("progress", || lines(&out) > 20);
-    let image = dir.join("forky.ctx");
-    let image_s = image.to_str().unwrap();
-    let pid_s = pid.to_string();
+    ctx.guard_group(pid);
+    wait_until("progress", || file_lines(&out) > 20);
+    let image = ctx.path("forky.ctx");
     for _ in 0..30 {
-        lifeboat(&["checkpoint", "--tree", "--run", "-q", "-f", image_s, &pid_s]);
+        ctx.checkpoint(pid, &image, &["--tree", "--run", "-q"]);
     }
-    let said = lifeboat(&["checkpoint", "--tree", "--kill", "-f", image_s, &pid_s]);
-    if let Some(mut j) = job.take() {
-        j.wait().unwrap();
-    }
-    reap_gone(&saved_pids(&said));
-    let at_kill = lines(&out);
-    restart_detached(&image, &dir.join("restart.err"));
+    let said = ctx.checkpoint(pid, &image, &["--tree", "--kill"]);
+    job.wait();
+    reap_gone(&saved_pids(&said.stdout), "a process of the loop");
+    let at_kill = file_lines(&out);
+    ctx.restart_detached(&image, &["-q"], tags(&["bash"]));
     wait_until("the restored loop to count on", || {
-        lines(&out) > at_kill + 200
+        file_lines(&out) > at_kill + 200
     });
     kill_all(&[pid]);
-    let text = std::fs::read_to_string(&out).unwrap();
+    let text = read_text(&out);
     for (i, line) in text.lines().enumerate() {
         assert_eq!(line, (i + 1).to_string(), "line {} of the count", i + 1);
     }
@@ -714,63 +441,40 @@ print(" ".join(out))
 "#;
 
 fn probe(dir: &Path) -> String {
-    let out = Command::new("python3")
-        .args(["-c", PROBE])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let out = run_to_end(python(PROBE, &[dir.as_os_str()]), "the lock probe");
+    out.assert_success("the lock probe");
+    out.stdout.trim().to_owned()
 }
 
 /// flock, POSIX record and OFD locks are held again after a restart (and only the ranges
 /// that were locked).
 #[test]
 fn file_locks_are_taken_back() {
-    setup();
-    let dir = scratch("locks");
+    let ctx = TestCtx::new("locks");
     for f in ["a", "b", "c"] {
-        std::fs::write(dir.join(f), "0123456789012345678901234567890\n").unwrap();
+        fs::write(ctx.path(f), "0123456789012345678901234567890\n").unwrap();
     }
-    let out = dir.join("out.txt");
-    let locker = Command::new("python3")
-        .args(["-c", LOCKER])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = locker.id() as i32;
-    let mut locker = Some(locker);
-    wait_until("the locks", || lines(&out) >= 1);
+    let out = ctx.path("out.txt");
+    let mut locker =
+        Background::to_file(python(LOCKER, &[ctx.dir.as_os_str()]), &out, "the locker");
+    let pid = locker.pid();
+    wait_until("the locks", || file_lines(&out) >= 1);
     assert_eq!(
-        probe(&dir),
+        probe(&ctx.dir),
         "held held free held",
         "the original holds its locks"
     );
-    let image = dir.join("locks.ctx");
-    let said = lifeboat(&[
-        "checkpoint",
-        "--kill",
-        "-f",
-        image.to_str().unwrap(),
-        &pid.to_string(),
-    ]);
-    if let Some(mut l) = locker.take() {
-        l.wait().unwrap();
-    }
-    reap_gone(&saved_pids(&said));
+    let image = ctx.path("locks.ctx");
+    let said = ctx.checkpoint(pid, &image, &["--kill"]);
+    locker.wait();
+    reap_gone(&saved_pids(&said.stdout), "the locker");
     assert_eq!(
-        probe(&dir),
+        probe(&ctx.dir),
         "free free free free",
         "killed: the locks went with it"
     );
-    restart_detached(&image, &dir.join("restart.err"));
-    let got = probe(&dir);
+    ctx.restart_detached(&image, &["-q"], tags(&["python3"]));
+    let got = probe(&ctx.dir);
     kill_all(&[pid]);
     assert_eq!(
         got, "held held free held",
@@ -782,9 +486,9 @@ fn file_locks_are_taken_back() {
 /// restart; the output equals an uninterrupted run's.
 #[test]
 fn timers_keep_firing() {
-    let dir = scratch("timers");
+    let ctx = TestCtx::new("timers");
     let (reference, got, _) =
-        reference_and_restarted(&dir, &program("timers"), &["150".as_ref()], &[], 40);
+        reference_and_restarted(&ctx, &program("timers"), &["150".as_ref()], &[], 40);
     assert_eq!(got, reference);
 }
 
@@ -809,9 +513,8 @@ print("ten more ticks", flush=True)
 /// not yet re-armed, and getitimer() reads 0 left) keeps firing after the restart.
 #[test]
 fn interval_timer_with_a_pending_tick_keeps_firing() {
-    setup();
-    let dir = scratch("pending-tick");
-    let (reference, got, _) = python_reference_and_restarted(&dir, PENDING_TICK, &[], &[], 4);
+    let ctx = TestCtx::new("pending-tick");
+    let (reference, got, _) = python_reference_and_restarted(&ctx, PENDING_TICK, &[], &[], 4);
     assert_eq!(got, reference);
 }
 
@@ -833,49 +536,39 @@ for p in (a, b):
     print(f"child {'ab'[(a, b).index(pid)]} {how}", flush=True)
 "#;
 
+/// The output `out` of [`ZOMBIE_PARENT`] restarted and run to its end: every tick, then
+/// both children reaped with their statuses.
+fn assert_zombie_parent_finished(out: &Path) {
+    let text = read_text(out);
+    assert!(text.contains("tick 40\n"), "{text}");
+    assert!(
+        text.ends_with("child a exit 7\nchild b signal 15\n"),
+        "the restored parent reaped both zombies with their statuses: {text}"
+    );
+}
+
 /// Children that exited but were not reaped yet come back as zombies with their exit
 /// statuses (one exited with 7, one was killed by SIGTERM): the restored parent's
 /// waitpid() finds them.
 #[test]
 fn zombies_are_restored_for_their_parent() {
-    setup();
-    let dir = scratch("zombies");
-    let out = dir.join("out.txt");
-    let parent = Command::new("python3")
-        .args(["-c", ZOMBIE_PARENT])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = parent.id() as i32;
-    let mut parent = Some(parent);
+    let ctx = TestCtx::new("zombies");
+    let out = ctx.path("out.txt");
+    let mut parent = Background::to_file(python(ZOMBIE_PARENT, &[]), &out, "the zombie parent");
+    let pid = parent.pid();
     wait_until("the children to be zombies", || {
-        lines(&out) > 5 && children(pid as u32).len() == 2
+        file_lines(&out) > 5 && children_of(pid).len() == 2
     });
-    let zombies: Vec<i32> = children(pid as u32).into_iter().map(|p| p as i32).collect();
-    let image = dir.join("z.ctx");
-    let said = lifeboat(&[
-        "checkpoint",
-        "--tree",
-        "--kill",
-        "-f",
-        image.to_str().unwrap(),
-        &pid.to_string(),
-    ]);
-    if let Some(mut p) = parent.take() {
-        p.wait().unwrap();
-    }
-    reap_gone(&saved_pids(&said));
+    let zombies = children_of(pid);
+    let image = ctx.path("z.ctx");
+    let said = ctx.checkpoint(pid, &image, &["--tree", "--kill"]);
+    parent.wait();
+    reap_gone(&saved_pids(&said.stdout), "the zombie parent");
     // The zombies are handed to us (the subreaper) when their parent dies: reap them
     // too, their PIDs must be free.
-    reap_gone(&zombies);
-    lifeboat(&["restart", image.to_str().unwrap()]);
-    let text = std::fs::read_to_string(&out).unwrap();
-    assert!(text.contains("tick 40\n"), "{text}");
-    assert!(
-        text.ends_with("child a exit 7\nchild b signal 15\n"),
-        "the parent reaped both with their statuses: {text}"
-    );
+    reap_gone(&zombies, "a zombie handed to the test");
+    ctx.lifeboat_ok(&["restart", path_str(&image)]);
+    assert_zombie_parent_finished(&out);
 }
 
 /// Runs in a new PID namespace, as its init: starts the zombie parent, checkpoints it
@@ -911,42 +604,33 @@ print(subprocess.run([bin, "inspect", "--json", image], check=True, capture_outp
 /// as 0. It is saved and restored all the same, zombies included.
 #[test]
 fn job_with_group_and_session_outside_the_namespace() {
-    setup();
-    let dir = scratch("outside-ns");
-    let out = dir.join("out.txt");
-    let image = dir.join("z.ctx");
-    let run = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "python3",
-            "-c",
-            IN_NAMESPACE,
-            BIN,
-        ])
-        .args([ZOMBIE_PARENT.as_ref(), out.as_os_str(), image.as_os_str()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "the run in a new PID namespace failed: {}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+    let ctx = TestCtx::new("outside-ns");
+    require_tool(
+        "unshare",
+        "the test runs a job in a new PID namespace (Debian package util-linux)",
     );
-    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let out = ctx.path("out.txt");
+    let image = ctx.path("z.ctx");
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "python3",
+        "-c",
+        IN_NAMESPACE,
+        lifeboat_bin(),
+    ])
+    .args([ZOMBIE_PARENT.as_ref(), out.as_os_str(), image.as_os_str()]);
+    let run = run_to_end(cmd, "the run in a new PID namespace");
+    run.assert_success("the run in a new PID namespace");
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(
         (&summary["pgid"], &summary["sid"]),
         (&serde_json::json!(0), &serde_json::json!(0)),
         "the job's leaders were outside the namespace: {summary}"
     );
-    let text = std::fs::read_to_string(&out).unwrap();
-    assert!(text.contains("tick 40\n"), "{text}");
-    assert!(
-        text.ends_with("child a exit 7\nchild b signal 15\n"),
-        "the restored parent reaped both zombies with their statuses: {text}"
-    );
+    assert_zombie_parent_finished(&out);
 }
 
 const POOL: &str = r#"
@@ -969,9 +653,8 @@ if __name__ == "__main__":
 /// restarted: it finishes with exactly the output of an uninterrupted run.
 #[test]
 fn python_multiprocessing_pool_kill_restart() {
-    setup();
-    let dir = scratch("pool");
-    let (reference, got, said) = python_reference_and_restarted(&dir, POOL, &[], &["--tree"], 60);
+    let ctx = TestCtx::new("pool");
+    let (reference, got, said) = python_reference_and_restarted(&ctx, POOL, &[], &["--tree"], 60);
     assert!(said.contains("4 processes"), "{said}");
     assert_eq!(got, reference);
 }
@@ -1004,13 +687,11 @@ print("done", flush=True)
 /// saved with messages in flight: after the restart the conversation goes on exactly.
 #[test]
 fn unix_socketpairs_between_processes() {
-    setup();
-    let dir = scratch("socketpair");
+    let ctx = TestCtx::new("socketpair");
     let (reference, got, said) =
-        python_reference_and_restarted(&dir, SOCKETPAIRS, &[], &["--tree"], 30);
+        python_reference_and_restarted(&ctx, SOCKETPAIRS, &[], &["--tree"], 30);
     assert!(said.contains("2 processes"), "{said}");
-    let inspect = lifeboat(&["inspect", dir.join("job.ctx").to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&inspect.stdout).contains("paired with"));
+    assert!(ctx.inspect(&ctx.path("job.ctx")).contains("paired with"));
     assert_eq!(got, reference);
 }
 
@@ -1040,42 +721,27 @@ fn ask(port: u16) -> String {
 /// server remembers how many clients it served.
 #[test]
 fn listening_tcp_socket_accepts_after_restart() {
-    setup();
-    let dir = scratch("server");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = dir.join("out.txt");
-    let server = Command::new("python3")
-        .args(["-c", SERVER, &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = server.id() as i32;
-    let mut server = Some(server);
-    wait_until("the server", || lines(&out) >= 1);
+    let ctx = TestCtx::new("server");
+    let port = free_port();
+    let out = ctx.path("out.txt");
+    let mut server = Background::to_file(
+        python(SERVER, &[port.to_string().as_ref()]),
+        &out,
+        "the server",
+    );
+    let pid = server.pid();
+    wait_until("the server", || file_lines(&out) >= 1);
     assert_eq!(ask(port), "hello 1");
     assert_eq!(ask(port), "hello 2");
-    let image = dir.join("server.ctx");
-    let said = lifeboat(&[
-        "checkpoint",
-        "--kill",
-        "-f",
-        image.to_str().unwrap(),
-        &pid.to_string(),
-    ]);
-    if let Some(mut s) = server.take() {
-        s.wait().unwrap();
-    }
-    reap_gone(&saved_pids(&said));
+    let image = ctx.path("server.ctx");
+    let said = ctx.checkpoint(pid, &image, &["--kill"]);
+    server.wait();
+    reap_gone(&saved_pids(&said.stdout), "the server");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "nobody listens while the server is down"
     );
-    restart_detached(&image, &dir.join("restart.err"));
+    ctx.restart_detached(&image, &["-q"], tags(&["python3"]));
     let third = ask(port);
     kill_all(&[pid]);
     assert_eq!(third, "hello 3");
@@ -1128,13 +794,11 @@ for i in range(1, 81):
 
 #[test]
 fn inotify_watches_are_added_again() {
-    setup();
-    let dir = scratch("inotify");
-    let watched = dir.join("w");
-    std::fs::create_dir_all(watched.join("sub")).unwrap();
+    let ctx = TestCtx::new("inotify");
+    let watched = ctx.path("w");
+    fs::create_dir_all(watched.join("sub")).unwrap();
     let (reference, got, _) =
-        python_reference_and_restarted(&dir, INOTIFY, &[watched.as_os_str()], &[], 15);
-    let inspect = lifeboat(&["inspect", dir.join("job.ctx").to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&inspect.stdout).contains("inotify"));
+        python_reference_and_restarted(&ctx, INOTIFY, &[watched.as_os_str()], &[], 15);
+    assert!(ctx.inspect(&ctx.path("job.ctx")).contains("inotify"));
     assert_eq!(got, reference);
 }

@@ -14,7 +14,7 @@
 //! python3 and node_exporter are required: the bench fails, naming the Debian package,
 //! when one is missing.
 
-#[path = "../../tests/support/http.rs"]
+#[path = "../../tests/common/http.rs"]
 mod http_client;
 
 use std::fs;

@@ -1,33 +1,32 @@
 //! Golden tests of validation messages: every file under `tests/fixtures/rules/bad/` must
 //! be rejected and every file under `tests/fixtures/rules/warnings/` accepted with
 //! warnings; the rendered diagnostics must equal `tests/golden/rules/<dir>/<name>.txt`.
-//! Re-bless with `LIFEBOAT_BLESS=1 cargo test -p lifeboat-triggers --test golden`.
+//! Re-bless with `UPDATE_EXPECT=1 cargo test -p lifeboat-triggers --test golden`: the
+//! workspace's one golden mechanism, `tests/common/golden.rs`, included here by path.
+
+#[path = "../../tests/common/golden.rs"]
+mod golden;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use golden::assert_golden;
 use lifeboat_triggers::Config;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn bless() -> bool {
-    std::env::var_os("LIFEBOAT_BLESS").is_some_and(|v| v == "1")
-}
-
 /// Renders each fixture of `dir` and compares with its golden file; returns the number
 /// of fixtures checked.
 fn check_dir(dir: &str, expect_ok: bool) -> usize {
     let fixtures = repo().join("tests/fixtures/rules").join(dir);
-    let golden_dir = repo().join("tests/golden/rules").join(dir);
     let mut names: Vec<PathBuf> = fs::read_dir(&fixtures)
         .expect("fixture directory")
         .map(|e| e.expect("fixture directory entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     names.sort();
-    let mut failures = Vec::new();
     for path in &names {
         let stem = path
             .file_stem()
@@ -51,22 +50,8 @@ fn check_dir(dir: &str, expect_ok: bool) -> usize {
                 format!("{d}\n\n{}\n", d.summary())
             }
         };
-        let golden = golden_dir.join(format!("{stem}.txt"));
-        if bless() {
-            fs::create_dir_all(&golden_dir).expect("create golden directory");
-            fs::write(&golden, &rendered).expect("write golden file");
-            continue;
-        }
-        let want = fs::read_to_string(&golden).unwrap_or_default();
-        if want != rendered {
-            failures.push(format!("--- {}\n+++ actual\n{rendered}", golden.display()));
-        }
+        assert_golden(&format!("tests/golden/rules/{dir}/{stem}.txt"), &rendered);
     }
-    assert!(
-        failures.is_empty(),
-        "golden mismatch (re-bless with LIFEBOAT_BLESS=1):\n{}",
-        failures.join("\n")
-    );
     names.len()
 }
 
