@@ -283,10 +283,16 @@ fn restart(a: &RestartArgs) -> Result<ExitCode> {
 fn inspect(file: &std::path::Path, json: bool) -> Result<ExitCode> {
     let s = engine::inspect(file).with_context(|| format!("cannot inspect {}", file.display()))?;
     let mut out = io::stdout().lock();
+    // A damaged image fails either way (the JSON says which sections).
+    let status = if s.checksums_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
     if json {
         serde_json::to_writer_pretty(&mut out, &s)?;
         writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(status);
     }
     writeln!(
         out,
@@ -376,11 +382,7 @@ fn inspect(file: &std::path::Path, json: bool) -> Result<ExitCode> {
             sec.checksum
         )?;
     }
-    Ok(if s.checksums_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(status)
 }
 
 fn check(json: bool) -> Result<ExitCode> {
