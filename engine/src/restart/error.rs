@@ -90,6 +90,45 @@ pub enum RestartError {
         /// UID in the image.
         claimed: u32,
     },
+    /// A path of the image names a file of another type than it had (a FIFO where a
+    /// regular file was): opening it could block or reach something else.
+    #[error("PID {pid}: {what}: {path} is {found}, not {wanted} as in the image")]
+    FileType {
+        /// Process (its PID in the image).
+        pid: i32,
+        /// Which use of it: `descriptor N`, `the executable`, `mapping at 0x...`.
+        what: String,
+        /// Path.
+        path: String,
+        /// What it is now.
+        found: &'static str,
+        /// What the image recorded.
+        wanted: &'static str,
+    },
+    /// The bytes saved in a pipe or FIFO do not fit in the one recreated here.
+    #[error(
+        "PID {pid}: descriptor {fd}: the {len} bytes saved in the pipe do not fit: it holds {size} bytes here{why}"
+    )]
+    PipeTooSmall {
+        /// Process (its PID in the image).
+        pid: i32,
+        /// Descriptor.
+        fd: i32,
+        /// Bytes saved.
+        len: usize,
+        /// The pipe's capacity here.
+        size: usize,
+        /// Why it could not be made larger, as `; raising it to N bytes failed: E`.
+        why: String,
+    },
+    /// Something the restart waits for did not happen in time.
+    #[error("timed out after {secs} s waiting for {what}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// The deadline, in seconds.
+        secs: u64,
+    },
     /// The kernel's special mappings differ from the image's.
     #[error(
         "this kernel's {what} differs from the image's ({detail}); restart on the kernel that took the checkpoint"

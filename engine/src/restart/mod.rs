@@ -6,8 +6,9 @@
 //!    (`state::creds`): restored only when the caller is root and the image file is owned
 //!    by root or by the UID it claims.
 //! 2. Prepare descriptors in the restarter, as the caller (permission checks apply): one
-//!    pipe, socket pair or memfd for what several processes share; every file opened and
-//!    its identity checked; mapped files; all lifted above every target number.
+//!    pipe, socket pair or memfd for what several processes share; every file opened only
+//!    as the type of file it was, and its identity checked; mapped files; the executable;
+//!    all lifted above every target number.
 //! 3. [`plan`]: the stub tree, nested as the processes were (pure); [`stubs`]: fork it
 //!    with clone3 `set_tid` (the original PIDs), wait until every stub reports ready,
 //!    seize them.
@@ -17,7 +18,12 @@
 //! 5. Every thread's registers, XSAVE area and mask last; then all detach, children first.
 //!
 //! Until step 5 completes, a guard kills every stub on any error: a failed restart leaves
-//! no half-built process behind (Architecture Invariant).
+//! no half-built process behind (Architecture Invariant). Nothing waits without a
+//! deadline: the stubs' reports, each stop of a stub or new thread, and the reaping of
+//! killed stubs and threads (`restart --kill`, or a failure) end with an error naming
+//! what did not come; no open in steps 2 and 3 can block (FIFOs are opened non-blocking,
+//! other files only once they are known not to be FIFOs) and no pipe is refilled beyond
+//! its capacity.
 
 pub(crate) mod error;
 pub(crate) mod plan;
@@ -30,12 +36,12 @@ use crate::Progress;
 use crate::image::{self};
 use crate::model::*;
 use crate::ptrace::{After, Injector, Remote, Stopped};
+use crate::state::common::{FileType, OpenAsError, open_as};
 use crate::state::{self, files::LateOpen, memory};
 use crate::sys;
 use crate::warning::Warning;
-use nix::fcntl::{self, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::signal::{self, Signal};
-use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -137,6 +143,9 @@ pub fn restart(
         &mut guard,
     )?;
     let leaders = stubs::seize(&pids)?;
+    // Traced by us, so ours to reap if the restart fails (inside a new PID namespace they
+    // are not the children of the restarter).
+    guard.add(pids.iter().copied());
 
     // Rebuild every process; none runs until all are rebuilt.
     let map_fd_of = |path: &str, writable: bool| {
@@ -200,7 +209,7 @@ pub fn restart(
 
     if opts.after == After::Kill {
         drop(all_threads);
-        drop(guard);
+        guard.kill_all()?;
         return Ok(Restored {
             pid: root,
             pids,
@@ -294,17 +303,21 @@ fn prepare(imgs: &[&Image], warnings: &mut Vec<Warning>) -> Result<Opened, Resta
     let exe_fds: Vec<Option<OwnedFd>> = imgs
         .iter()
         .map(|img| {
-            if root {
-                fcntl::open(
-                    img.process.exe.as_str(),
-                    OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .ok()
-                .map(|fd| lift(&fd, first_free))
-                .transpose()
-            } else {
-                Ok(None)
+            if !root {
+                return Ok(None);
+            }
+            let exe = &img.process.exe;
+            match open_as(exe, OFlag::O_RDONLY | OFlag::O_CLOEXEC, FileType::Regular) {
+                Ok(fd) => lift(&fd, first_free).map(Some),
+                // An executable that cannot be opened is not set (as for a user).
+                Err(OpenAsError::Open(_)) => Ok(None),
+                Err(OpenAsError::Type(found)) => Err(RestartError::FileType {
+                    pid: img.process.pid,
+                    what: "the executable".into(),
+                    path: exe.clone(),
+                    found,
+                    wanted: FileType::Regular.name(),
+                }),
             }
         })
         .collect::<Result<_, _>>()?;

@@ -12,7 +12,8 @@ use crate::procfs;
 use crate::ptrace::Remote;
 use crate::restart::error::{self as restart, RestartError};
 use crate::state::common::{
-    dec_identity, dec_path, dup_own, enc_identity, identity, is_tty_path, reopen_flags, write_all,
+    FileType, OpenAsError, dec_identity, dec_path, dup_own, enc_identity, identity, is_tty_path,
+    open_as, reopen_flags, write_all,
 };
 use crate::state::{OptionalSection, anon, locks, pipes, sockets};
 use crate::sys;
@@ -273,8 +274,8 @@ pub(crate) fn prepare_files(
                 identity,
                 content: None,
             } => {
-                let fd = fcntl::open(path.as_str(), reopen_flags(f.flags), Mode::empty())
-                    .map_err(open_err(path))?;
+                let fd = open_as(path, reopen_flags(f.flags), FileType::Regular)
+                    .map_err(open_as_err(pid, first_fd, path, FileType::Regular))?;
                 let md =
                     fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
                         RestartError::OpenFile {
@@ -304,9 +305,17 @@ pub(crate) fn prepare_files(
             .map_err(open_err(path))?,
             FileKind::Device { path, .. } if is_tty_path(path) && std_only(i) => dup_own(first_fd)?,
             FileKind::Device { path, .. } => {
-                match fcntl::open(path.as_str(), reopen_flags(f.flags), Mode::empty()) {
-                    Ok(fd) => fd,
-                    Err(error) if is_tty_path(path) => {
+                // Opened non-blocking (a serial line's open waits for its carrier), then
+                // switched to the image's flags.
+                let flags = reopen_flags(f.flags) | OFlag::O_NONBLOCK;
+                match open_as(path, flags, FileType::CharDevice) {
+                    Ok(fd) => {
+                        if f.flags & libc::O_NONBLOCK as u32 == 0 {
+                            blocking(&fd).map_err(open_err(path))?;
+                        }
+                        fd
+                    }
+                    Err(OpenAsError::Open(error)) if is_tty_path(path) => {
                         warnings.push(warn(WarningKind::TerminalGone {
                             path: path.clone(),
                             error,
@@ -314,7 +323,9 @@ pub(crate) fn prepare_files(
                         fcntl::open("/dev/null", reopen_flags(f.flags), Mode::empty())
                             .map_err(open_err("/dev/null"))?
                     }
-                    Err(e) => return Err(open_err(path)(e)),
+                    Err(e) => {
+                        return Err(open_as_err(pid, first_fd, path, FileType::CharDevice)(e));
+                    }
                 }
             }
             FileKind::Pipe { .. } | FileKind::Fifo { .. } => {
@@ -363,6 +374,37 @@ pub(crate) fn prepare_files(
         }
     }
     Ok(((out, late, epolls), opened))
+}
+
+/// The error of [`open_as`] for descriptor `fd` of `pid`.
+pub(crate) fn open_as_err(
+    pid: i32,
+    fd: RawFd,
+    path: &str,
+    wanted: FileType,
+) -> impl FnOnce(OpenAsError) -> RestartError {
+    let path = path.to_owned();
+    move |e| match e {
+        OpenAsError::Open(e) => RestartError::OpenFile {
+            pid,
+            fd,
+            path,
+            source: e.into(),
+        },
+        OpenAsError::Type(found) => RestartError::FileType {
+            pid,
+            what: format!("descriptor {fd}"),
+            path,
+            found,
+            wanted: wanted.name(),
+        },
+    }
+}
+
+/// Clear `O_NONBLOCK` on a description opened with it.
+fn blocking(fd: &OwnedFd) -> Result<(), Errno> {
+    let fl = OFlag::from_bits_truncate(fcntl::fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl::fcntl(fd, FcntlArg::F_SETFL(fl & !OFlag::O_NONBLOCK)).map(drop)
 }
 
 /// Open, inside the process, the files under its own `/proc/PID` (their new PID's).
