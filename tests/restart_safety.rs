@@ -1,14 +1,17 @@
-//! A restart never hangs (issue 11, items 4 and part of 6).
+//! A restart never hands out root and never hangs (issue 11, items 2, 4 and part of 6).
 //!
 //! Each test crafts an image the way an attacker or a damaged disk would (a real image
-//! read with `image::Reader`, fields changed, written back with `image::Writer`) and
-//! checks what `lifeboat restart` does with it: a FIFO in a file's place, an overfull
-//! pipe, an extra thread or `restart --kill` of a threaded image end with a clear message
-//! instead of a hang. Every command runs under a deadline, so a regression fails the test
-//! instead of hanging CI. `inspect` fails on page data that does not decompress, and the
-//! frozen time recorded is the one reported.
+//! read with `image::Reader`, fields changed, written back with `image::Writer`, chowned
+//! to an ordinary user) and checks what root's `lifeboat restart` does with it: every
+//! UID, GID and group of a user's image is the user's own; files, mappings, directories
+//! and the working directory are reached with the user's permissions only; the owner
+//! checked is the owner of the file actually read; and a FIFO in a file's place, an
+//! overfull pipe, an extra thread or `restart --kill` of a threaded image end with a clear
+//! message instead of a hang. Every command runs under a deadline, so a regression fails
+//! the test instead of hanging CI.
 //!
-//! Needs root (restored PIDs); fails with a reason otherwise, never skips.
+//! Needs root (processes of other users with setpriv, restored PIDs); fails with a reason
+//! otherwise, never skips.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should stop the test loudly
 
 use lifeboat_engine::image::container::{
@@ -20,11 +23,16 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::fs::{PermissionsExt, chown, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+const NOBODY: u32 = 65534;
+/// The `shadow` group of Debian.
+const SHADOW: u32 = 42;
 /// How long one `lifeboat` command may take: a healthy one needs well under a second.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -35,7 +43,16 @@ fn lifeboat() -> Command {
 fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
-        "the restart safety tests need root: they restore PIDs"
+        "the restart safety tests need root: they restart users' images as root"
+    );
+    assert!(
+        Path::new("/usr/bin/setpriv").exists(),
+        "the restart safety tests need setpriv (util-linux)"
+    );
+    let shadow = fs::read_to_string("/etc/group").unwrap_or_default();
+    assert!(
+        shadow.lines().any(|l| l.starts_with("shadow:x:42:")),
+        "the restart safety tests need Debian's `shadow` group (GID 42)"
     );
 }
 
@@ -46,6 +63,20 @@ fn scratch(name: &str) -> PathBuf {
     fs::create_dir_all(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
     dir
+}
+
+/// `setpriv` prefix to run as `uid` (and GID `uid`, no supplementary groups).
+fn as_user(uid: u32) -> Command {
+    let mut c = Command::new("/usr/bin/setpriv");
+    c.args([
+        "--reuid",
+        &uid.to_string(),
+        "--regid",
+        &uid.to_string(),
+        "--clear-groups",
+        "--",
+    ]);
+    c
 }
 
 /// Run `cmd` to completion, failing the test if it takes longer than [`DEADLINE`] (it is
@@ -207,11 +238,289 @@ impl Drop for Restored {
     }
 }
 
+fn nobody_sleeper(dir: &Path, script: &str, fd: i32) -> Target {
+    let mut c = as_user(NOBODY);
+    c.current_dir(dir).args(["sh", "-c", script]);
+    Target::spawn(c, |pid| runs_with_fd(pid, "sleep", fd))
+}
+
 /// A file of `len` bytes owned by `uid`, mode `mode`.
 fn file(path: &Path, len: usize, uid: u32, mode: u32) {
     fs::write(path, vec![b's'; len]).unwrap();
     chown(path, Some(uid), Some(uid)).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 2: credentials and what a user's image may open
+
+/// Root restarting a user's image: every UID must be the owner's, every GID and group
+/// one of the owner's groups; anything else is refused naming the field, and nothing
+/// runs. Before: only the real UID was compared, so `[65534, 0, 0, 0]` ran with euid 0.
+#[test]
+fn root_gives_a_users_image_only_that_users_ids() {
+    require_root();
+    let dir = scratch("ids");
+    let image = dir.join("ctx");
+    nobody_sleeper(&dir, "exec sleep 60", 0).checkpoint_kill(&image, &[]);
+
+    // The honest image runs as its owner, every ID of it.
+    let p = root_restart(&image).unwrap();
+    assert_eq!(status_line(p.0, "Uid:"), "65534 65534 65534 65534");
+    assert_eq!(status_line(p.0, "Gid:"), "65534 65534 65534 65534");
+    assert_eq!(status_line(p.0, "Groups:"), "");
+    drop(p);
+
+    const N: u32 = NOBODY;
+    type Edit = fn(&mut Image);
+    let forgeries: [(&str, Edit, &str); 8] = [
+        (
+            "euid",
+            |i| i.process.creds.uid = [N, 0, 0, 0],
+            "effective UID 0",
+        ),
+        (
+            "suid",
+            |i| i.process.creds.uid = [N, N, 0, N],
+            "saved UID 0",
+        ),
+        (
+            "fsuid",
+            |i| i.process.creds.uid = [N, N, N, 0],
+            "filesystem UID 0",
+        ),
+        (
+            "gid",
+            |i| i.process.creds.gid = [0, N, N, N],
+            "claims GID 0",
+        ),
+        (
+            "egid",
+            |i| i.process.creds.gid = [N, 0, N, N],
+            "effective GID 0",
+        ),
+        (
+            "fsgid",
+            |i| i.process.creds.gid = [N, N, N, 0],
+            "filesystem GID 0",
+        ),
+        (
+            "root-group",
+            |i| i.process.creds.groups = vec![0],
+            "supplementary group 0",
+        ),
+        (
+            "shadow",
+            |i| i.process.creds.groups = vec![N, SHADOW],
+            "supplementary group 42",
+        ),
+    ];
+    let mut raised = Vec::new();
+    for (name, edit, expect) in forgeries {
+        let forged = dir.join(name);
+        forge(&image, &forged, edit);
+        chown(&forged, Some(NOBODY), Some(NOBODY)).unwrap();
+        match root_restart(&forged) {
+            Ok(p) => raised.push(format!(
+                "{name}: restored with Uid {} Gid {} Groups {}",
+                status_line(p.0, "Uid:"),
+                status_line(p.0, "Gid:"),
+                status_line(p.0, "Groups:")
+            )),
+            Err(e) => {
+                assert!(
+                    e.contains("owned by UID 65534") && e.contains(expect),
+                    "{name}: the refusal does not name `{expect}`: {e}"
+                );
+            }
+        }
+    }
+    assert!(raised.is_empty(), "forged IDs were restored: {raised:#?}");
+
+    // A group the owner is in (its primary group) is the owner's to keep.
+    let forged = dir.join("own-group");
+    forge(&image, &forged, |i| i.process.creds.groups = vec![NOBODY]);
+    chown(&forged, Some(NOBODY), Some(NOBODY)).unwrap();
+    let p = root_restart(&forged).unwrap();
+    assert_eq!(status_line(p.0, "Groups:"), "65534");
+}
+
+/// Root restarting a user's image opens its files, mappings, directories and working
+/// directory with the user's permissions: a path rewritten to /etc/shadow, to a root-only
+/// file, to /root, is refused. Before: all were opened as root before the credentials
+/// dropped, handing the restored process a descriptor or a shared mapping of them.
+#[test]
+fn a_users_image_opens_only_what_the_user_may() {
+    require_root();
+    let dir = scratch("opens");
+    file(&dir.join("readable"), 4096, NOBODY, 0o644);
+    file(&dir.join("writable"), 4096, NOBODY, 0o644);
+    file(&dir.join("shared"), 4096, NOBODY, 0o644);
+    let secret = dir.join("root-only");
+    file(&secret, 4096, 0, 0o600);
+    let secret_s = secret.to_str().unwrap().to_owned();
+
+    let files = dir.join("files.ctx");
+    nobody_sleeper(&dir, "exec sleep 60 3<readable 4>>writable 5<.", 5)
+        .checkpoint_kill(&files, &[]);
+    let mapping = dir.join("mapping.ctx");
+    {
+        let mut c = as_user(NOBODY);
+        c.current_dir(&dir).args([
+            "/usr/bin/python3",
+            "-c",
+            "import mmap, time\n\
+             f = open('shared', 'r+b')\n\
+             m = mmap.mmap(f.fileno(), 4096)\n\
+             f.close()\n\
+             open('mapped', 'w').close()\n\
+             time.sleep(60)",
+        ]);
+        let d = dir.clone();
+        Target::spawn(c, move |_| d.join("mapped").exists()).checkpoint_kill(&mapping, &[]);
+    }
+
+    // The honest images restart as root (with the owner's permissions, which suffice).
+    let p = root_restart(&files).unwrap();
+    for (fd, name) in [(3, "readable"), (4, "writable")] {
+        let target = fs::read_link(format!("/proc/{}/fd/{fd}", p.0)).unwrap();
+        assert_eq!(target, dir.join(name));
+    }
+    drop(p);
+    drop(root_restart(&mapping).unwrap());
+
+    let ends_with = |path: &str, name: &str| path.ends_with(&format!("/{name}"));
+    let retarget = |name: &'static str, to: String| {
+        move |i: &mut Image| {
+            for f in &mut i.files {
+                match &mut f.kind {
+                    FileKind::Regular { path, .. } | FileKind::Directory { path }
+                        if ends_with(path, name) =>
+                    {
+                        *path = to.clone();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    let mut opened = Vec::new();
+    let mut check = |name: &str, src: &Path, edit: &dyn Fn(&mut Image), expect: &str| {
+        let forged = dir.join(format!("{name}.forged"));
+        forge(src, &forged, edit);
+        chown(&forged, Some(NOBODY), Some(NOBODY)).unwrap();
+        match root_restart(&forged) {
+            Ok(p) => opened.push(format!("{name}: restored as PID {}", p.0)),
+            Err(e) => assert!(
+                e.contains(expect) && e.contains("Permission denied"),
+                "{name}: the refusal does not name `{expect}`: {e}"
+            ),
+        }
+    };
+    check(
+        "read-shadow",
+        &files,
+        &retarget("readable", "/etc/shadow".into()),
+        "cannot open /etc/shadow",
+    );
+    check(
+        "write-root-only",
+        &files,
+        &retarget("writable", secret_s.clone()),
+        "root-only",
+    );
+    check(
+        "list-root",
+        &files,
+        &|i: &mut Image| {
+            for f in &mut i.files {
+                if let FileKind::Directory { path } = &mut f.kind {
+                    *path = "/root".into();
+                }
+            }
+        },
+        "cannot open /root",
+    );
+    check(
+        "cwd-root",
+        &files,
+        &|i: &mut Image| i.process.cwd = "/root".into(),
+        "cannot enter its working directory /root",
+    );
+    let secret_map = secret_s.clone();
+    check(
+        "map-root-only",
+        &mapping,
+        &move |i: &mut Image| {
+            for r in &mut i.regions {
+                if let RegionKind::File { path, .. } = &mut r.kind
+                    && ends_with(path, "shared")
+                {
+                    *path = secret_map.clone();
+                }
+            }
+        },
+        "root-only",
+    );
+    assert!(
+        opened.is_empty(),
+        "a user's image reached what the user cannot: {opened:#?}"
+    );
+}
+
+/// The owner checked is the owner of the file read: a symlink flipped between a user's
+/// image that claims UID 0 and a root-owned file never makes root restore UID 0. Before:
+/// the owner was read with `metadata(path)` after the image was read, and the race was won.
+#[test]
+fn the_owner_checked_is_the_owner_of_the_file_read() {
+    require_root();
+    let dir = scratch("race");
+    let image = dir.join("ctx");
+    nobody_sleeper(&dir, "exec sleep 60", 0).checkpoint_kill(&image, &[]);
+    let forged = dir.join("forged");
+    forge(&image, &forged, |i| {
+        i.process.creds.uid = [0; 4];
+        i.process.creds.gid = [0; 4];
+    });
+    chown(&forged, Some(NOBODY), Some(NOBODY)).unwrap();
+    // A root-owned file that is not an image.
+    let decoy = dir.join("decoy");
+    file(&decoy, 4096, 0, 0o644);
+
+    let link = dir.join("link");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (stop, dir, link) = (Arc::clone(&stop), dir.clone(), link.clone());
+        let (a, b) = (forged.clone(), decoy.clone());
+        std::thread::spawn(move || {
+            let tmp = dir.join("link.tmp");
+            while !stop.load(Ordering::Relaxed) {
+                for target in [&a, &b] {
+                    let _ = fs::remove_file(&tmp);
+                    symlink(target, &tmp).unwrap();
+                    fs::rename(&tmp, &link).unwrap();
+                }
+            }
+        })
+    };
+    wait_until("the symlink", || link.exists());
+    let mut won = Vec::new();
+    let mut outcomes = Vec::new();
+    for _ in 0..30 {
+        match root_restart(&link) {
+            Ok(p) => won.push(format!("PID {} with Uid {}", p.0, status_line(p.0, "Uid:"))),
+            Err(e) => outcomes.push(e),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert!(won.is_empty(), "the race was won: {won:#?}");
+    for e in &outcomes {
+        assert!(
+            e.contains("owned by UID 65534 but claims UID 0") || e.contains("not a lifeboat"),
+            "unexpected refusal: {e}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,14 +3,17 @@
 //! The order of the steps, and nothing else (each kind of state rebuilds itself in its
 //! file under `state/`):
 //! 1. Open and validate the image, verify every page checksum; decide credentials
-//!    (`state::creds`): restored only when the caller is root and the image file is owned
-//!    by root or by the UID it claims.
-//! 2. Prepare descriptors in the restarter, as the caller (permission checks apply): one
-//!    pipe, socket pair or memfd for what several processes share; every file opened only
-//!    as the type of file it was, and its identity checked; mapped files; the executable;
+//!    (`state::creds`, which says who may restart what): restored only when the caller is
+//!    root, and from an image file owned by a user only that user's own IDs; the owner is
+//!    the owner of the descriptor the image is read from.
+//! 2. Prepare descriptors in the restarter, with the file-system identity of the caller,
+//!    or of the owner of a user's image that root restarts (`creds::ActingAs`): one pipe,
+//!    socket pair or memfd for what several processes share; every file opened only as
+//!    the type of file it was, and its identity checked; mapped files; the executable;
 //!    all lifted above every target number.
 //! 3. [`plan`]: the stub tree, nested as the processes were (pure); [`stubs`]: fork it
-//!    with clone3 `set_tid` (the original PIDs), wait until every stub reports ready,
+//!    with clone3 `set_tid` (the original PIDs), each stub entering its working directory
+//!    with the same file-system identity as step 2; wait until every stub reports ready,
 //!    seize them.
 //! 4. Per process, by injected system calls through the stub's `[vdso]`: address space
 //!    (`memory`, `pages`), late opens, epoll interest lists, locks, mm layout,
@@ -89,14 +92,22 @@ pub fn restart(
     reader.verify_pages()?;
     let imgs: Vec<&Image> = reader.images().collect();
     let mut warnings = Vec::new();
-    let restore_creds = state::creds::restorable(path, &imgs)?;
+    let creds = state::creds::decide(reader.owner(), path, &imgs)?;
     // Processes remember each other's PIDs (a shell's job table, a parent's child list):
     // a job restarted without its PIDs on the host gets them back inside a new PID
     // namespace, beside whatever holds them outside.
     let in_namespace = imgs.len() > 1 && !opts.restore_pid;
     let set_pids = opts.restore_pid || in_namespace;
 
-    let prepared = prepare(&imgs, &mut warnings)?;
+    // Everything is opened as the owner of a user's image that root restarts.
+    let (prepared, cwd_as) = match &creds.act_as {
+        Some(user) => {
+            let acting = state::creds::ActingAs::new(user)?;
+            let prepared = prepare(&imgs, &mut warnings)?;
+            (prepared, Some((user, acting.back().clone())))
+        }
+        None => (prepare(&imgs, &mut warnings)?, None),
+    };
     let (report_r, report_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(sys_err("pipe2"))?;
     let report_w = lift(&report_w, prepared.first_free)?;
@@ -110,6 +121,9 @@ pub fn restart(
         report_w.as_raw_fd(),
         &mut warnings,
     )?;
+    if let Some((user, back)) = &cwd_as {
+        plan::enter_cwd_as(&mut plans, user, back);
+    }
     if opts.restore_pid {
         for img in &imgs {
             stubs::wait_for_zombie_reaped(img.process.pid);
@@ -193,7 +207,7 @@ pub fn restart(
         state::timers::restore(&mut r, &img.timers, &mut warnings)?;
         state::creds::restore_limits(pid, &img.process.rlimits, &mut warnings);
         let every: Vec<&Stopped> = std::iter::once(&leader).chain(&threads).collect();
-        if restore_creds[i] {
+        if creds.restore[i] {
             state::creds::restore(&mut r, &every, &img.process.creds)?;
         }
         let scratch = r.scratch();
@@ -248,8 +262,9 @@ struct Opened {
     first_free: RawFd,
 }
 
-/// Step 2: every descriptor of every process, opened as the caller and lifted above
-/// every target number (so the stubs can move them into place without clobbering).
+/// Step 2: every descriptor of every process, opened with this thread's file-system
+/// identity (see [`restart`]) and lifted above every target number (so the stubs can move
+/// them into place without clobbering).
 fn prepare(imgs: &[&Image], warnings: &mut Vec<Warning>) -> Result<Opened, RestartError> {
     // Pipes, socket pairs and shared memory that several processes of the image hold:
     // one each.

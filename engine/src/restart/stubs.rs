@@ -243,7 +243,24 @@ pub(crate) fn wait_ready(
                 }
                 s::CHILD => "create a child process",
                 s::DUP => "set up its descriptors",
-                s::CHDIR => "enter its working directory",
+                s::CHDIR => {
+                    // The image's process (a single one has another PID without
+                    // --restore-pid).
+                    let img = imgs
+                        .iter()
+                        .find(|i| i.process.pid == pid)
+                        .or_else(|| imgs.first().filter(|_| imgs.len() == 1));
+                    match img {
+                        Some(img) => {
+                            return Err(RestartError::Cwd {
+                                pid: img.process.pid,
+                                path: img.process.cwd.clone(),
+                                source,
+                            });
+                        }
+                        None => "enter its working directory",
+                    }
+                }
                 s::PERSONALITY => "set its personality",
                 s::SESSION => "join its session and process group",
                 _ => "start",

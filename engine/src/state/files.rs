@@ -241,6 +241,17 @@ pub(crate) fn prepare_files(
         let warn = |kind| Warning::fd(pid, first_fd, kind);
         let fd = match &f.kind {
             FileKind::Regular { path, .. } if path.starts_with(&proc_prefix) => {
+                // Opened inside the stub, which is still root: only a file of the
+                // process's own, never through a link out of it.
+                if let Some(why) = late_path_refused(&path[proc_prefix.len()..]) {
+                    return Err(RestartError::FileType {
+                        pid,
+                        what: format!("descriptor {first_fd}"),
+                        path: path.clone(),
+                        found: why,
+                        wanted: "a file of the process's own /proc directory",
+                    });
+                }
                 for fd in fds_of(i) {
                     let cloexec = img.fds.iter().any(|x| x.fd == fd && x.cloexec);
                     late.push(LateOpen {
@@ -405,6 +416,32 @@ pub(crate) fn open_as_err(
 fn blocking(fd: &OwnedFd) -> Result<(), Errno> {
     let fl = OFlag::from_bits_truncate(fcntl::fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl::fcntl(fd, FcntlArg::F_SETFL(fl & !OFlag::O_NONBLOCK)).map(drop)
+}
+
+/// Why a path under a process's own `/proc/PID/` (`rest`, after that prefix) is not
+/// reopened inside the restored process, if it is not. The checkpoint records what the
+/// kernel's links resolve to, so such a path names a file of `/proc/PID` itself; one that
+/// climbs out (`..`) or passes through one of the links to other files (`cwd`, `root`,
+/// `exe`, `fd/N`, `map_files/...`, per process or per thread) comes from a forged image,
+/// and would be opened by the stub with root's permissions.
+fn late_path_refused(rest: &str) -> Option<&'static str> {
+    const LINKS: [&str; 5] = ["cwd", "root", "exe", "fd", "map_files"];
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Some("a path with an empty, `.` or `..` component");
+    }
+    // The links of the process, or of one of its threads (task/TID/...).
+    let own = match parts.as_slice() {
+        ["task", tid, rest @ ..] if tid.bytes().all(|b| b.is_ascii_digit()) => rest,
+        all => all,
+    };
+    if own.first().is_some_and(|first| LINKS.contains(first)) {
+        return Some("a path through one of its links to other files");
+    }
+    None
 }
 
 /// Open, inside the process, the files under its own `/proc/PID` (their new PID's).
@@ -634,4 +671,42 @@ fn dec_shared_files(
     }
     d.finish().map_err(&w)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_opens_stay_inside_the_processs_own_proc_directory() {
+        let check = |rest: &str, refused: bool| {
+            assert_eq!(late_path_refused(rest).is_some(), refused, "{rest}");
+        };
+        for own in [
+            "status",
+            "stat",
+            "maps",
+            "environ",
+            "fdinfo/3",
+            "task/12/stat",
+            "net/tcp",
+        ] {
+            check(own, false);
+        }
+        for out in [
+            "root/etc/shadow",
+            "cwd/secret",
+            "exe",
+            "fd/3",
+            "map_files/400000-401000",
+            "task/12/root/etc/shadow",
+            "task/12/fd/0",
+            "../1/environ",
+            "task/../../1/status",
+            "./status",
+            "net//tcp",
+        ] {
+            check(out, true);
+        }
+    }
 }
