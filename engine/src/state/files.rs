@@ -191,8 +191,10 @@ pub(crate) struct LateOpen {
 /// rebuild by injection `(epoll descriptor, watches)`.
 pub(crate) type PreparedFiles = (Vec<Prepared>, Vec<LateOpen>, Vec<(RawFd, Vec<EpollWatch>)>);
 
-/// Open every file description of `img` as the caller; descriptions it shares with an
-/// earlier process of the image are that process's, duplicated.
+/// Open every file description of `img` with this thread's file-system identity (the
+/// caller's, or the owner's of a user's image that root restarts), each path only as the
+/// type of file it was; descriptions it shares with an earlier process of the image are
+/// that process's, duplicated.
 pub(crate) fn prepare_files(
     img: &Image,
     pipes_of: &[(u64, OwnedFd, OwnedFd)],

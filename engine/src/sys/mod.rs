@@ -17,7 +17,8 @@
 //!   hold a death by a real-time signal), `signal` and `kill` with a signal number nix's
 //!   `Signal` cannot name (real-time signals); `get_robust_list`, `kcmp`, `prlimit` on
 //!   another process, `pidfd_open`, `pidfd_getfd`, `open_by_handle_at`, `FIONREAD` (nix has
-//!   none).
+//!   none); `setgroups` as the raw system call, which changes the calling thread only
+//!   (nix's is glibc's, which changes every thread of the process).
 //! - `anonfd.rs`: `TFD_IOC_SET_TICKS`; `sigaddset` for real-time signals and handing the
 //!   set to nix; `inotify_add_watch`/`inotify_rm_watch` by number (nix's `WatchDescriptor`
 //!   hides the number, and a restart must recreate each watch under its own).
