@@ -347,8 +347,9 @@ fn root_gives_a_users_image_only_that_users_ids() {
 
 /// Root restarting a user's image opens its files, mappings, directories and working
 /// directory with the user's permissions: a path rewritten to /etc/shadow, to a root-only
-/// file, to /root, is refused. Before: all were opened as root before the credentials
-/// dropped, handing the restored process a descriptor or a shared mapping of them.
+/// file, to /root, or through /proc/PID/root, is refused. Before: all were opened as root
+/// before the credentials dropped, handing the restored process a descriptor or a shared
+/// mapping of them.
 #[test]
 fn a_users_image_opens_only_what_the_user_may() {
     require_root();
@@ -462,6 +463,20 @@ fn a_users_image_opens_only_what_the_user_may() {
         },
         "root-only",
     );
+    // A file of the process's own /proc directory is reopened inside the stub, which is
+    // still root: a path through its `root` link is refused, whoever owns the image.
+    let pid = Reader::open(&files).unwrap().image().process.pid;
+    let through = dir.join("proc-root.forged");
+    forge(
+        &files,
+        &through,
+        retarget("readable", format!("/proc/{pid}/root/etc/shadow")),
+    );
+    chown(&through, Some(NOBODY), Some(NOBODY)).unwrap();
+    match root_restart(&through) {
+        Ok(p) => opened.push(format!("proc-root: restored as PID {}", p.0)),
+        Err(e) => assert!(e.contains("a path through one of its links"), "{e}"),
+    }
     assert!(
         opened.is_empty(),
         "a user's image reached what the user cannot: {opened:#?}"
