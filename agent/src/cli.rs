@@ -65,8 +65,9 @@ pub enum Command {
     /// registers, signal handlers, pending signals and files; a job gets its parent links,
     /// process groups, sessions, pipes and shared memory back. Standard streams that were a
     /// terminal or a pipe leading outside the image are attached to this command's own.
-    /// Files are reopened with your permissions. By default lifeboat waits for the process
-    /// and exits with its status, forwarding SIGINT, SIGTERM and SIGHUP to it.
+    /// Files are reopened with your permissions (as root, with those of the image file's
+    /// owner, whose own IDs alone the image may claim). By default lifeboat waits for the
+    /// process and exits with its status, forwarding SIGINT, SIGTERM and SIGHUP to it.
     ///
     /// Examples:
     ///   lifeboat restart context.4242

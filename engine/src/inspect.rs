@@ -18,7 +18,7 @@ pub struct Summary {
     pub hostname: String,
     /// Seconds since the epoch.
     pub created_unix: u64,
-    /// Time the process was frozen, in microseconds.
+    /// Time the processes were frozen, in microseconds (as the checkpoint reported it).
     pub frozen_us: u64,
     /// Process name (`comm`).
     pub command: String,
@@ -54,7 +54,7 @@ pub struct Summary {
     pub memory_saved_bytes: u64,
     /// Sections and their checksum status.
     pub sections: Vec<SectionSummary>,
-    /// Every section passes its checksum.
+    /// Every section passes its checksum, and every compressed one decompresses.
     pub checksums_ok: bool,
 }
 
@@ -134,7 +134,7 @@ pub struct SectionSummary {
     pub kind: String,
     /// Stored bytes.
     pub bytes: u64,
-    /// `ok` or the checksum error.
+    /// `ok`, or the checksum or decompression error.
     pub checksum: String,
 }
 
@@ -149,7 +149,8 @@ fn perms(r: &Region) -> String {
     )
 }
 
-/// Read and summarise an image. Every section's checksum is verified.
+/// Read and summarise an image. Every section's checksum is verified, and every
+/// compressed section (PAGES, FILES) decompressed.
 pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
     let reader = image::Reader::open(path)?;
     let img = reader.image();

@@ -151,7 +151,9 @@ pub struct Meta {
     pub hostname: String,
     /// Seconds since the epoch at checkpoint time.
     pub created_unix: u64,
-    /// Wall time the process was frozen while dumping, in microseconds.
+    /// Wall time the processes were frozen, in microseconds: from the freeze until the
+    /// image's last byte was written (the FROZEN section, which readers prefer); images
+    /// without it record the time until their metadata was written.
     pub frozen_us: u64,
 }
 

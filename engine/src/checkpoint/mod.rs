@@ -10,8 +10,9 @@
 //! 3. Across processes: open file descriptions shared by several, unix socket pairs whole.
 //! 4. The image: META, ZOMBIES, then per process its sections and its pages
 //!    (`state::pages`), streamed.
-//! 5. Release: a process that runs on is let go before the fsync; one that stops,
-//!    terminates or dies waits until the image is durable under its name.
+//! 5. The frozen time (FROZEN) as the last section; release: a process that runs on is
+//!    let go before the fsync; one that stops, terminates or dies waits until the image is
+//!    durable under its name.
 //!
 //! Every `?` after the freeze drops the [`Frozen`] guards, which resume the processes: a
 //! failed checkpoint never loses them.
@@ -71,7 +72,9 @@ pub struct CheckpointReport {
     pub pages: u64,
     /// Wall time of the whole checkpoint.
     pub elapsed: Duration,
-    /// Time the processes were frozen.
+    /// Time the processes were frozen: from the freeze until the image's last byte was
+    /// written, when a process that runs on is released (one that stops, terminates or
+    /// dies waits for the fsync too). The image records the same value (`inspect`).
     pub frozen: Duration,
     /// Things saved differently than asked (a zombie left out).
     pub warnings: Vec<Warning>,
@@ -134,15 +137,17 @@ pub fn checkpoint(
     };
     let pids = images.iter().map(|i| i.process.pid).collect();
     let threads = images.iter().map(|i| i.threads.len()).sum();
-    let (bytes, frozen_for) = if opts.after == After::Run {
-        let frozen_for = frozen_at.elapsed();
+    // The frozen time, from the freeze to the last byte, is recorded (FROZEN) and
+    // reported alike: it is when a process that runs on is released.
+    let frozen_for = frozen_at.elapsed();
+    writer.frozen(frozen_for)?;
+    let bytes = if opts.after == After::Run {
         release_all(frozen)?;
-        (writer.finish()?, frozen_for)
+        writer.finish()?
     } else {
         let bytes = writer.finish()?;
-        let frozen_for = frozen_at.elapsed();
         release_all(frozen)?;
-        (bytes, frozen_for)
+        bytes
     };
     Ok(CheckpointReport {
         path: path.to_owned(),

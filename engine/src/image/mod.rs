@@ -20,10 +20,13 @@
 //! | 0x8000000A | SHARED_FILES | optional: open file descriptions shared with an earlier process of the image | `state::files` |
 //! | 0x8000000B | LOCKS | optional: flock, POSIX and OFD locks the process holds | `state::locks` |
 //! | 0x8000000C | TIMERS | optional: interval timers (setitimer/alarm) and POSIX timers | `state::timers` |
+//! | 0x8000000E | THREAD_COUNT | optional: how many threads the process had; a different number of THREAD sections is refused | `state::threads` |
+//! | 0x8000000F | FROZEN | optional, once, after the last process: the time the processes were frozen, from the freeze to the image's last byte (META's frozen time is taken before the pages are written; readers prefer this one) | here |
 //!
 //! An image of several processes (a process tree, a process group, a session) is a META
 //! section (and ZOMBIES, if any) followed by one group per process, each starting with its
-//! PROCESS section; the first group is the root of the scope.
+//! PROCESS section; the first group is the root of the scope; FROZEN, when present, comes
+//! after the last group.
 //!
 //! # How the format evolves
 //!
@@ -85,6 +88,8 @@ pub mod kind {
     pub const PAGES: u32 = 0x08;
     /// Exited, unreaped processes of the scope.
     pub const ZOMBIES: u32 = 0x0D;
+    /// The time the processes were frozen (optional, once, after the last process).
+    pub const FROZEN: u32 = 0x8000_000F;
     /// Bit set on kinds a reader may skip when it does not know them.
     pub const OPTIONAL: u32 = 0x8000_0000;
 
@@ -100,6 +105,7 @@ pub mod kind {
             PAGEMAP => "PAGEMAP",
             PAGES => "PAGES",
             ZOMBIES => "ZOMBIES",
+            FROZEN => "FROZEN",
             super::container::END_KIND => "END",
             k => crate::state::optional_section(k).map_or("unknown", |s| s.name),
         }
@@ -188,6 +194,14 @@ impl Writer {
         Ok(())
     }
 
+    /// Write the FROZEN section: how long the processes were frozen, measured after the
+    /// last page was written (once, after the last process, before [`Writer::finish`]).
+    pub fn frozen(&mut self, frozen: std::time::Duration) -> Result<(), ImageError> {
+        let us = u64::try_from(frozen.as_micros()).unwrap_or(u64::MAX);
+        self.inner.section(kind::FROZEN, false, &us.to_le_bytes())?;
+        Ok(())
+    }
+
     /// Write END, fsync and rename into place; returns the file size.
     pub fn finish(self) -> Result<u64, ImageError> {
         Ok(self.inner.commit()?)
@@ -231,6 +245,7 @@ impl Reader {
     pub fn open(path: &Path) -> Result<Reader, ImageError> {
         let inner = ImageReader::open(path)?;
         let mut meta = None;
+        let mut frozen_us = None;
         let mut zombies: Vec<Zombie> = Vec::new();
         let mut groups: Vec<Group> = Vec::new();
         for info in inner.sections() {
@@ -249,6 +264,7 @@ impl Reader {
                         | kind::FDS
                         | kind::PAGEMAP
                         | kind::PAGES
+                        | kind::FROZEN
                 );
             match info.kind {
                 container::END_KIND => continue,
@@ -265,7 +281,7 @@ impl Reader {
                     }
                     groups.push(Group::default());
                 }
-                kind::META | kind::ZOMBIES => {}
+                kind::META | kind::ZOMBIES | kind::FROZEN => {}
                 _ if groups.is_empty() => {
                     return Err(cx.invalid("section before the first PROCESS section"));
                 }
@@ -285,6 +301,16 @@ impl Reader {
                 }
                 kind::ZOMBIES => {
                     zombies.extend(state::process::dec_zombies(&data, &cx)?);
+                    continue;
+                }
+                kind::FROZEN => {
+                    let bytes: [u8; 8] = data
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| cx.invalid(format!("{} bytes, not 8", data.len())))?;
+                    if frozen_us.replace(u64::from_le_bytes(bytes)).is_some() {
+                        return Err(cx.invalid("appears twice"));
+                    }
                     continue;
                 }
                 _ => {}
@@ -311,7 +337,10 @@ impl Reader {
             path: path.to_owned(),
             section,
         };
-        let meta = meta.ok_or_else(|| missing("META"))?;
+        let mut meta = meta.ok_or_else(|| missing("META"))?;
+        if let Some(us) = frozen_us {
+            meta.frozen_us = us;
+        }
         if groups.is_empty() {
             return Err(missing("PROCESS"));
         }
@@ -456,13 +485,20 @@ impl Reader {
         Ok(())
     }
 
-    /// Size of the image file's sections, and whether each passes its checksum.
+    /// Size of the image file's sections, and whether each passes its checksum and, when
+    /// compressed, decompresses to its recorded length (every section is read whole).
     pub fn verify(&self) -> Vec<(u32, u64, Result<(), ContainerError>)> {
         self.inner
             .sections()
             .iter()
-            .map(|s| (s.kind, s.stored_len, self.inner.verify(s)))
+            .map(|s| (s.kind, s.stored_len, self.inner.verify_decoded(s)))
             .collect()
+    }
+
+    /// The UID owning the image file, from `fstat` of the descriptor it is read from (the
+    /// owner of the bytes decoded here, whatever the path points to now).
+    pub fn owner(&self) -> u32 {
+        std::os::unix::fs::MetadataExt::uid(self.inner.metadata())
     }
 
     /// The container reader.
@@ -780,6 +816,67 @@ mod tests {
             "not an absolute path",
         );
         check("pages-short", &|i| i.pagemap[0].pages = 1, "PAGES holds");
+    }
+
+    /// The frozen time written after the last process is the one read back; an image
+    /// without it keeps META's; twice is refused.
+    #[test]
+    fn frozen_time_comes_after_the_pages() {
+        let path = tmp("frozen");
+        let img = sample();
+        let write_frozen = |times: &[u64]| {
+            let mut w = Writer::create(&path, false).unwrap();
+            w.metadata(&img).unwrap();
+            let mut s = w.pages().unwrap();
+            s.write_all(&[0xab; 8192]).unwrap();
+            s.finish().unwrap();
+            w.pagemap(&img.pagemap).unwrap();
+            for &us in times {
+                w.frozen(std::time::Duration::from_micros(us)).unwrap();
+            }
+            w.finish().unwrap();
+        };
+        write_frozen(&[]);
+        assert_eq!(Reader::open(&path).unwrap().image().meta.frozen_us, 2);
+        write_frozen(&[1_234_567]);
+        let r = Reader::open(&path).unwrap();
+        assert_eq!(r.image().meta.frozen_us, 1_234_567);
+        assert!(r.verify().iter().any(|(k, _, _)| *k == kind::FROZEN));
+        assert_eq!(kind::name(kind::FROZEN), "FROZEN");
+        write_frozen(&[1, 2]);
+        let err = Reader::open(&path).unwrap_err().to_string();
+        assert!(err.contains("FROZEN") && err.contains("twice"), "{err}");
+    }
+
+    /// A THREAD section more than the process had is refused.
+    #[test]
+    fn thread_sections_match_the_recorded_count() {
+        let path = tmp("threads");
+        let img = sample();
+        write(&path, &img, &[0xab; 8192]);
+        let r = ImageReader::open(&path).unwrap();
+        let extra = r
+            .sections()
+            .iter()
+            .find(|s| s.kind == kind::THREAD)
+            .unwrap();
+        let mut thread = r.read(extra, 1 << 20).unwrap();
+        thread[..4].copy_from_slice(&102i32.to_le_bytes());
+        let forged = tmp("threads-forged");
+        let mut w = ImageWriter::create(&forged).unwrap();
+        for s in r.sections() {
+            w.section(s.kind, false, &r.read(s, 1 << 20).unwrap())
+                .unwrap();
+            if s == extra {
+                w.section(kind::THREAD, false, &thread).unwrap();
+            }
+        }
+        w.commit().unwrap();
+        let err = Reader::open(&forged).unwrap_err().to_string();
+        assert!(
+            err.contains("THREAD_COUNT section: 3 THREAD sections, but process 100 had 2 threads"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -74,6 +74,16 @@ pub enum TraceError {
         /// The wait status.
         status: String,
     },
+    /// A stop we wait for did not come in time.
+    #[error("thread {tid}: no {op} within {secs} s")]
+    Timeout {
+        /// Thread.
+        tid: i32,
+        /// The stop waited for.
+        op: &'static str,
+        /// The deadline, in seconds.
+        secs: u64,
+    },
     /// No `syscall` instruction to inject through.
     #[error("PID {pid} has no [vdso] with a syscall instruction to inject system calls through")]
     NoSyscallInsn {
@@ -240,6 +250,37 @@ pub(crate) fn in_restartable_syscall(regs: &Regs) -> bool {
     (regs.0[reg::ORIG_RAX] as i64) >= 0 && (-516..=-512).contains(&(regs.0[reg::RAX] as i64))
 }
 
+/// How long a restart waits for a stub or a new thread to stop: they stop at once.
+const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Wait until `tid` reports something (a stop, or its end), for at most [`STOP_DEADLINE`];
+/// `op` names the stop in the error.
+fn wait_reported(tid: Pid, op: &'static str) -> Result<WaitStatus, TraceError> {
+    let deadline = std::time::Instant::now() + STOP_DEADLINE;
+    loop {
+        match waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+            Ok(status) => return Ok(status),
+            Err(Errno::ECHILD) => return Err(TraceError::TraceeGone { tid: tid.as_raw() }),
+            Err(source) => {
+                return Err(TraceError::Ptrace {
+                    op: "waitpid",
+                    tid: tid.as_raw(),
+                    source,
+                });
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(TraceError::Timeout {
+                tid: tid.as_raw(),
+                op,
+                secs: STOP_DEADLINE.as_secs(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
 /// Seize a process (a restart stub waiting in `pause()`), interrupt it and wait for the
 /// stop; it is traced with clone events, and killed if the tracer dies.
 pub(crate) fn seize_stopped(pid: Pid) -> Result<Stopped, TraceError> {
@@ -249,50 +290,24 @@ pub(crate) fn seize_stopped(pid: Pid) -> Result<Stopped, TraceError> {
     )
     .map_err(ptrace_err("PTRACE_SEIZE", pid))?;
     ptrace::interrupt(pid).map_err(ptrace_err("PTRACE_INTERRUPT", pid))?;
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => {
-                return Ok(Stopped::observed(pid));
-            }
-            Err(Errno::EINTR) => continue,
-            Ok(_) | Err(Errno::ECHILD) => return Err(TraceError::TraceeGone { tid: pid.as_raw() }),
-            Err(source) => {
-                return Err(TraceError::Ptrace {
-                    op: "waitpid",
-                    tid: pid.as_raw(),
-                    source,
-                });
-            }
-        }
+    match wait_reported(pid, "stop after PTRACE_INTERRUPT")? {
+        WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..) => Ok(Stopped::observed(pid)),
+        _ => Err(TraceError::TraceeGone { tid: pid.as_raw() }),
     }
 }
 
 /// Wait for a thread created by an injected clone to report its first stop.
 pub(crate) fn wait_new_thread(tid: Pid) -> Result<Stopped, TraceError> {
-    loop {
-        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Stopped(_, _) | WaitStatus::PtraceEvent(..)) => {
-                return Ok(Stopped::observed(tid));
-            }
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
-                return Err(TraceError::TraceeGone { tid: tid.as_raw() });
-            }
-            Ok(status) => {
-                return Err(TraceError::UnexpectedStop {
-                    tid: tid.as_raw(),
-                    op: "thread start",
-                    status: format!("{status:?}"),
-                });
-            }
-            Err(Errno::EINTR) => continue,
-            Err(source) => {
-                return Err(TraceError::Ptrace {
-                    op: "waitpid",
-                    tid: tid.as_raw(),
-                    source,
-                });
-            }
+    match wait_reported(tid, "first stop of the new thread")? {
+        WaitStatus::Stopped(_, _) | WaitStatus::PtraceEvent(..) => Ok(Stopped::observed(tid)),
+        WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+            Err(TraceError::TraceeGone { tid: tid.as_raw() })
         }
+        status => Err(TraceError::UnexpectedStop {
+            tid: tid.as_raw(),
+            op: "thread start",
+            status: format!("{status:?}"),
+        }),
     }
 }
 

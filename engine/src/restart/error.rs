@@ -54,6 +54,17 @@ pub enum RestartError {
         /// Cause.
         source: Errno,
     },
+    /// The working directory cannot be entered (as the image's owner, when root restarts
+    /// a user's image).
+    #[error("PID {pid}: cannot enter its working directory {path}: {source}")]
+    Cwd {
+        /// Process (its PID in the image).
+        pid: i32,
+        /// The directory.
+        path: String,
+        /// Cause.
+        source: Errno,
+    },
     /// A file the process had open cannot be opened.
     #[error("PID {pid}: descriptor {fd}: cannot open {path}: {source}")]
     OpenFile {
@@ -78,17 +89,75 @@ pub enum RestartError {
         /// What is wrong.
         what: String,
     },
-    /// The image's credentials may not be restored by this caller.
+    /// A user's image claims an ID its owner does not have (root restarts a user's image
+    /// only with that user's IDs).
     #[error(
-        "{path} is owned by UID {owner} but claims UID {claimed}; refusing to restore those credentials"
+        "{path} is owned by UID {owner} but claims {field} {value} for PID {pid}; refusing to restore those credentials (every UID of a user's image must be its owner's, every GID and group one of the owner's groups)",
+        path = .path.display()
     )]
     Credentials {
         /// Image.
         path: PathBuf,
+        /// Process (its PID in the image).
+        pid: i32,
         /// File owner.
         owner: u32,
-        /// UID in the image.
-        claimed: u32,
+        /// Which ID: `UID`, `effective UID`, ..., `GID`, ..., `supplementary group`.
+        field: &'static str,
+        /// Its value in the image.
+        value: u32,
+    },
+    /// The groups of a user's image's owner cannot be found, so its IDs cannot be checked.
+    #[error(
+        "{path} is owned by UID {owner}, whose groups cannot be found ({what}); refusing to restore a user's image as root without checking its IDs",
+        path = .path.display()
+    )]
+    OwnerGroups {
+        /// Image.
+        path: PathBuf,
+        /// File owner.
+        owner: u32,
+        /// What failed.
+        what: String,
+    },
+    /// A path of the image names a file of another type than it had (a FIFO where a
+    /// regular file was): opening it could block or reach something else.
+    #[error("PID {pid}: {what}: {path} is {found}, not {wanted} as in the image")]
+    FileType {
+        /// Process (its PID in the image).
+        pid: i32,
+        /// Which use of it: `descriptor N`, `the executable`, `mapping at 0x...`.
+        what: String,
+        /// Path.
+        path: String,
+        /// What it is now.
+        found: &'static str,
+        /// What the image recorded.
+        wanted: &'static str,
+    },
+    /// The bytes saved in a pipe or FIFO do not fit in the one recreated here.
+    #[error(
+        "PID {pid}: descriptor {fd}: the {len} bytes saved in the pipe do not fit: it holds {size} bytes here{why}"
+    )]
+    PipeTooSmall {
+        /// Process (its PID in the image).
+        pid: i32,
+        /// Descriptor.
+        fd: i32,
+        /// Bytes saved.
+        len: usize,
+        /// The pipe's capacity here.
+        size: usize,
+        /// Why it could not be made larger, as `; raising it to N bytes failed: E`.
+        why: String,
+    },
+    /// Something the restart waits for did not happen in time.
+    #[error("timed out after {secs} s waiting for {what}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// The deadline, in seconds.
+        secs: u64,
     },
     /// The kernel's special mappings differ from the image's.
     #[error(

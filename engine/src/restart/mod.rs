@@ -3,13 +3,17 @@
 //! The order of the steps, and nothing else (each kind of state rebuilds itself in its
 //! file under `state/`):
 //! 1. Open and validate the image, verify every page checksum; decide credentials
-//!    (`state::creds`): restored only when the caller is root and the image file is owned
-//!    by root or by the UID it claims.
-//! 2. Prepare descriptors in the restarter, as the caller (permission checks apply): one
-//!    pipe, socket pair or memfd for what several processes share; every file opened and
-//!    its identity checked; mapped files; all lifted above every target number.
+//!    (`state::creds`, which says who may restart what): restored only when the caller is
+//!    root, and from an image file owned by a user only that user's own IDs; the owner is
+//!    the owner of the descriptor the image is read from.
+//! 2. Prepare descriptors in the restarter, with the file-system identity of the caller,
+//!    or of the owner of a user's image that root restarts (`creds::ActingAs`): one pipe,
+//!    socket pair or memfd for what several processes share; every file opened only as
+//!    the type of file it was, and its identity checked; mapped files; the executable;
+//!    all lifted above every target number.
 //! 3. [`plan`]: the stub tree, nested as the processes were (pure); [`stubs`]: fork it
-//!    with clone3 `set_tid` (the original PIDs), wait until every stub reports ready,
+//!    with clone3 `set_tid` (the original PIDs), each stub entering its working directory
+//!    with the same file-system identity as step 2; wait until every stub reports ready,
 //!    seize them.
 //! 4. Per process, by injected system calls through the stub's `[vdso]`: address space
 //!    (`memory`, `pages`), late opens, epoll interest lists, locks, mm layout,
@@ -17,7 +21,12 @@
 //! 5. Every thread's registers, XSAVE area and mask last; then all detach, children first.
 //!
 //! Until step 5 completes, a guard kills every stub on any error: a failed restart leaves
-//! no half-built process behind (Architecture Invariant).
+//! no half-built process behind (Architecture Invariant). Nothing waits without a
+//! deadline: the stubs' reports, each stop of a stub or new thread, and the reaping of
+//! killed stubs and threads (`restart --kill`, or a failure) end with an error naming
+//! what did not come; no open in steps 2 and 3 can block (FIFOs are opened non-blocking,
+//! other files only once they are known not to be FIFOs) and no pipe is refilled beyond
+//! its capacity.
 
 pub(crate) mod error;
 pub(crate) mod plan;
@@ -30,12 +39,12 @@ use crate::Progress;
 use crate::image::{self};
 use crate::model::*;
 use crate::ptrace::{After, Injector, Remote, Stopped};
+use crate::state::common::{FileType, OpenAsError, open_as};
 use crate::state::{self, files::LateOpen, memory};
 use crate::sys;
 use crate::warning::Warning;
-use nix::fcntl::{self, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::signal::{self, Signal};
-use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -83,14 +92,22 @@ pub fn restart(
     reader.verify_pages()?;
     let imgs: Vec<&Image> = reader.images().collect();
     let mut warnings = Vec::new();
-    let restore_creds = state::creds::restorable(path, &imgs)?;
+    let creds = state::creds::decide(reader.owner(), path, &imgs)?;
     // Processes remember each other's PIDs (a shell's job table, a parent's child list):
     // a job restarted without its PIDs on the host gets them back inside a new PID
     // namespace, beside whatever holds them outside.
     let in_namespace = imgs.len() > 1 && !opts.restore_pid;
     let set_pids = opts.restore_pid || in_namespace;
 
-    let prepared = prepare(&imgs, &mut warnings)?;
+    // Everything is opened as the owner of a user's image that root restarts.
+    let (prepared, cwd_as) = match &creds.act_as {
+        Some(user) => {
+            let acting = state::creds::ActingAs::new(user)?;
+            let prepared = prepare(&imgs, &mut warnings)?;
+            (prepared, Some((user, acting.back().clone())))
+        }
+        None => (prepare(&imgs, &mut warnings)?, None),
+    };
     let (report_r, report_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(sys_err("pipe2"))?;
     let report_w = lift(&report_w, prepared.first_free)?;
@@ -104,6 +121,9 @@ pub fn restart(
         report_w.as_raw_fd(),
         &mut warnings,
     )?;
+    if let Some((user, back)) = &cwd_as {
+        plan::enter_cwd_as(&mut plans, user, back);
+    }
     if opts.restore_pid {
         for img in &imgs {
             stubs::wait_for_zombie_reaped(img.process.pid);
@@ -137,6 +157,9 @@ pub fn restart(
         &mut guard,
     )?;
     let leaders = stubs::seize(&pids)?;
+    // Traced by us, so ours to reap if the restart fails (inside a new PID namespace they
+    // are not the children of the restarter).
+    guard.add(pids.iter().copied());
 
     // Rebuild every process; none runs until all are rebuilt.
     let map_fd_of = |path: &str, writable: bool| {
@@ -184,7 +207,7 @@ pub fn restart(
         state::timers::restore(&mut r, &img.timers, &mut warnings)?;
         state::creds::restore_limits(pid, &img.process.rlimits, &mut warnings);
         let every: Vec<&Stopped> = std::iter::once(&leader).chain(&threads).collect();
-        if restore_creds[i] {
+        if creds.restore[i] {
             state::creds::restore(&mut r, &every, &img.process.creds)?;
         }
         let scratch = r.scratch();
@@ -200,7 +223,7 @@ pub fn restart(
 
     if opts.after == After::Kill {
         drop(all_threads);
-        drop(guard);
+        guard.kill_all()?;
         return Ok(Restored {
             pid: root,
             pids,
@@ -244,8 +267,9 @@ struct Opened {
     first_free: RawFd,
 }
 
-/// Step 2: every descriptor of every process, opened as the caller and lifted above
-/// every target number (so the stubs can move them into place without clobbering).
+/// Step 2: every descriptor of every process, opened with this thread's file-system
+/// identity (see [`restart`]) and lifted above every target number (so the stubs can move
+/// them into place without clobbering).
 fn prepare(imgs: &[&Image], warnings: &mut Vec<Warning>) -> Result<Opened, RestartError> {
     // Pipes, socket pairs and shared memory that several processes of the image hold:
     // one each.
@@ -299,17 +323,21 @@ fn prepare(imgs: &[&Image], warnings: &mut Vec<Warning>) -> Result<Opened, Resta
     let exe_fds: Vec<Option<OwnedFd>> = imgs
         .iter()
         .map(|img| {
-            if root {
-                fcntl::open(
-                    img.process.exe.as_str(),
-                    OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .ok()
-                .map(|fd| lift(&fd, first_free))
-                .transpose()
-            } else {
-                Ok(None)
+            if !root {
+                return Ok(None);
+            }
+            let exe = &img.process.exe;
+            match open_as(exe, OFlag::O_RDONLY | OFlag::O_CLOEXEC, FileType::Regular) {
+                Ok(fd) => lift(&fd, first_free).map(Some),
+                // An executable that cannot be opened is not set (as for a user).
+                Err(OpenAsError::Open(_)) => Ok(None),
+                Err(OpenAsError::Type(found)) => Err(RestartError::FileType {
+                    pid: img.process.pid,
+                    what: "the executable".into(),
+                    path: exe.clone(),
+                    found,
+                    wanted: FileType::Regular.name(),
+                }),
             }
         })
         .collect::<Result<_, _>>()?;

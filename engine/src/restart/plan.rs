@@ -4,7 +4,7 @@
 
 use super::RestartError;
 use crate::model::*;
-use crate::sys::process::{StubPlan, StubSession};
+use crate::sys::process::{FsIds, StubPlan, StubSession};
 use crate::warning::{Warning, WarningKind};
 use nix::errno::Errno;
 use std::ffi::CString;
@@ -168,12 +168,22 @@ impl Planner<'_> {
             keep: self.keep.get(i).cloned().unwrap_or_default(),
             first_free: self.first_free,
             cwd,
+            cwd_as: None,
             umask: p.umask,
             personality: p.personality,
             session,
             report_fd: self.report_fd,
             children,
         })
+    }
+}
+
+/// Every stub of `plans` enters its working directory as `user` (the owner of a user's
+/// image that root restarts), then returns to `back`.
+pub(crate) fn enter_cwd_as(plans: &mut [StubPlan], user: &FsIds, back: &FsIds) {
+    for p in plans {
+        p.cwd_as = Some((user.clone(), back.clone()));
+        enter_cwd_as(&mut p.children, user, back);
     }
 }
 
@@ -192,6 +202,7 @@ pub(crate) fn namespace_init(
         keep: Vec::new(),
         first_free,
         cwd: c"/".to_owned(),
+        cwd_as: None,
         umask: 0o022,
         personality: 0,
         session: StubSession::Inherit,
@@ -302,6 +313,36 @@ mod tests {
                 WarningKind::ProcessGroupMissing { pgid: 999 }
             )]
         );
+    }
+
+    #[test]
+    fn every_stub_enters_its_directory_as_the_owner() {
+        let imgs = [
+            image(500, 1, 500, 500),
+            image(501, 500, 500, 500),
+            image(502, 501, 500, 500),
+        ];
+        let (mut plans, _) = plan(&imgs, &[]);
+        let user = FsIds {
+            uid: 1001,
+            gid: 1001,
+            groups: vec![1001],
+        };
+        let root = FsIds {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+        };
+        enter_cwd_as(&mut plans, &user, &root);
+        fn all(p: &StubPlan, out: &mut Vec<Option<(FsIds, FsIds)>>) {
+            out.push(p.cwd_as.clone());
+            for c in &p.children {
+                all(c, out);
+            }
+        }
+        let mut got = Vec::new();
+        all(&plans[0], &mut got);
+        assert_eq!(got, vec![Some((user, root)); 3]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 /// Kills every stub created so far unless disarmed: a failed restart leaves nothing.
 #[derive(Debug)]
@@ -36,18 +37,73 @@ impl StubGuard {
     pub(crate) fn disarm(&mut self) {
         self.armed = false;
     }
+
+    /// Kill every guarded process and thread and reap them (`restart --kill`, or a failed
+    /// restart), within [`REAP_DEADLINE`]. Each is reaped when it is ready, in whatever
+    /// order: a traced thread-group leader is reported only once its other threads have
+    /// been reaped, so waiting for the leader first would never end.
+    pub(crate) fn kill_all(&mut self) -> Result<(), RestartError> {
+        self.armed = false;
+        // With every thread of theirs: a thread an injected clone3 made is traced by us
+        // from its first instruction, even if the restart failed before it was recorded.
+        let mut left: Vec<Pid> = self
+            .pids
+            .iter()
+            .flat_map(|&pid| {
+                let tasks = procfs::numbered(pid.as_raw(), "task").unwrap_or_default();
+                std::iter::once(pid).chain(tasks.into_iter().map(Pid::from_raw))
+            })
+            .collect();
+        left.sort_unstable();
+        left.dedup();
+        for &pid in &left {
+            let _ = signal::kill(pid, Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + REAP_DEADLINE;
+        loop {
+            left.retain(|&pid| !reaped(pid));
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let list: Vec<String> = left.iter().map(ToString::to_string).collect();
+                return Err(RestartError::Timeout {
+                    what: format!(
+                        "the killed restart processes and threads {} to exit",
+                        list.join(" ")
+                    ),
+                    secs: REAP_DEADLINE.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 impl Drop for StubGuard {
     fn drop(&mut self) {
         if self.armed {
-            for &pid in &self.pids {
-                let _ = signal::kill(pid, Signal::SIGKILL);
-            }
-            for &pid in &self.pids {
-                let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
-            }
+            // An error is already on its way. Whatever is not reaped by the deadline has
+            // been sent SIGKILL; its parent (or init, once we exit) reaps it.
+            let _ = self.kill_all();
         }
+    }
+}
+
+/// How long killed stubs and threads may take to be reaped.
+const REAP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long every stub may take to report ready.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Whether `pid`, killed, is gone: reaped now, or not ours to reap (another stub's child
+/// that we do not trace yet, or reaped already).
+fn reaped(pid: Pid) -> bool {
+    match waitpid(pid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => true,
+        // Not exited yet, or a stop reported on its way out.
+        Ok(_) | Err(Errno::EINTR) => false,
+        Err(_) => true,
     }
 }
 
@@ -99,11 +155,12 @@ pub(crate) fn seize(pids: &[Pid]) -> Result<Vec<Stopped>, RestartError> {
 
 /// A process killed by `checkpoint --kill` lingers as a zombie until its parent reaps
 /// it; an init that reaps lazily can hold the PID for a moment. Wait up to two seconds
-/// for such a zombie to go before trying to take its PID.
+/// for such a zombie to go before trying to take its PID (if it is still there, creating
+/// the PID fails naming the zombie and its parent).
 pub(crate) fn wait_for_zombie_reaped(pid: i32) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while procfs::stat(pid).is_ok_and(|s| s.state == 'Z') && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while procfs::stat(pid).is_ok_and(|s| s.state == 'Z') && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -143,14 +200,18 @@ pub(crate) fn wait_ready(
 ) -> Result<Vec<Pid>, RestartError> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use sys::process::stub_step as s;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = Instant::now() + READY_DEADLINE;
     let mut ready: Vec<i32> = Vec::new();
     let mut buf = Vec::new();
-    while ready.len() < imgs.len() + zombies {
-        if std::time::Instant::now() > deadline {
-            return Err(RestartError::Stub {
-                step: "report ready in time",
-                source: Errno::ETIMEDOUT,
+    let expected = imgs.len() + zombies;
+    while ready.len() < expected {
+        if Instant::now() > deadline {
+            return Err(RestartError::Timeout {
+                what: format!(
+                    "the restart processes to report ready ({} of {expected} did)",
+                    ready.len()
+                ),
+                secs: READY_DEADLINE.as_secs(),
             });
         }
         let mut fds = [PollFd::new(report.as_fd(), PollFlags::POLLIN)];
@@ -182,7 +243,24 @@ pub(crate) fn wait_ready(
                 }
                 s::CHILD => "create a child process",
                 s::DUP => "set up its descriptors",
-                s::CHDIR => "enter its working directory",
+                s::CHDIR => {
+                    // The image's process (a single one has another PID without
+                    // --restore-pid).
+                    let img = imgs
+                        .iter()
+                        .find(|i| i.process.pid == pid)
+                        .or_else(|| imgs.first().filter(|_| imgs.len() == 1));
+                    match img {
+                        Some(img) => {
+                            return Err(RestartError::Cwd {
+                                pid: img.process.pid,
+                                path: img.process.cwd.clone(),
+                                source,
+                            });
+                        }
+                        None => "enter its working directory",
+                    }
+                }
                 s::PERSONALITY => "set its personality",
                 s::SESSION => "join its session and process group",
                 _ => "start",

@@ -12,7 +12,8 @@ use crate::procfs;
 use crate::ptrace::Remote;
 use crate::restart::error::{self as restart, RestartError};
 use crate::state::common::{
-    dec_identity, dec_path, dup_own, enc_identity, identity, is_tty_path, reopen_flags, write_all,
+    FileType, OpenAsError, dec_identity, dec_path, dup_own, enc_identity, identity, is_tty_path,
+    open_as, reopen_flags, write_all,
 };
 use crate::state::{OptionalSection, anon, locks, pipes, sockets};
 use crate::sys;
@@ -190,8 +191,10 @@ pub(crate) struct LateOpen {
 /// rebuild by injection `(epoll descriptor, watches)`.
 pub(crate) type PreparedFiles = (Vec<Prepared>, Vec<LateOpen>, Vec<(RawFd, Vec<EpollWatch>)>);
 
-/// Open every file description of `img` as the caller; descriptions it shares with an
-/// earlier process of the image are that process's, duplicated.
+/// Open every file description of `img` with this thread's file-system identity (the
+/// caller's, or the owner's of a user's image that root restarts), each path only as the
+/// type of file it was; descriptions it shares with an earlier process of the image are
+/// that process's, duplicated.
 pub(crate) fn prepare_files(
     img: &Image,
     pipes_of: &[(u64, OwnedFd, OwnedFd)],
@@ -240,6 +243,17 @@ pub(crate) fn prepare_files(
         let warn = |kind| Warning::fd(pid, first_fd, kind);
         let fd = match &f.kind {
             FileKind::Regular { path, .. } if path.starts_with(&proc_prefix) => {
+                // Opened inside the stub, which is still root: only a file of the
+                // process's own, never through a link out of it.
+                if let Some(why) = late_path_refused(&path[proc_prefix.len()..]) {
+                    return Err(RestartError::FileType {
+                        pid,
+                        what: format!("descriptor {first_fd}"),
+                        path: path.clone(),
+                        found: why,
+                        wanted: "a file of the process's own /proc directory",
+                    });
+                }
                 for fd in fds_of(i) {
                     let cloexec = img.fds.iter().any(|x| x.fd == fd && x.cloexec);
                     late.push(LateOpen {
@@ -273,8 +287,8 @@ pub(crate) fn prepare_files(
                 identity,
                 content: None,
             } => {
-                let fd = fcntl::open(path.as_str(), reopen_flags(f.flags), Mode::empty())
-                    .map_err(open_err(path))?;
+                let fd = open_as(path, reopen_flags(f.flags), FileType::Regular)
+                    .map_err(open_as_err(pid, first_fd, path, FileType::Regular))?;
                 let md =
                     fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
                         RestartError::OpenFile {
@@ -304,9 +318,17 @@ pub(crate) fn prepare_files(
             .map_err(open_err(path))?,
             FileKind::Device { path, .. } if is_tty_path(path) && std_only(i) => dup_own(first_fd)?,
             FileKind::Device { path, .. } => {
-                match fcntl::open(path.as_str(), reopen_flags(f.flags), Mode::empty()) {
-                    Ok(fd) => fd,
-                    Err(error) if is_tty_path(path) => {
+                // Opened non-blocking (a serial line's open waits for its carrier), then
+                // switched to the image's flags.
+                let flags = reopen_flags(f.flags) | OFlag::O_NONBLOCK;
+                match open_as(path, flags, FileType::CharDevice) {
+                    Ok(fd) => {
+                        if f.flags & libc::O_NONBLOCK as u32 == 0 {
+                            blocking(&fd).map_err(open_err(path))?;
+                        }
+                        fd
+                    }
+                    Err(OpenAsError::Open(error)) if is_tty_path(path) => {
                         warnings.push(warn(WarningKind::TerminalGone {
                             path: path.clone(),
                             error,
@@ -314,7 +336,9 @@ pub(crate) fn prepare_files(
                         fcntl::open("/dev/null", reopen_flags(f.flags), Mode::empty())
                             .map_err(open_err("/dev/null"))?
                     }
-                    Err(e) => return Err(open_err(path)(e)),
+                    Err(e) => {
+                        return Err(open_as_err(pid, first_fd, path, FileType::CharDevice)(e));
+                    }
                 }
             }
             FileKind::Pipe { .. } | FileKind::Fifo { .. } => {
@@ -363,6 +387,63 @@ pub(crate) fn prepare_files(
         }
     }
     Ok(((out, late, epolls), opened))
+}
+
+/// The error of [`open_as`] for descriptor `fd` of `pid`.
+pub(crate) fn open_as_err(
+    pid: i32,
+    fd: RawFd,
+    path: &str,
+    wanted: FileType,
+) -> impl FnOnce(OpenAsError) -> RestartError {
+    let path = path.to_owned();
+    move |e| match e {
+        OpenAsError::Open(e) => RestartError::OpenFile {
+            pid,
+            fd,
+            path,
+            source: e.into(),
+        },
+        OpenAsError::Type(found) => RestartError::FileType {
+            pid,
+            what: format!("descriptor {fd}"),
+            path,
+            found,
+            wanted: wanted.name(),
+        },
+    }
+}
+
+/// Clear `O_NONBLOCK` on a description opened with it.
+fn blocking(fd: &OwnedFd) -> Result<(), Errno> {
+    let fl = OFlag::from_bits_truncate(fcntl::fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl::fcntl(fd, FcntlArg::F_SETFL(fl & !OFlag::O_NONBLOCK)).map(drop)
+}
+
+/// Why a path under a process's own `/proc/PID/` (`rest`, after that prefix) is not
+/// reopened inside the restored process, if it is not. The checkpoint records what the
+/// kernel's links resolve to, so such a path names a file of `/proc/PID` itself; one that
+/// climbs out (`..`) or passes through one of the links to other files (`cwd`, `root`,
+/// `exe`, `fd/N`, `map_files/...`, per process or per thread) comes from a forged image,
+/// and would be opened by the stub with root's permissions.
+fn late_path_refused(rest: &str) -> Option<&'static str> {
+    const LINKS: [&str; 5] = ["cwd", "root", "exe", "fd", "map_files"];
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Some("a path with an empty, `.` or `..` component");
+    }
+    // The links of the process, or of one of its threads (task/TID/...).
+    let own = match parts.as_slice() {
+        ["task", tid, rest @ ..] if tid.bytes().all(|b| b.is_ascii_digit()) => rest,
+        all => all,
+    };
+    if own.first().is_some_and(|first| LINKS.contains(first)) {
+        return Some("a path through one of its links to other files");
+    }
+    None
 }
 
 /// Open, inside the process, the files under its own `/proc/PID` (their new PID's).
@@ -592,4 +673,42 @@ fn dec_shared_files(
     }
     d.finish().map_err(&w)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_opens_stay_inside_the_processs_own_proc_directory() {
+        let check = |rest: &str, refused: bool| {
+            assert_eq!(late_path_refused(rest).is_some(), refused, "{rest}");
+        };
+        for own in [
+            "status",
+            "stat",
+            "maps",
+            "environ",
+            "fdinfo/3",
+            "task/12/stat",
+            "net/tcp",
+        ] {
+            check(own, false);
+        }
+        for out in [
+            "root/etc/shadow",
+            "cwd/secret",
+            "exe",
+            "fd/3",
+            "map_files/400000-401000",
+            "task/12/root/etc/shadow",
+            "task/12/fd/0",
+            "../1/environ",
+            "task/../../1/status",
+            "./status",
+            "net//tcp",
+        ] {
+            check(out, true);
+        }
+    }
 }

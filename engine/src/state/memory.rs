@@ -11,11 +11,12 @@ use crate::procfs::{self, MapEntry};
 use crate::ptrace::{self, Remote, Stopped};
 use crate::restart::error::{self as restart, RestartError};
 use crate::state::OptionalSection;
-use crate::state::common::{dec_identity, dec_path, enc_identity, identity};
+use crate::state::common::{
+    FileType, OpenAsError, dec_identity, dec_path, enc_identity, identity, open_as,
+};
 use crate::warning::{Warning, WarningKind};
 use nix::errno::Errno;
-use nix::fcntl::{self, OFlag};
-use nix::sys::stat::Mode;
+use nix::fcntl::OFlag;
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -165,8 +166,10 @@ pub(crate) fn shared_memory(imgs: &[&Image]) -> Result<Vec<(u64, OwnedFd)>, Rest
     Ok(out)
 }
 
-/// Open the files mapped by `img` (as the caller), checking that they are the files that
-/// were mapped; adds to `map_fds` one descriptor per distinct `(path, writable)`.
+/// Open the files mapped by `img` (with this thread's file-system identity: the caller's,
+/// or the owner's of a user's image that root restarts), only if they are regular files,
+/// checking that they are the files that were mapped; adds to `map_fds` one descriptor per
+/// distinct `(path, writable)`.
 pub(crate) fn open_mapped_files(
     img: &Image,
     map_fds: &mut Vec<(String, bool, OwnedFd)>,
@@ -192,13 +195,20 @@ pub(crate) fn open_mapped_files(
             OFlag::O_RDONLY
         };
         let fd =
-            fcntl::open(fpath.as_str(), flags | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
-                RestartError::MappedFile {
+            open_as(fpath, flags | OFlag::O_CLOEXEC, FileType::Regular).map_err(|e| match e {
+                OpenAsError::Open(e) => RestartError::MappedFile {
                     pid,
                     start: r.start,
                     path: fpath.clone(),
                     what: format!("cannot open: {e}"),
-                }
+                },
+                OpenAsError::Type(found) => RestartError::FileType {
+                    pid,
+                    what: format!("mapping at {:#x}", r.start),
+                    path: fpath.clone(),
+                    found,
+                    wanted: FileType::Regular.name(),
+                },
             })?;
         let md = fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
             RestartError::MappedFile {

@@ -67,6 +67,7 @@ pub(crate) const OPTIONAL_SECTIONS: &[OptionalSection] = &[
     files::SHARED_FILES,
     locks::LOCKS,
     timers::TIMERS,
+    threads::THREAD_COUNT,
 ];
 
 /// The registry entry of an optional section kind.
@@ -82,6 +83,7 @@ mod tests {
     fn optional_kinds_are_optional_and_distinct() {
         for (i, s) in OPTIONAL_SECTIONS.iter().enumerate() {
             assert_ne!(s.kind & crate::image::kind::OPTIONAL, 0, "{}", s.name);
+            assert_ne!(s.kind, crate::image::kind::FROZEN, "{}", s.name);
             assert!(
                 OPTIONAL_SECTIONS[..i]
                     .iter()

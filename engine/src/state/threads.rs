@@ -8,7 +8,7 @@ use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::ptrace::{self, FrozenThread, Injector, Remote, Stopped};
 use crate::restart::error::{self as restart, RestartError};
-use crate::state::signals;
+use crate::state::{OptionalSection, signals};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use std::fs;
@@ -282,7 +282,30 @@ pub(crate) fn release(thread: Stopped, t: &Thread, pid: Pid) -> Result<(), Resta
 }
 
 // ---------------------------------------------------------------------------------------
-// Section codec: THREAD
+// Section codecs: THREAD, THREAD_COUNT (optional)
+
+/// The THREAD_COUNT section: how many threads the process had, so that a THREAD section
+/// added to an image (a thread the process never had) is refused when it is read. Images
+/// written before it have no count and are read as before.
+pub(crate) const THREAD_COUNT: OptionalSection = OptionalSection {
+    kind: 0x8000_000E,
+    name: "THREAD_COUNT",
+    encode: |image| Some((image.threads.len() as u32).to_le_bytes().to_vec()),
+    decode: |data, image, _, cx| {
+        let bytes: [u8; 4] = data
+            .try_into()
+            .map_err(|_| cx.invalid(format!("{} bytes, not 4", data.len())))?;
+        let had = u32::from_le_bytes(bytes) as usize;
+        if image.threads.len() != had {
+            return Err(cx.invalid(format!(
+                "{} THREAD sections, but process {} had {had} threads",
+                image.threads.len(),
+                image.process.pid
+            )));
+        }
+        Ok(())
+    },
+};
 
 pub(crate) fn enc_thread(t: &Thread) -> Vec<u8> {
     let mut e = Enc::new();
@@ -361,6 +384,39 @@ mod tests {
         r.0[reg::ORIG_RAX] = orig as u64;
         r.0[reg::RIP] = rip;
         r
+    }
+
+    #[test]
+    fn thread_sections_must_match_the_count() {
+        let mut img = Image {
+            meta: Meta::default(),
+            process: Process::default(),
+            threads: vec![Thread::default(), Thread::default()],
+            regions: Vec::new(),
+            files: Vec::new(),
+            fds: Vec::new(),
+            pagemap: Vec::new(),
+            shared_anon: Vec::new(),
+            shared_files: Vec::new(),
+            locks: Vec::new(),
+            timers: Timers::default(),
+        };
+        let path = std::path::Path::new("img");
+        let cx = Ctx {
+            path,
+            section: "THREAD_COUNT",
+        };
+        let count = (THREAD_COUNT.encode)(&img).unwrap();
+        assert_eq!(count, 2u32.to_le_bytes());
+        (THREAD_COUNT.decode)(&count, &mut img, &[], &cx).unwrap();
+        let err = (THREAD_COUNT.decode)(&1u32.to_le_bytes(), &mut img, &[], &cx)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("2 THREAD sections, but process 0 had 1 threads"),
+            "{err}"
+        );
+        assert!((THREAD_COUNT.decode)(&[1, 0], &mut img, &[], &cx).is_err());
     }
 
     #[test]

@@ -10,8 +10,6 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{InitFlags, Inotify};
-use nix::sys::signal::SigSet;
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use std::ffi::CStr;
@@ -76,21 +74,22 @@ pub fn timerfd(
 }
 
 /// A signalfd reading the signals of `mask` (bit N-1 for signal N).
+///
+/// Made with the raw `signalfd4` call and the kernel's own 8-byte signal set: nix's
+/// `SigSet` cannot hold real-time signals, and libc's `sigset_t` is glibc's 128 bytes.
 pub fn signalfd(mask: u64) -> Result<OwnedFd, Errno> {
-    // nix's `SigSet::add` takes a `Signal`, which has no real-time signals: bits are set on
-    // the raw set instead.
-    let mut set: libc::sigset_t = *SigSet::empty().as_ref();
-    for sig in 1..=64 {
-        if mask & (1u64 << (sig - 1)) != 0 {
-            // SAFETY: `set` is an initialised sigset_t we own; sigaddset sets one bit of it
-            // (and refuses numbers the kernel or glibc reserves).
-            unsafe { libc::sigaddset(&mut set, sig) };
-        }
-    }
-    // SAFETY: `set` is nix's empty set changed only by sigaddset: a valid, initialised
-    // sigset_t.
-    let set = unsafe { SigSet::from_sigset_t_unchecked(set) };
-    Ok(SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?.into())
+    // SAFETY: `mask` is 8 readable bytes alive across the call, and 8 is the size passed;
+    // the kernel only reads it and returns a new descriptor (or -1).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_signalfd4,
+            -1,
+            &mask as *const u64,
+            size_of::<u64>(),
+            libc::SFD_CLOEXEC,
+        )
+    };
+    super::new_fd(ret)
 }
 
 /// An empty epoll instance (its interest list is rebuilt inside the process).

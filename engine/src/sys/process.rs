@@ -13,7 +13,9 @@ use nix::sys::personality::{self, Persona};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask, sigprocmask};
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{Pid, chdir, close, getpid, pause, setpgid, setsid};
+use nix::unistd::{
+    Gid, Pid, Uid, chdir, close, getpid, pause, setfsgid, setfsuid, setpgid, setsid,
+};
 // `sockopt_impl!` names its helper macro unqualified: both must be in scope.
 use nix::{setsockopt_impl, sockopt_impl};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -52,6 +54,10 @@ pub struct StubPlan {
     pub first_free: RawFd,
     /// Working directory to enter.
     pub cwd: std::ffi::CString,
+    /// The file-system identity to enter `cwd` with and the one to return to afterwards:
+    /// when root restarts a user's image, the stub (still root) may enter only a
+    /// directory the user could.
+    pub cwd_as: Option<(FsIds, FsIds)>,
     /// File mode creation mask.
     pub umask: u32,
     /// `personality(2)` value to set.
@@ -70,6 +76,83 @@ pub struct StubPlan {
     /// holds the restored processes with their original PIDs: it creates `children`,
     /// closes every descriptor, reaps, and exits with the status of its first child.
     pub namespace_init: bool,
+}
+
+/// A file-system identity: the UID, GID and supplementary groups that the permission
+/// checks of `open`, `chdir`, `stat` ... of one thread use (`setfsuid(2)`,
+/// `setfsgid(2)`, and the raw `setgroups` system call, all three per thread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsIds {
+    /// File-system UID.
+    pub uid: u32,
+    /// File-system GID.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<libc::gid_t>,
+}
+
+/// Set this thread's supplementary groups with the raw system call, which changes the
+/// calling thread only (glibc's `setgroups`, and nix's on it, change every thread of the
+/// process). Allocation-free: usable in a stub.
+pub fn set_thread_groups(groups: &[libc::gid_t]) -> Result<(), Errno> {
+    // SAFETY: the kernel reads `groups.len()` gid_t values from `groups.as_ptr()`, a live
+    // slice of exactly that many, and writes nothing.
+    let ret = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    check(ret).map(drop)
+}
+
+/// Set this thread's file-system UID; `setfsuid` reports no error, so the call is made
+/// twice: the second answers with the value now in force. Dropping the UID from 0 drops
+/// the file capabilities (`CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`, `CAP_FOWNER` ...)
+/// from the effective set; returning to 0 raises them again.
+fn set_fsuid(uid: u32) -> Result<(), Errno> {
+    setfsuid(Uid::from_raw(uid));
+    if setfsuid(Uid::from_raw(uid)).as_raw() == uid {
+        Ok(())
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
+/// As [`set_fsuid`], for the file-system GID.
+fn set_fsgid(gid: u32) -> Result<(), Errno> {
+    setfsgid(Gid::from_raw(gid));
+    if setfsgid(Gid::from_raw(gid)).as_raw() == gid {
+        Ok(())
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
+/// Take `ids` as this thread's file-system identity: groups and GID first (changing them
+/// needs CAP_SETGID, which a file-system UID does not affect), the UID last.
+/// Allocation-free: usable in a stub.
+pub fn enter_fs_ids(ids: &FsIds) -> Result<(), Errno> {
+    set_thread_groups(&ids.groups)?;
+    set_fsgid(ids.gid)?;
+    set_fsuid(ids.uid)
+}
+
+/// Return to the file-system identity `ids` (the thread's own, saved before
+/// [`enter_fs_ids`]): the UID first, which gives back the file capabilities, then the GID
+/// and groups. Allocation-free: usable in a stub.
+pub fn leave_fs_ids(ids: &FsIds) -> Result<(), Errno> {
+    set_fsuid(ids.uid)?;
+    set_fsgid(ids.gid)?;
+    set_thread_groups(&ids.groups)
+}
+
+/// This thread's file-system identity as it is outside [`enter_fs_ids`]: the effective
+/// UID and GID and the supplementary groups.
+pub fn own_fs_ids() -> Result<FsIds, Errno> {
+    Ok(FsIds {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        groups: nix::unistd::getgroups()?
+            .into_iter()
+            .map(Gid::as_raw)
+            .collect(),
+    })
 }
 
 /// Steps a stub may report on `StubPlan::report_fd`.
@@ -336,8 +419,19 @@ fn stub_main(plan: &StubPlan) -> ! {
     }
     // Above every descriptor we keep.
     close_from((top + 1) as u32);
-    if chdir(plan.cwd.as_c_str()).is_err() {
-        fail(stub_step::CHDIR, me);
+    let entered = match &plan.cwd_as {
+        // As the image's owner: a directory that user may not enter is refused (EACCES).
+        Some((user, back)) => {
+            let done = enter_fs_ids(user).and_then(|()| chdir(plan.cwd.as_c_str()));
+            // Back to root's identity for the rest of the rebuild; if that fails the stub
+            // cannot be rebuilt and reports the step.
+            done.and_then(|()| leave_fs_ids(back))
+        }
+        None => chdir(plan.cwd.as_c_str()),
+    };
+    if let Err(e) = entered {
+        report(plan.report_fd, me, stub_step::CHDIR, e as i32);
+        exit_now(127);
     }
     umask(Mode::from_bits_retain(plan.umask));
     if personality::set(Persona::from_bits_retain(plan.personality as c_int)).is_err() {

@@ -5,7 +5,7 @@
 use super::*;
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use xxhash_rust::xxh3::Xxh3;
@@ -37,6 +37,8 @@ pub struct SectionInfo {
 pub struct ImageReader {
     path: PathBuf,
     file: Arc<File>,
+    /// `fstat` of `file`, the descriptor every section is read from.
+    metadata: fs::Metadata,
     sections: Vec<SectionInfo>,
 }
 
@@ -48,13 +50,14 @@ impl ImageReader {
             path: p(),
             source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
         };
-        // Checked before opening too, so that a FIFO cannot block the open.
-        match fs::metadata(path) {
-            Ok(meta) if !meta.is_file() => return Err(not_regular()),
-            Ok(_) => {}
-            Err(source) => return Err(ContainerError::Open { path: p(), source }),
-        }
-        let file = File::open(path).map_err(|source| ContainerError::Open { path: p(), source })?;
+        // Opened without blocking, so that a FIFO (or a device) in the image's place cannot
+        // block the open; the file is then judged by `fstat` of this very descriptor, and
+        // only regular files are read (where O_NONBLOCK changes nothing).
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|source| ContainerError::Open { path: p(), source })?;
         let meta = file
             .metadata()
             .map_err(|source| ContainerError::Open { path: p(), source })?;
@@ -178,8 +181,15 @@ impl ImageReader {
         Ok(Self {
             path: path.to_path_buf(),
             file: Arc::new(file),
+            metadata: meta,
             sections,
         })
+    }
+
+    /// `fstat` of the descriptor the image is read from, taken when it was opened: its
+    /// owner is the owner of the bytes read, whatever happens to the path afterwards.
+    pub fn metadata(&self) -> &fs::Metadata {
+        &self.metadata
     }
 
     /// The image's path, as given to [`open`](Self::open).
@@ -311,6 +321,23 @@ impl ImageReader {
                 offset: info.offset,
             });
         }
+        Ok(())
+    }
+}
+
+impl ImageReader {
+    /// Verify one section completely: its checksum and, when it is compressed, that it
+    /// decompresses to exactly its recorded length. The checksum covers the stored
+    /// bytes, so a compressed payload forged or damaged with a matching checksum is
+    /// found only by decompressing it.
+    pub fn verify_decoded(&self, info: &SectionInfo) -> Result<(), ContainerError> {
+        self.verify(info)?;
+        if !info.compressed {
+            return Ok(());
+        }
+        let mut stream = self.stream(info)?;
+        let mut buf = vec![0u8; IO_BUF];
+        while stream.read_checked(&mut buf)? > 0 {}
         Ok(())
     }
 }

@@ -596,6 +596,13 @@ fn decompression_errors() {
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{delta}");
+        // The stored bytes are intact: only a full verification finds it.
+        r.verify(&info).unwrap();
+        let e = r.verify_decoded(&info).unwrap_err();
+        assert!(
+            matches!(e, ContainerError::Decompress { kind: 11, .. }),
+            "{delta}: {e:?}"
+        );
     }
     // Garbage that carries a valid checksum (written by something other than us).
     let dir = TestDir::new("garbage");
@@ -612,6 +619,18 @@ fn decompression_errors() {
         "{e:?}"
     );
     r.verify(&r.sections()[0]).unwrap();
+    let e = r.verify_decoded(&r.sections()[0]).unwrap_err();
+    assert!(
+        matches!(e, ContainerError::Decompress { kind: 10, .. }),
+        "{e:?}"
+    );
+    // Sound sections, plain or compressed, pass both.
+    let dir = TestDir::new("sound");
+    let path = sample(&dir);
+    let r = ImageReader::open(&path).unwrap();
+    for info in r.sections() {
+        r.verify_decoded(info).unwrap();
+    }
 }
 
 #[test]
