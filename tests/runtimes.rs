@@ -115,6 +115,7 @@ fn drive(dir: &Path, name: &str, cmd: &mut Command, steps: &[Step], checkpoint_a
         wait_line(&out, line, restarted.as_mut().unwrap_or(&mut child));
         if checkpoint_at == Some(*line) && restarted.is_none() {
             let image = dir.join(format!("{name}.ctx"));
+            let started = Instant::now();
             let st = Command::new(lifeboat_bin())
                 .args(["checkpoint", "--kill", "-q", "-f"])
                 .arg(&image)
@@ -122,6 +123,12 @@ fn drive(dir: &Path, name: &str, cmd: &mut Command, steps: &[Step], checkpoint_a
                 .status()
                 .unwrap();
             assert!(st.success(), "checkpoint of {name} failed: {st}");
+            // No checkpoint of these small programs loops or waits: a few hundred ms.
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "checkpoint of {name} took {:?}",
+                started.elapsed()
+            );
             let _ = child.wait();
             let mut r = Command::new(lifeboat_bin())
                 .arg("restart")
@@ -210,4 +217,56 @@ fn python_handles_sigusr1_and_sigterm_after_a_restart() {
         &[("20", SIGUSR1), ("50", SIGUSR1), ("100", SIGTERM)],
         "20",
     );
+}
+
+/// Unix sockets that are not pairs (an unbound one, as a JVM holds; an abstract datagram
+/// socket, as each MPICH rank holds; a listening socket on a path) and a seqpacket pair
+/// whose one end has shut down with messages queued: after the restart each works, and
+/// reads what it held.
+const PY_UNIX: &str = r#"
+import os, signal, socket, sys
+d, tag = sys.argv[1], sys.argv[2]
+lone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+dg = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+name = b"\0lifeboat-test-" + tag.encode()
+dg.bind(name)
+path = os.path.join(d, "srv.sock")
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+srv.listen(4)
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+a.send(b"m1")
+a.send(b"m2")
+a.shutdown(socket.SHUT_WR)
+signal.signal(signal.SIGUSR1, lambda s, f: None)
+print("ready", flush=True)
+signal.pause()
+lone.connect(path)
+conn, _ = srv.accept()
+lone.sendall(b"ping")
+print("accepted", conn.recv(4), flush=True)
+socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"hello", name)
+print("datagram", dg.recv(16), flush=True)
+print("seqpacket", b.recv(8), b.recv(8), b.recv(8), flush=True)
+print("done", flush=True)
+"#;
+
+#[test]
+fn unix_sockets_of_every_kind_work_after_a_restart() {
+    use nix::sys::signal::Signal::SIGUSR1;
+    let tag = format!("{}", std::process::id());
+    let dir = scratch("unix-sockets-workdir");
+    same_as_uninterrupted(
+        "unix-sockets",
+        || {
+            // Each run binds its own path: the reference's socket file is gone by then.
+            let _ = std::fs::remove_file(dir.join("srv.sock"));
+            let mut c = Command::new("python3");
+            c.args(["-c", PY_UNIX]).arg(&dir).arg(&tag);
+            c
+        },
+        &[("ready", SIGUSR1)],
+        "ready",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -293,6 +293,27 @@ pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
                     FileKind::TcpClosed { .. } => {
                         ("tcp", "connection (restored closed)".to_owned(), 0)
                     }
+                    FileKind::UnixSocket {
+                        sock_type,
+                        name,
+                        listen,
+                    } => (
+                        "unix",
+                        format!(
+                            "{} socket{}{}",
+                            match *sock_type {
+                                libc::SOCK_DGRAM => "datagram",
+                                libc::SOCK_SEQPACKET => "seqpacket",
+                                _ => "stream",
+                            },
+                            name.as_ref().map_or(String::new(), |n| format!(
+                                " bound to {}",
+                                String::from_utf8_lossy(n).replace('\0', "@")
+                            )),
+                            listen.map_or(String::new(), |b| format!(", listening (backlog {b})")),
+                        ),
+                        0,
+                    ),
                     FileKind::SignalFd { mask } => ("signalfd", format!("mask {mask:#x}"), 0),
                     FileKind::Epoll { watches } => (
                         "epoll",

@@ -37,6 +37,17 @@ pub struct Image {
     pub locks: Vec<FileLock>,
     /// Interval timers and POSIX timers.
     pub timers: Timers,
+    /// Unix socket pair ends that were shut down (`shutdown(2)`).
+    pub socket_shutdown: Vec<SocketShutdown>,
+}
+
+/// A socket shut down in one or both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketShutdown {
+    /// Index into [`Image::files`] (a unix socket pair end).
+    pub file: u32,
+    /// Bit 0: no more receptions; bit 1: no more sending (the kernel's `sk_shutdown`).
+    pub how: u8,
 }
 
 /// A process of the scope that had exited but was not yet reaped by its parent: restart
@@ -549,6 +560,17 @@ pub enum FileKind {
         sock_type: i32,
         /// What waits to be read on this end: one chunk for a stream, one per datagram.
         queued: Vec<Vec<u8>>,
+    },
+    /// An AF_UNIX socket that is not one end of a pair in the image: unconnected (maybe
+    /// bound to a name) or listening with no connection pending. Restored as a new socket
+    /// of the type, bound to the name again and listening again.
+    UnixSocket {
+        /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+        sock_type: i32,
+        /// The address it is bound to: a path, or an abstract name with its leading NUL.
+        name: Option<Vec<u8>>,
+        /// Listening, with this backlog.
+        listen: Option<u32>,
     },
     /// A listening TCP socket, bound and listening again on restart.
     TcpListen {

@@ -76,6 +76,13 @@ pub enum WarningKind {
         /// Why.
         error: Errno,
     },
+    /// A unix socket could not be bound to its name again; it is unbound now.
+    UnixBindFailed {
+        /// The name (`@` for an abstract name's leading NUL).
+        name: String,
+        /// Why.
+        error: Errno,
+    },
     /// A TCP connection cannot be restored; the descriptor is an unconnected socket.
     TcpConnectionClosed,
     /// An inotify watch could not be set again.
@@ -201,6 +208,10 @@ impl fmt::Display for Warning {
             K::ListenFailed { addr, error } => write!(
                 f,
                 "cannot listen on {addr} again ({error}); it is an unbound socket now"
+            ),
+            K::UnixBindFailed { name, error } => write!(
+                f,
+                "cannot bind a unix socket to {name} again ({error}); it is an unbound socket now"
             ),
             K::TcpConnectionClosed => write!(
                 f,

@@ -53,7 +53,7 @@ pub(crate) fn collect(
     process.shared_pending = state::signals::dump_shared_pending(leader)?;
     process.stopped = frozen.group_stopped();
     let (regions, shared_anon) = state::memory::dump(pid)?;
-    let (files, fds, locks) = state::files::dump(pid)?;
+    let (files, fds, locks, socket_shutdown) = state::files::dump(pid)?;
     Ok(Image {
         meta: state::process::meta(),
         process,
@@ -65,6 +65,7 @@ pub(crate) fn collect(
         shared_anon,
         shared_files: Vec::new(),
         locks,
+        socket_shutdown,
         timers: window.timers,
     })
 }

@@ -20,6 +20,7 @@
 //! | 0x8000000A | SHARED_FILES | optional: open file descriptions shared with an earlier process of the image | `state::files` |
 //! | 0x8000000B | LOCKS | optional: flock, POSIX and OFD locks the process holds | `state::locks` |
 //! | 0x8000000C | TIMERS | optional: interval timers (setitimer/alarm) and POSIX timers | `state::timers` |
+//! | 0x80000010 | SOCKET_SHUTDOWN | optional: unix socket pair ends shut down, by file index | `state::sockets` |
 //! | 0x8000000E | THREAD_COUNT | optional: how many threads the process had; a different number of THREAD sections is refused | `state::threads` |
 //! | 0x8000000F | FROZEN | optional, once, after the last process: the time the processes were frozen, from the freeze to the image's last byte (META's frozen time is taken before the pages are written; readers prefer this one) | here |
 //!
@@ -35,6 +36,10 @@
 //!   `state::OPTIONAL_SECTIONS`. A reader that does not know it skips it, so older
 //!   releases still restart newer images (without that state), and newer releases read
 //!   older images (the state is absent: its default).
+//! - A new variant of an existing record (a new kind of file in FILES: tag 13, an unbound
+//!   or listening unix socket) takes a new tag. Only images that hold one are refused by
+//!   an older reader, with a message naming the kind; the older engine could not have
+//!   saved such a process at all.
 //! - A change that an older reader must not ignore (a mandatory section changes its
 //!   layout, a new mandatory section) bumps [`container::FORMAT_VERSION`], at most once
 //!   per release, and the reader keeps accepting the previous version
@@ -432,6 +437,7 @@ impl Reader {
             shared_anon: Vec::new(),
             shared_files: Vec::new(),
             locks: Vec::new(),
+            socket_shutdown: Vec::new(),
             timers: Timers::default(),
         };
         // Optional state, in the order of the registry (each may refer to the mandatory
@@ -632,6 +638,7 @@ mod tests {
             shared_anon: Vec::new(),
             shared_files: Vec::new(),
             locks: Vec::new(),
+            socket_shutdown: Vec::new(),
             timers: Timers::default(),
         }
     }

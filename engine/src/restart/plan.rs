@@ -234,6 +234,7 @@ mod tests {
             shared_anon: Vec::new(),
             shared_files: Vec::new(),
             locks: Vec::new(),
+            socket_shutdown: Vec::new(),
             timers: Timers::default(),
         }
     }

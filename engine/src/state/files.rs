@@ -31,8 +31,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 // ---------------------------------------------------------------------------------------
 // Checkpoint
 
-/// Open files, the descriptor table, and the locks held through them.
-pub(crate) type Files = (Vec<OpenFile>, Vec<Fd>, Vec<FileLock>);
+/// Open files, the descriptor table, the locks held through them, and sockets shut down.
+pub(crate) type Files = (Vec<OpenFile>, Vec<Fd>, Vec<FileLock>, Vec<SocketShutdown>);
 
 /// The descriptor table of `pid`, sharing one [`OpenFile`] between descriptors that share
 /// an open file description (checked with kcmp), and the locks held through them.
@@ -116,7 +116,8 @@ pub(crate) fn dump(pid: i32) -> Result<Files, CheckpointError> {
             file: (files.len() - 1) as u32,
         });
     }
-    Ok((files, fds, locks))
+    let shutdown = socket_tables.shutdowns(&files);
+    Ok((files, fds, locks, shutdown))
 }
 
 /// Record which open file descriptions a process shares with an earlier one (inherited
@@ -351,9 +352,10 @@ pub(crate) fn prepare_files(
             | FileKind::Inotify { .. } => {
                 anon::open(pid, first_fd, &f.kind, &mut epolls, warnings)?
             }
-            FileKind::UnixPair { .. } | FileKind::TcpListen { .. } | FileKind::TcpClosed { .. } => {
-                sockets::open(pid, first_fd, &f.kind, socks, warnings)?
-            }
+            FileKind::UnixPair { .. }
+            | FileKind::UnixSocket { .. }
+            | FileKind::TcpListen { .. }
+            | FileKind::TcpClosed { .. } => sockets::open(pid, first_fd, &f.kind, socks, warnings)?,
         };
         opened[i] = Some(fd);
     }
@@ -524,9 +526,10 @@ pub(crate) fn enc_files(files: &[OpenFile]) -> Vec<u8> {
             | FileKind::SignalFd { .. }
             | FileKind::Epoll { .. }
             | FileKind::Inotify { .. } => anon::enc(&mut e, &f.kind),
-            FileKind::UnixPair { .. } | FileKind::TcpListen { .. } | FileKind::TcpClosed { .. } => {
-                sockets::enc(&mut e, &f.kind)
-            }
+            FileKind::UnixPair { .. }
+            | FileKind::UnixSocket { .. }
+            | FileKind::TcpListen { .. }
+            | FileKind::TcpClosed { .. } => sockets::enc(&mut e, &f.kind),
         }
     }
     e.into_vec()
@@ -568,9 +571,10 @@ pub(crate) fn dec_files(data: &[u8], cx: &Ctx<'_>) -> Result<Vec<OpenFile>, Imag
             | anon::TAG_SIGNALFD
             | anon::TAG_EPOLL
             | anon::TAG_INOTIFY) => anon::dec(t, &mut d, cx)?,
-            t @ (sockets::TAG_UNIX_PAIR | sockets::TAG_TCP_LISTEN | sockets::TAG_TCP_CLOSED) => {
-                sockets::dec(t, &mut d, cx)?
-            }
+            t @ (sockets::TAG_UNIX_PAIR
+            | sockets::TAG_UNIX_SOCKET
+            | sockets::TAG_TCP_LISTEN
+            | sockets::TAG_TCP_CLOSED) => sockets::dec(t, &mut d, cx)?,
             k => return Err(cx.invalid(format!("unknown file kind {k}"))),
         };
         if pos < 0 {

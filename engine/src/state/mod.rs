@@ -68,6 +68,7 @@ pub(crate) const OPTIONAL_SECTIONS: &[OptionalSection] = &[
     locks::LOCKS,
     timers::TIMERS,
     threads::THREAD_COUNT,
+    sockets::SHUTDOWN,
 ];
 
 /// The registry entry of an optional section kind.

@@ -6,15 +6,17 @@
 //! listening again, TCP connections restored unconnected.
 
 use crate::checkpoint::error::CheckpointError;
-use crate::image::codec::{Ctx, ImageError};
+use crate::image::codec::{Ctx, ImageError, MAX_FDS};
 use crate::image::wire::{Dec, Enc};
 use crate::model::*;
 use crate::restart::error::{self as restart, RestartError};
+use crate::state::OptionalSection;
 use crate::sys;
 use crate::warning::{Warning, WarningKind};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -32,6 +34,21 @@ pub(crate) struct Tables {
 }
 
 impl Tables {
+    /// The socket pair ends among `files` that were shut down.
+    pub(crate) fn shutdowns(&self, files: &[OpenFile]) -> Vec<SocketShutdown> {
+        files
+            .iter()
+            .zip(0u32..)
+            .filter_map(|(f, file)| match f.kind {
+                FileKind::UnixPair { ino, .. } => {
+                    let how = self.unix.as_ref()?.get(&ino)?.shutdown;
+                    (how != 0).then_some(SocketShutdown { file, how })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// What a socket descriptor is, for the kinds that can be restored: one end of an AF_UNIX
     /// pair (with its queued data, peeked through a duplicate of the descriptor), a listening
     /// TCP socket, or a TCP connection (restored closed).
@@ -49,18 +66,26 @@ impl Tables {
                     .map_err(|e| unsupported(format!("a socket (sock_diag failed: {e})")))?,
             );
         }
-        if let Some(info) = unix.as_ref().and_then(|m| m.get(&ino)).copied() {
-            let Some(peer) = info.peer.filter(|_| info.state == 1 && !info.named) else {
-                return Err(unsupported(format!(
-                    "a unix socket that is {} (only connected socket pairs are saved)",
-                    if info.state == 10 {
-                        "listening"
-                    } else if info.named {
-                        "bound to a name"
-                    } else {
-                        "not connected"
-                    }
-                )));
+        if let Some(info) = unix.as_ref().and_then(|m| m.get(&ino)).cloned() {
+            // state: 1 established, 7 close (never connected, or disconnected), 10 listen.
+            let Some(peer) = info.peer.filter(|_| info.state == 1) else {
+                if info.state == 10 && info.rqueue > 0 {
+                    return Err(unsupported(format!(
+                        "a listening unix socket with {} connections waiting to be accepted (not saved yet)",
+                        info.rqueue
+                    )));
+                }
+                if info.state != 10 && info.rqueue > 0 {
+                    return Err(unsupported(
+                        "an unconnected unix socket with data waiting to be read (not saved yet)"
+                            .into(),
+                    ));
+                }
+                return Ok(FileKind::UnixSocket {
+                    sock_type: info.sock_type,
+                    name: info.name,
+                    listen: (info.state == 10).then_some(info.wqueue),
+                });
             };
             let dup = sys::process::pidfd_getfd(pid, fd).map_err(|e| {
                 unsupported(format!("a unix socket whose queue cannot be read ({e})"))
@@ -75,7 +100,8 @@ impl Tables {
                     vec![data]
                 }
             } else {
-                peek_datagrams(&dup, u32::MAX).map_err(|e| {
+                let bytes = (info.sock_type == libc::SOCK_SEQPACKET).then_some(info.rqueue);
+                peek_datagrams(&dup, bytes).map_err(|e| {
                     unsupported(format!("a unix socket whose queue cannot be read ({e})"))
                 })?
             };
@@ -137,7 +163,7 @@ pub(crate) fn check_pairs_whole(images: &[Image]) -> Result<(), CheckpointError>
 }
 
 /// An AF_UNIX socket as sock_diag reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UnixInfo {
     /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
     pub sock_type: i32,
@@ -145,10 +171,15 @@ pub(crate) struct UnixInfo {
     pub state: u8,
     /// Inode of the peer, if connected.
     pub peer: Option<u64>,
-    /// Bytes (stream) or datagrams waiting to be read.
+    /// What waits to be read: bytes (stream, seqpacket: all of them; datagram: the first
+    /// datagram's), or connections (listening).
     pub rqueue: u32,
-    /// Bound to a name (a path or an abstract name).
-    pub named: bool,
+    /// Bytes not yet read by the peer, or the backlog (listening).
+    pub wqueue: u32,
+    /// The name it is bound to: a path, or an abstract name with its leading NUL.
+    pub name: Option<Vec<u8>>,
+    /// `sk_shutdown`: bit 0 receptions, bit 1 sending shut down.
+    pub shutdown: u8,
 }
 
 // Constants of include/uapi/linux/sock_diag.h, unix_diag.h and netlink.h.
@@ -163,6 +194,7 @@ const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
 
 /// Every AF_UNIX socket of our network namespace, by inode.
 pub(crate) fn unix_sockets() -> Result<HashMap<u64, UnixInfo>, Errno> {
@@ -233,7 +265,9 @@ fn parse_unix(m: &[u8]) -> Option<(u64, UnixInfo)> {
         state,
         peer: None,
         rqueue: 0,
-        named: false,
+        wqueue: 0,
+        name: None,
+        shutdown: 0,
     };
     let mut attrs = m.get(16..)?;
     while attrs.len() >= 4 {
@@ -248,10 +282,20 @@ fn parse_unix(m: &[u8]) -> Option<(u64, UnixInfo)> {
                 let p = u32::from_ne_bytes(data[..4].try_into().ok()?);
                 info.peer = (p != 0).then_some(u64::from(p));
             }
-            UNIX_DIAG_RQLEN if data.len() >= 4 => {
+            UNIX_DIAG_SHUTDOWN if !data.is_empty() => info.shutdown = data[0] & 3,
+            UNIX_DIAG_RQLEN if data.len() >= 8 => {
                 info.rqueue = u32::from_ne_bytes(data[..4].try_into().ok()?);
+                info.wqueue = u32::from_ne_bytes(data[4..8].try_into().ok()?);
             }
-            UNIX_DIAG_NAME => info.named = true,
+            // A path may come with its terminating NUL (as bind(2) was given it); an
+            // abstract name starts with NUL and every byte of it counts.
+            UNIX_DIAG_NAME => {
+                let name = match data.first() {
+                    Some(0) => data,
+                    _ => data.split(|&c| c == 0).next().unwrap_or_default(),
+                };
+                info.name = (!name.is_empty()).then(|| name.to_vec());
+            }
             _ => {}
         }
         attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
@@ -343,28 +387,44 @@ pub(crate) fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>, Errno> {
     Ok(buf)
 }
 
-/// Every datagram queued on a datagram or seqpacket socket (peeked with `SO_PEEK_OFF`,
-/// which is switched off again afterwards).
-pub(crate) fn peek_datagrams(fd: &OwnedFd, count: u32) -> Result<Vec<Vec<u8>>, Errno> {
+/// Most datagrams peeked from one socket, and most bytes: a queue beyond either is
+/// refused (E2BIG), so no peek loop runs unbounded.
+const MAX_PEEKED_DATAGRAMS: usize = 1 << 16;
+const MAX_PEEKED_BYTES: usize = 256 << 20;
+
+/// Every message queued on a datagram or seqpacket socket (peeked with `SO_PEEK_OFF`,
+/// which is switched off again afterwards). `bytes`: for a seqpacket socket, the bytes
+/// queued (sock_diag's count): peeking stops once they are all read, since a seqpacket
+/// socket whose peer is gone answers every further peek with an empty end of file.
+pub(crate) fn peek_datagrams(fd: &OwnedFd, bytes: Option<u32>) -> Result<Vec<Vec<u8>>, Errno> {
     let mut out = Vec::new();
-    if count == 0 {
+    if bytes == Some(0) {
         return Ok(out);
     }
     sys::process::set_peek_offset(fd.as_fd(), 0)?;
     let mut buf = vec![0u8; 1 << 17];
     let result = (|| {
-        for _ in 0..count {
+        let mut total = 0usize;
+        loop {
+            if bytes.is_some_and(|b| total >= b as usize) {
+                return Ok(());
+            }
+            if out.len() >= MAX_PEEKED_DATAGRAMS || total >= MAX_PEEKED_BYTES {
+                return Err(Errno::E2BIG);
+            }
             match recv(
                 fd.as_raw_fd(),
                 &mut buf,
                 MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
             ) {
-                Ok(n) => out.push(buf[..n].to_vec()),
-                Err(Errno::EAGAIN) => break,
+                Ok(n) => {
+                    total += n;
+                    out.push(buf[..n].to_vec());
+                }
+                Err(Errno::EAGAIN) => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     })();
     sys::process::set_peek_offset(fd.as_fd(), -1)?;
     result.map(|()| out)
@@ -375,8 +435,22 @@ pub(crate) fn peek_datagrams(fd: &OwnedFd, count: u32) -> Result<Vec<Vec<u8>>, E
 
 /// Both ends of every AF_UNIX socket pair of the image, created with socketpair(2) and
 /// refilled: what waited on one end is sent again from the other. Keyed by inode.
+/// The shutdown bits of the pair end with inode `ino`, in whichever image holds it.
+fn shutdown_of(imgs: &[&Image], ino: u64) -> Option<u8> {
+    imgs.iter().find_map(|img| {
+        img.socket_shutdown
+            .iter()
+            .find_map(|s| match img.files.get(s.file as usize)?.kind {
+                FileKind::UnixPair { ino: i, .. } if i == ino => Some(s.how),
+                _ => None,
+            })
+    })
+}
+
 pub(crate) fn socket_pairs(imgs: &[&Image]) -> Result<Vec<(u64, OwnedFd)>, RestartError> {
-    use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, send, socketpair,
+    };
     let ends: Vec<(u64, u64, i32, &Vec<Vec<u8>>)> = imgs
         .iter()
         .flat_map(|img| img.files.iter())
@@ -416,6 +490,18 @@ pub(crate) fn socket_pairs(imgs: &[&Image]) -> Result<Vec<(u64, OwnedFd)>, Resta
                         break;
                     }
                 }
+            }
+        }
+        // Then each end's own shutdown (after the refill: a shut-down end sends nothing).
+        for (end, fd) in [(ino, &a), (peer, &b)] {
+            if let Some(how) = shutdown_of(imgs, end) {
+                let mode = match how {
+                    1 => Shutdown::Read,
+                    2 => Shutdown::Write,
+                    _ => Shutdown::Both,
+                };
+                nix::sys::socket::shutdown(fd.as_raw_fd(), mode)
+                    .map_err(restart::sys_err("shutdown of a socket"))?;
             }
         }
         out.push((ino, a));
@@ -489,19 +575,108 @@ pub(crate) fn open(
             warnings.push(Warning::fd(pid, first_fd, WarningKind::TcpConnectionClosed));
             tcp_socket(*v6)
         }
+        FileKind::UnixSocket {
+            sock_type,
+            name,
+            listen,
+        } => unix_again(
+            pid,
+            first_fd,
+            *sock_type,
+            name.as_deref(),
+            *listen,
+            warnings,
+        ),
         _ => Err(RestartError::Tree {
             what: format!("descriptor {first_fd} is not a socket"),
         }),
     }
 }
 
+/// An AF_UNIX socket of `sock_type` again, bound to `name` and listening with `backlog`
+/// as it was. A path still taken by the dead original's socket file (nobody answers on it)
+/// is unlinked and bound again; a name someone else holds leaves the socket unbound, with a
+/// warning.
+fn unix_again(
+    pid: i32,
+    fd: i32,
+    sock_type: i32,
+    name: Option<&[u8]>,
+    listen: Option<u32>,
+    warnings: &mut Vec<Warning>,
+) -> Result<OwnedFd, RestartError> {
+    use nix::sys::socket::{Backlog, UnixAddr, bind, connect};
+    let ty = match sock_type {
+        libc::SOCK_DGRAM => SockType::Datagram,
+        libc::SOCK_SEQPACKET => SockType::SeqPacket,
+        _ => SockType::Stream,
+    };
+    let fail = |op| {
+        move |source| RestartError::Descriptor {
+            pid,
+            fd,
+            op,
+            source,
+        }
+    };
+    let sock = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(fail("socket(AF_UNIX)"))?;
+    let Some(name) = name else {
+        return Ok(sock);
+    };
+    let shown = String::from_utf8_lossy(name).replace('\0', "@");
+    let addr = match name.strip_prefix(b"\0") {
+        Some(abstract_name) => UnixAddr::new_abstract(abstract_name),
+        None => UnixAddr::new(std::ffi::OsStr::from_bytes(name)),
+    };
+    let addr = match addr {
+        Ok(a) => a,
+        Err(error) => {
+            warnings.push(Warning::fd(
+                pid,
+                fd,
+                WarningKind::UnixBindFailed { name: shown, error },
+            ));
+            return Ok(sock);
+        }
+    };
+    let mut bound = bind(sock.as_raw_fd(), &addr);
+    if bound == Err(Errno::EADDRINUSE) && !name.starts_with(b"\0") {
+        // The original's socket file: gone stale if nobody accepts on it any more.
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
+        let is_socket = std::fs::symlink_metadata(path)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+        let probe = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None);
+        let stale = is_socket
+            && probe.is_ok_and(|p| connect(p.as_raw_fd(), &addr) == Err(Errno::ECONNREFUSED));
+        if stale && std::fs::remove_file(path).is_ok() {
+            bound = bind(sock.as_raw_fd(), &addr);
+        }
+    }
+    if let Err(error) = bound {
+        warnings.push(Warning::fd(
+            pid,
+            fd,
+            WarningKind::UnixBindFailed { name: shown, error },
+        ));
+        return Ok(sock);
+    }
+    if let Some(backlog) = listen {
+        let backlog =
+            Backlog::new(i32::try_from(backlog.max(1)).unwrap_or(128)).unwrap_or(Backlog::MAXCONN);
+        nix::sys::socket::listen(&sock, backlog).map_err(fail("listen"))?;
+    }
+    Ok(sock)
+}
+
 // ---------------------------------------------------------------------------------------
-// Codec (the UnixPair, TcpListen and TcpClosed kinds of a FILES record)
+// Codec (the UnixPair, UnixSocket, TcpListen and TcpClosed kinds of a FILES record)
 
 /// Tags of socket kinds in FILES.
 pub(crate) const TAG_UNIX_PAIR: u8 = 9;
 pub(crate) const TAG_TCP_LISTEN: u8 = 10;
 pub(crate) const TAG_TCP_CLOSED: u8 = 11;
+pub(crate) const TAG_UNIX_SOCKET: u8 = 13;
 
 /// Encode this kind (tag included) in a FILES record.
 pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
@@ -535,6 +710,18 @@ pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
         FileKind::TcpClosed { v6 } => {
             e.u8(TAG_TCP_CLOSED);
             e.bool(*v6);
+        }
+        FileKind::UnixSocket {
+            sock_type,
+            name,
+            listen,
+        } => {
+            e.u8(TAG_UNIX_SOCKET);
+            e.i32(*sock_type);
+            e.bool(name.is_some());
+            e.bytes(name.as_deref().unwrap_or_default());
+            e.bool(listen.is_some());
+            e.u32(listen.unwrap_or(0));
         }
         _ => {}
     }
@@ -585,6 +772,71 @@ pub(crate) fn dec(tag: u8, d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<FileKind, Im
         TAG_TCP_CLOSED => FileKind::TcpClosed {
             v6: d.bool().map_err(&w)?,
         },
+        TAG_UNIX_SOCKET => {
+            let sock_type = d.i32().map_err(&w)?;
+            if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&sock_type) {
+                return Err(cx.invalid(format!("unix socket type {sock_type}")));
+            }
+            let named = d.bool().map_err(&w)?;
+            let raw = d.bytes().map_err(&w)?;
+            // sun_path holds 108 bytes; a path name has no NUL, an abstract one starts
+            // with one.
+            if raw.len() > 108 || (named && raw.is_empty()) || (!named && !raw.is_empty()) {
+                return Err(cx.invalid("unix socket name out of range"));
+            }
+            if named && raw[0] != 0 && (raw.contains(&0) || raw[0] != b'/') {
+                return Err(cx.invalid("unix socket path is not an absolute path"));
+            }
+            let listening = d.bool().map_err(&w)?;
+            let backlog = d.u32().map_err(&w)?;
+            FileKind::UnixSocket {
+                sock_type,
+                name: named.then(|| raw.to_vec()),
+                listen: listening.then_some(backlog),
+            }
+        }
         k => return Err(cx.invalid(format!("unknown file kind {k}"))),
     })
 }
+
+// ---------------------------------------------------------------------------------------
+// Section codec: SOCKET_SHUTDOWN (optional)
+
+/// The SOCKET_SHUTDOWN section: pair ends shut down, by file index.
+pub(crate) const SHUTDOWN: OptionalSection = OptionalSection {
+    kind: 0x8000_0010,
+    name: "SOCKET_SHUTDOWN",
+    encode: |image| {
+        if image.socket_shutdown.is_empty() {
+            return None;
+        }
+        let mut e = Enc::new();
+        e.u64(image.socket_shutdown.len() as u64);
+        for s in &image.socket_shutdown {
+            e.u32(s.file);
+            e.u8(s.how);
+        }
+        Some(e.into_vec())
+    },
+    decode: |data, image, _, cx| {
+        let w = cx.wire();
+        let mut d = Dec::new(data);
+        let n = d.count(MAX_FDS).map_err(&w)?;
+        for _ in 0..n {
+            let s = SocketShutdown {
+                file: d.u32().map_err(&w)?,
+                how: d.u8().map_err(&w)?,
+            };
+            let pair = image
+                .files
+                .get(s.file as usize)
+                .is_some_and(|f| matches!(f.kind, FileKind::UnixPair { .. }));
+            if !pair || !(1..=3).contains(&s.how) {
+                return Err(cx.invalid(format!("socket shutdown {s:?} is invalid")));
+            }
+            image.socket_shutdown.push(s);
+        }
+        d.finish().map_err(&w)?;
+        Ok(())
+    },
+};
