@@ -270,3 +270,92 @@ fn unix_sockets_of_every_kind_work_after_a_restart() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A JVM with four worker threads: checkpointed while it counts, restarted, then stopped
+/// with SIGTERM, which its shutdown hook handles.
+const JAVA: &str = r#"
+import java.util.concurrent.atomic.AtomicLong;
+public class Count {
+    public static void main(String[] args) throws Exception {
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            System.out.println("term");
+            System.out.flush();
+            Runtime.getRuntime().halt(0);
+        }));
+        AtomicLong total = new AtomicLong();
+        Thread[] workers = new Thread[4];
+        for (int t = 0; t < 4; t++) {
+            final int id = t;
+            workers[t] = new Thread(() -> {
+                for (int i = 0; i < 200; i++) {
+                    total.addAndGet(i * (id + 1));
+                    try { Thread.sleep(5); } catch (InterruptedException e) { return; }
+                }
+            });
+            workers[t].start();
+        }
+        for (int i = 1; i <= 100; i++) {
+            System.out.println(i);
+            Thread.sleep(10);
+        }
+        for (Thread w : workers) w.join();
+        System.out.println("total " + total.get());
+        System.out.flush();
+        Thread.sleep(Long.MAX_VALUE);
+    }
+}
+"#;
+
+#[test]
+fn a_jvm_finishes_and_handles_sigterm_after_a_restart() {
+    use nix::sys::signal::Signal::SIGTERM;
+    require_tool("javac", "the JVM test compiles a Java program (Debian: openjdk-17-jdk-headless)");
+    let src = scratch("java-src");
+    std::fs::write(src.join("Count.java"), JAVA).unwrap();
+    let built = Command::new("javac")
+        .arg("-d")
+        .arg(&src)
+        .arg(src.join("Count.java"))
+        .status()
+        .unwrap();
+    assert!(built.success(), "javac failed: {built}");
+    same_as_uninterrupted(
+        "java",
+        || {
+            let mut c = Command::new("java");
+            c.arg("-cp").arg(&src).arg("Count");
+            c
+        },
+        &[("total 199000", SIGTERM)],
+        "20",
+    );
+    let _ = std::fs::remove_dir_all(&src);
+}
+
+/// Node.js: a timer loop, checkpointed while it runs, restarted, stopped by SIGTERM,
+/// which it handles.
+const NODE: &str = r#"
+let i = 0;
+process.on("SIGTERM", () => { console.log("term"); process.exit(0); });
+const t = setInterval(() => {
+  i += 1;
+  console.log(String(i));
+  if (i === 100) { clearInterval(t); console.log("waiting"); setInterval(() => {}, 1 << 30); }
+}, 10);
+"#;
+
+#[test]
+fn node_finishes_and_handles_sigterm_after_a_restart() {
+    use nix::sys::signal::Signal::SIGTERM;
+    require_tool("node", "the Node.js test runs a script (Debian: nodejs)");
+    same_as_uninterrupted(
+        "node",
+        || {
+            let mut c = Command::new("node");
+            c.args(["-e", NODE]);
+            c
+        },
+        &[("waiting", SIGTERM)],
+        "20",
+    );
+}
