@@ -309,7 +309,10 @@ public class Count {
 #[test]
 fn a_jvm_finishes_and_handles_sigterm_after_a_restart() {
     use nix::sys::signal::Signal::SIGTERM;
-    require_tool("javac", "the JVM test compiles a Java program (Debian: openjdk-17-jdk-headless)");
+    require_tool(
+        "javac",
+        "the JVM test compiles a Java program (Debian: openjdk-17-jdk-headless)",
+    );
     let src = scratch("java-src");
     std::fs::write(src.join("Count.java"), JAVA).unwrap();
     let built = Command::new("javac")

@@ -802,3 +802,32 @@ fn inotify_watches_are_added_again() {
     assert!(ctx.inspect(&ctx.path("job.ctx")).contains("inotify"));
     assert_eq!(got, reference);
 }
+
+/// A parent whose child stopped itself with SIGSTOP: the tree is saved (the stopped
+/// child's group stop no longer fails the injection), the child comes back stopped, and
+/// the parent's SIGCONT resumes it; the output is the uninterrupted run's.
+const STOPPED_CHILD: &str = r#"
+import os, signal, sys, time
+print("start", flush=True)
+pid = os.fork()
+if pid == 0:
+    os.kill(os.getpid(), signal.SIGSTOP)
+    print("child resumed", flush=True)
+    os._exit(0)
+while open("/proc/%d/stat" % pid).read().split(") ")[1][0] != "T":
+    time.sleep(0.01)
+print("child stopped", flush=True)
+time.sleep(1.5)
+os.kill(pid, signal.SIGCONT)
+os.waitpid(pid, 0)
+print("parent done", flush=True)
+"#;
+
+#[test]
+fn a_child_stopped_by_job_control_is_saved_and_stays_stopped() {
+    let ctx = TestCtx::new("stopped-child");
+    let (reference, restarted, said) =
+        python_reference_and_restarted(&ctx, STOPPED_CHILD, &[], &["--tree"], 1);
+    assert!(said.contains("2 processes"), "{said}");
+    assert_eq!(restarted, reference);
+}

@@ -198,9 +198,19 @@ impl Injector {
 
     fn wait_syscall(&mut self, op: &'static str) -> Result<(), TraceError> {
         let tid = self.tid;
+        // A thread of a process stopped by job control (SIGSTOP, SIGTSTP) reports the
+        // group stop once more when first resumed (PTRACE_EVENT_STOP): it is resumed
+        // again, a bounded number of times, and then runs the injected call.
+        let mut group_stops = 0;
         loop {
             match waitpid(tid, Some(WaitPidFlag::__WALL)) {
                 Ok(WaitStatus::PtraceSyscall(_)) => return Ok(()),
+                Ok(WaitStatus::PtraceEvent(_, _, ev))
+                    if ev == Event::PTRACE_EVENT_STOP as i32 && group_stops < 4 =>
+                {
+                    group_stops += 1;
+                    ptrace::syscall(tid, None).map_err(ptrace_err("PTRACE_SYSCALL", tid))?;
+                }
                 Ok(WaitStatus::PtraceEvent(_, _, ev)) if ev == Event::PTRACE_EVENT_CLONE as i32 => {
                     let child =
                         ptrace::getevent(tid).map_err(ptrace_err("PTRACE_GETEVENTMSG", tid))?;
