@@ -833,3 +833,44 @@ fn inspect_human_and_json() {
         "JSON `threads` should list {nthreads} threads"
     );
 }
+
+/// A checkpoint that reports success writes an image restart accepts: a process holding a
+/// deleted file too large for an image is refused at checkpoint, before `--kill` could
+/// kill it, and goes on running.
+#[test]
+fn a_deleted_file_too_large_for_an_image_is_refused_and_the_process_lives() {
+    let ctx = TestCtx::new("deleted-too-large");
+    let script = r#"
+import os, sys, time
+path = sys.argv[1]
+with open(path, "wb") as f:
+    f.truncate(600 << 20)
+held = open(path, "rb")
+os.unlink(path)
+print("ready", flush=True)
+time.sleep(60)
+"#;
+    let out = ctx.path("out.txt");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", script]).arg(ctx.path("big"));
+    let mut job = Background::to_file(cmd, &out, "the holder of a deleted file");
+    wait_until("the file to be deleted", || file_lines(&out) >= 1);
+    let image = ctx.path("job.ctx");
+    let pid = job.pid().to_string();
+    let r = ctx.lifeboat(&["checkpoint", "--kill", "-f", path_str(&image), &pid]);
+    assert!(
+        !r.status.success(),
+        "the checkpoint succeeded: {}",
+        r.text()
+    );
+    assert!(
+        r.stderr.contains("deleted file of 629145600 bytes"),
+        "the refusal names the file and its size: {}",
+        r.stderr
+    );
+    assert!(!image.exists(), "no image under the final name");
+    assert!(
+        job.alive(),
+        "a refused --kill checkpoint killed the process"
+    );
+}

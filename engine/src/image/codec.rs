@@ -51,6 +51,18 @@ pub enum ImageError {
         /// Section name.
         section: &'static str,
     },
+    /// A record would be larger than a reader takes: the image is not written.
+    #[error(
+        "the {section} record would be {bytes} bytes, more than the {limit} a reader accepts; the image is not written"
+    )]
+    TooLarge {
+        /// Section name.
+        section: &'static str,
+        /// Its size.
+        bytes: u64,
+        /// The reader's limit.
+        limit: u64,
+    },
     /// The image uses a section this engine does not know.
     #[error(
         "{path}: section kind {kind:#x} is not known to this lifeboat (the image needs a newer version)"

@@ -64,7 +64,7 @@ pub mod container;
 pub mod wire;
 
 pub use codec::ImageError;
-use codec::MAX_META_SECTION;
+pub(crate) use codec::MAX_META_SECTION;
 pub(crate) use codec::{Ctx, MAX_PROCESSES, MAX_THREADS};
 
 use crate::model::*;
@@ -166,11 +166,16 @@ impl Writer {
             false,
             &state::memory::enc_regions(&image.regions),
         )?;
-        self.inner.section(
-            kind::FILES,
-            self.compress,
-            &state::files::enc_files(&image.files),
-        )?;
+        let files = state::files::enc_files(&image.files);
+        if files.len() as u64 > MAX_META_SECTION {
+            // A reader would refuse the image: never write what cannot be restarted.
+            return Err(ImageError::TooLarge {
+                section: "FILES",
+                bytes: files.len() as u64,
+                limit: MAX_META_SECTION,
+            });
+        }
+        self.inner.section(kind::FILES, self.compress, &files)?;
         self.inner
             .section(kind::FDS, false, &state::files::enc_fds(&image.fds))?;
         for s in state::OPTIONAL_SECTIONS {

@@ -81,6 +81,15 @@ pub(crate) fn dump(pid: i32) -> Result<Files, CheckpointError> {
                 _ => (target.clone(), md.nlink() == 0),
             };
             let content = if deleted {
+                // The content travels in the FILES section, which a reader takes only up
+                // to MAX_META_SECTION: refuse here, before anything is written or killed.
+                let limit = crate::image::MAX_META_SECTION / 2;
+                if md.size() > limit {
+                    return Err(unsupported(format!(
+                        "a deleted file of {} bytes ({path}), more than the {limit} an image holds for deleted files",
+                        md.size()
+                    )));
+                }
                 Some(fs::read(procfs::path(pid, &format!("fd/{fd}"))).map_err(fd_err)?)
             } else {
                 None
