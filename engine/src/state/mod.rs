@@ -17,7 +17,7 @@
 //! | `pages.rs` | page contents: which pages are saved, copying them out and back in |
 //! | `files.rs` | the descriptor table, regular files, directories, devices, shared descriptions |
 //! | `pipes.rs` | pipes and FIFOs with their buffered bytes |
-//! | `sockets.rs` | unix socket pairs, listening TCP sockets, TCP connections |
+//! | `sockets/` | unix sockets (pairs and others), listening TCP sockets, TCP connections; `diag.rs`: what the kernel says |
 //! | `anon.rs` | anonymous inodes: eventfd, timerfd, signalfd, epoll, inotify |
 //! | `locks.rs` | flock, POSIX record and OFD locks |
 //! | `common.rs` | what several kinds of file share: identities, paths, reopen flags |
