@@ -150,11 +150,16 @@ fn non_dumpable_processes_are_refused_and_keep_running() {
         let mut c = Command::new("python3");
         c.args([
             "-c",
-            "import ctypes, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); time.sleep(30)",
-        ]);
+            "import ctypes, sys, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); open(sys.argv[1], 'w').close(); time.sleep(30)",
+        ])
+        .arg(dir.join("undumpable"));
         c
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Checkpointed only once it has made itself non-dumpable (under load python takes
+    // its time to get there).
+    wait_until("the process to make itself non-dumpable", || {
+        dir.join("undumpable").exists()
+    });
     let out = run({
         let mut c = Command::new(lifeboat_bin());
         c.args(["checkpoint", "--kill", "-f"])

@@ -180,6 +180,7 @@ fn one_round(memhog: &Path, dir: &Path, mib: u64, compress: bool) -> Round {
         &RestartOptions {
             restore_pid: true,
             after: After::Run,
+            ..RestartOptions::default()
         },
         &mut |_| {},
     )
@@ -267,6 +268,7 @@ fn tree_round(memhog: &Path, dir: &Path, mib: u64, procs: u32) -> Round {
         &RestartOptions {
             restore_pid: true,
             after: After::Run,
+            ..RestartOptions::default()
         },
         &mut |_| {},
     )

@@ -16,9 +16,17 @@ use crate::cli::RestartArgs;
 /// Run `lifeboat restart`.
 pub fn run(a: &RestartArgs) -> Result<ExitCode> {
     let after = a.after();
+    // A detached restart's stdout is often the job's too (a pipe): the PID line goes out
+    // before the job runs, so that it is always the first line.
+    fn print_pid(pid: Pid) {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{pid}");
+        let _ = out.flush();
+    }
     let opts = engine::RestartOptions {
         restore_pid: !a.no_restore_pid,
         after,
+        before_release: (a.detach && after != After::Kill).then_some(print_pid as fn(Pid)),
     };
     let mut bar = ProgressLine::new("restoring memory", a.quiet);
     let started = Instant::now();
@@ -50,11 +58,7 @@ pub fn run(a: &RestartArgs) -> Result<ExitCode> {
         );
     }
     if a.detach || after == After::Kill {
-        if after != After::Kill {
-            let mut out = io::stdout().lock();
-            writeln!(out, "{}", restored.pid)?;
-            out.flush()?;
-        } else {
+        if after == After::Kill {
             let _ = waitpid(restored.pid, None);
         }
         return Ok(ExitCode::SUCCESS);

@@ -56,6 +56,10 @@ pub struct RestartOptions {
     pub restore_pid: bool,
     /// What the restored process does: run, stay stopped, or be killed.
     pub after: After,
+    /// Called with the root's PID once every process is rebuilt, just before any is let
+    /// go: what must be said before the job can speak (a `--detach` restart's PID line on
+    /// a stdout the job shares) is said here.
+    pub before_release: Option<fn(Pid)>,
 }
 
 impl Default for RestartOptions {
@@ -63,6 +67,7 @@ impl Default for RestartOptions {
         RestartOptions {
             restore_pid: true,
             after: After::Run,
+            before_release: None,
         }
     }
 }
@@ -229,6 +234,9 @@ pub fn restart(
             pids,
             warnings,
         });
+    }
+    if let Some(announce) = opts.before_release {
+        announce(root);
     }
     // Children first, so no parent runs before its children exist as they were.
     for (i, (img, (leader, threads))) in imgs.iter().zip(all_threads).enumerate().rev() {
