@@ -18,11 +18,9 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
+use nix::sys::signal::Signal;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ROOT: &str = "these tests ptrace processes of their own: run them as root";
@@ -79,103 +77,84 @@ print("ok" if not bad else "corrupt " + repr(bad), flush=True)
 sys.exit(0 if not bad else 3)
 "#;
 
-/// A job under test: its stdout lines are collected as they come.
-struct Target {
-    what: String,
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
+/// A job under test, its output read as it comes: it prints a counter line every 10 ms
+/// and, on SIGTERM, `ok` if every check it made passed. Killed when dropped.
+struct Job(Proc);
 
-impl Target {
-    fn spawn(what: &str, mut cmd: Command) -> Target {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        let t = Target {
-            what: what.to_owned(),
-            child,
-            lines,
-        };
-        t.wait_progress(Duration::from_secs(60), "start");
-        t
+impl Job {
+    fn spawn(what: &str, cmd: Command) -> Job {
+        let job = Job(Proc::spawn_no_input(cmd, what));
+        job.wait_progress(TIMEOUT, "start");
+        job
     }
 
-    fn python(what: &str, dir: &Path, script: &str) -> Target {
+    fn python(what: &str, dir: &Path, script: &str) -> Job {
         let path = dir.join(format!("{what}.py"));
         std::fs::write(&path, script).unwrap();
         let mut c = Command::new("python3");
         c.arg(path);
-        Target::spawn(what, c)
+        Job::spawn(what, c)
     }
 
-    fn steady(threads: u32, mib: u32) -> Target {
+    fn steady(threads: u32, mib: u32) -> Job {
         let mut c = Command::new(program("steady"));
         c.args([threads.to_string(), mib.to_string()]);
-        Target::spawn(&format!("steady {threads} threads {mib} MiB"), c)
+        Job::spawn(&format!("steady {threads} threads {mib} MiB"), c)
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.0.pid()
     }
 
+    fn what(&self) -> &str {
+        &self.0.what
+    }
+
+    /// The last complete counter line printed so far (0 before the first).
     fn counter(&self) -> u64 {
-        let lines = self.lines.lock().unwrap();
-        lines.last().and_then(|l| l.parse().ok()).unwrap_or(0)
+        let out = self.0.stdout();
+        let complete = out.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
+        String::from_utf8_lossy(&out[..complete])
+            .lines()
+            .last()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0)
     }
 
+    /// Waits up to `within` for the counter to go up by two.
     fn wait_progress(&self, within: Duration, after: &str) {
         let start = self.counter();
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.counter() >= start + 2 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        panic!(
-            "{} (PID {}) made no progress after {after}: state {:?}, last lines {:?}",
-            self.what,
-            self.pid(),
-            proc_state(self.pid()),
-            self.lines
-                .lock()
-                .unwrap()
-                .iter()
-                .rev()
-                .take(3)
-                .collect::<Vec<_>>()
+        wait_until_within(
+            &format!(
+                "{} (PID {}) makes progress after {after}",
+                self.what(),
+                self.pid()
+            ),
+            within,
+            || self.counter() >= start + 2,
+            || format!("state {:?}; {}", proc_state(self.pid()), self.0.describe()),
         );
     }
 
     /// After the checkpointer died: the job is neither dead nor stopped, and goes on.
     fn assert_running(&mut self, after: &str) {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Some(status) = self.0.try_status() {
             panic!(
-                "{} (PID {}) died after {after}: {status}",
-                self.what,
-                self.pid()
+                "{} (PID {}) died after {after}: {status}\n{}",
+                self.what(),
+                self.pid(),
+                self.0.describe()
             );
         }
         // The kernel detaches the dead tracer's threads at once; give it a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
         while matches!(proc_state(self.pid()), Some('t' | 'T')) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(POLL);
         }
         assert!(
             !matches!(proc_state(self.pid()), Some('t' | 'T' | 'Z' | 'X') | None),
             "{} (PID {}) is left {:?} after {after}",
-            self.what,
+            self.what(),
             self.pid(),
             proc_state(self.pid())
         );
@@ -184,42 +163,29 @@ impl Target {
 
     /// SIGTERM: the job's handler stops it and it reports its own checks.
     fn finish(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid()),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        let last = self.lines.lock().unwrap().last().cloned();
+        signal(self.pid(), Signal::SIGTERM);
+        let (status, out) = self.0.finish();
+        let text = String::from_utf8_lossy(&out);
+        let last = text.lines().last();
         assert!(
-            status.success() && last.as_deref().is_some_and(|l| l.starts_with("ok")),
-            "{} ended with {status}, last line {last:?}",
-            self.what
+            status.success() && last.is_some_and(|l| l.starts_with("ok")),
+            "{} ended with {status}, last line {last:?}\n{}",
+            self.what(),
+            self.0.describe()
         );
     }
 }
 
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `lifeboat checkpoint` of `pid` into `dir`, dying where `die_at` says.
-fn checkpoint(dir: &Path, pid: i32, die_at: Option<&str>) -> Child {
+fn checkpoint(dir: &Path, pid: i32, die_at: Option<&str>) -> Background {
     let mut c = Command::new(lifeboat_bin());
     c.args(["checkpoint", "-q", "-f"])
         .arg(dir.join("ctx"))
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .arg(pid.to_string());
     if let Some(at) = die_at {
         c.env("LIFEBOAT_DIE_AT", at);
     }
-    c.spawn().unwrap()
+    Background::quiet(c, &format!("the checkpoint of PID {pid}"))
 }
 
 fn require_fault_injection() {
@@ -231,16 +197,18 @@ fn require_fault_injection() {
 }
 
 /// Kill the checkpointer at each deterministic point and check the job after each.
-fn kill_points(target: &mut Target, dir: &Path, points: &[&str]) {
+fn kill_points(job: &mut Job, dir: &Path, points: &[&str]) {
     for at in points {
-        let status: ExitStatus = checkpoint(dir, target.pid(), Some(at)).wait().unwrap();
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "{}: the checkpoint was to die at {at} but ended with {status} (point not reached)",
-            target.what
+        let status = checkpoint(dir, job.pid(), Some(at)).wait();
+        assert_killed_by(
+            status,
+            Signal::SIGKILL as i32,
+            &format!(
+                "{}: the checkpoint told to die at {at} (if it ended otherwise, the point was not reached)",
+                job.what()
+            ),
         );
-        target.assert_running(&format!("a checkpointer killed at {at}"));
+        job.assert_running(&format!("a checkpointer killed at {at}"));
     }
 }
 
@@ -251,7 +219,7 @@ fn every_kill_point_leaves_the_job_running() {
     let dir = scratch("points");
     // One thread: 71 injected calls (scratch mmap, dumpable, brk, 62 sigactions, three
     // itimers, clear_child_tid, sigaltstack, munmap); 200 MiB is 25 page batches.
-    let mut py = Target::python("python-200MiB", &dir, PY_MEMORY);
+    let mut py = Job::python("python-200MiB", &dir, PY_MEMORY);
     kill_points(
         &mut py,
         &dir,
@@ -273,7 +241,7 @@ fn every_kill_point_leaves_the_job_running() {
     );
     py.finish();
     // Nine threads: the leader's 69 calls, two per other thread, the munmap last (87).
-    let mut c = Target::steady(8, 16);
+    let mut c = Job::steady(8, 16);
     kill_points(
         &mut c,
         &dir,
@@ -293,7 +261,7 @@ fn every_kill_point_leaves_the_job_running() {
         ],
     );
     c.finish();
-    let mut threads = Target::python("python-threads", &dir, PY_THREADS);
+    let mut threads = Job::python("python-threads", &dir, PY_THREADS);
     kill_points(
         &mut threads,
         &dir,
@@ -315,9 +283,9 @@ fn random_kills_over_hundreds_of_trials_leave_every_job_running() {
     require_root(ROOT);
     let dir = scratch("random");
     let mut targets = vec![
-        Target::python("python-200MiB", &dir, PY_MEMORY),
-        Target::python("python-threads", &dir, PY_THREADS),
-        Target::steady(8, 32),
+        Job::python("python-200MiB", &dir, PY_MEMORY),
+        Job::python("python-threads", &dir, PY_THREADS),
+        Job::steady(8, 32),
     ];
     // A fixed xorshift sequence: the same instants on every run.
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
@@ -334,8 +302,7 @@ fn random_kills_over_hundreds_of_trials_leave_every_job_running() {
             let mut ckpt = checkpoint(&dir, t.pid(), None);
             // 5 to 40 ms: the freeze and the injection window, on this kind of machine.
             std::thread::sleep(Duration::from_micros(5_000 + next() % 35_000));
-            let _ = ckpt.kill();
-            let status = ckpt.wait().unwrap();
+            let status = ckpt.kill();
             if status.success() {
                 finished += 1;
             }
@@ -373,24 +340,21 @@ fn killing_the_agent_mid_checkpoint_leaves_the_job_running() {
         ),
     )
     .unwrap();
-    let mut job = Target::steady(8, 16);
+    let mut job = Job::steady(8, 16);
     for at in ["inject:1", "inject:40", "inject:75", "pages:1"] {
-        let mut agent = Command::new(lifeboat_bin())
-            .args(["agent", "--config"])
+        let mut cmd = Command::new(lifeboat_bin());
+        cmd.args(["agent", "--config"])
             .arg(&config)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("LIFEBOAT_DIE_AT", at)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http::request(port, "GET", "/health", &[], "").is_none() {
-            assert!(Instant::now() < deadline, "the agent did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .env("LIFEBOAT_DIE_AT", at);
+        let mut agent = Background::quiet(cmd, &format!("the agent told to die at {at}"));
+        wait_until_within(
+            "the agent answers /health",
+            Duration::from_secs(30),
+            || http::request(port, "GET", "/health", &[], "").is_some(),
+            String::new,
+        );
         let body = format!("{{\"pid\": {}}}", job.pid());
         let auth = format!("Bearer {token}");
         let _ = http::request(
@@ -403,11 +367,10 @@ fn killing_the_agent_mid_checkpoint_leaves_the_job_running() {
             ],
             &body,
         );
-        let status = agent.wait().unwrap();
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "the agent was to die at {at} in the checkpoint it was asked for, but ended with {status}"
+        assert_killed_by(
+            agent.wait(),
+            Signal::SIGKILL as i32,
+            &format!("the agent told to die at {at} in the checkpoint it was asked for"),
         );
         job.assert_running(&format!("the agent killed at {at}"));
     }

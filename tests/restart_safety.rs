@@ -14,40 +14,33 @@
 //! otherwise, never skips.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should stop the test loudly
 
+mod common;
+
+use common::*;
 use lifeboat_engine::image::container::{
     END_KIND, FILE_HEADER_LEN, FLAG_ZSTD, ImageReader, ImageWriter, SECTION_HEADER_LEN,
 };
-use lifeboat_engine::image::{Reader, Writer, kind};
+use lifeboat_engine::image::{Reader, kind};
 use lifeboat_engine::model::{FileKind, Image, RegionKind};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::{PermissionsExt, chown, symlink};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 const NOBODY: u32 = 65534;
 /// The `shadow` group of Debian.
 const SHADOW: u32 = 42;
-/// How long one `lifeboat` command may take: a healthy one needs well under a second.
-const DEADLINE: Duration = Duration::from_secs(60);
 
-fn lifeboat() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-}
-
+/// Root, setpriv and Debian's `shadow` group, or the test fails saying which is missing.
 fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the restart safety tests need root: they restart users' images as root"
-    );
-    assert!(
-        Path::new("/usr/bin/setpriv").exists(),
-        "the restart safety tests need setpriv (util-linux)"
+    common::require_root("the restart safety tests need root: they restart users' images as root");
+    require_tool(
+        SETPRIV,
+        "the restart safety tests need setpriv (util-linux) to run processes as other users",
     );
     let shadow = fs::read_to_string("/etc/group").unwrap_or_default();
     assert!(
@@ -56,157 +49,31 @@ fn require_root() {
     );
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("restart-safety-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-    dir
+/// Runs `lifeboat ARGS` to its end, failing the test if it takes longer than [`TIMEOUT`]
+/// (a healthy command needs well under a second): it is killed first, so a hang is
+/// reported, not waited out.
+fn lifeboat(args: &[&str]) -> CliResult {
+    lifeboat_within(&workspace(), args, TIMEOUT)
 }
 
-/// `setpriv` prefix to run as `uid` (and GID `uid`, no supplementary groups).
-fn as_user(uid: u32) -> Command {
-    let mut c = Command::new("/usr/bin/setpriv");
-    c.args([
-        "--reuid",
-        &uid.to_string(),
-        "--regid",
-        &uid.to_string(),
-        "--clear-groups",
-        "--",
-    ]);
-    c
+/// Starts `cmd` (standard streams on /dev/null; killed and reaped when dropped) and waits
+/// until `ready` holds for its PID.
+fn start(cmd: Command, what: &str, ready: impl Fn(i32) -> bool) -> Background {
+    let target = Background::quiet(cmd, what);
+    let pid = target.pid();
+    wait_until(&format!("{what} (PID {pid}) is ready"), || ready(pid));
+    target
 }
 
-/// Run `cmd` to completion, failing the test if it takes longer than [`DEADLINE`] (it is
-/// killed first, so a hang is reported, not waited out).
-fn bounded(mut cmd: Command, what: &str) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {DEADLINE:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A process of the test, killed and reaped when dropped.
-struct Target(Child);
-
-impl Target {
-    /// Start `cmd` (standard streams on /dev/null) and wait until `ready` holds for it.
-    fn spawn(mut cmd: Command, ready: impl Fn(i32) -> bool) -> Target {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t = Target(child);
-        let pid = t.pid();
-        wait_until(&format!("PID {pid} to be ready"), || ready(pid));
-        t
-    }
-
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-
-    /// `checkpoint --kill` into `image` (plus `extra` options); the process is reaped.
-    fn checkpoint_kill(mut self, image: &Path, extra: &[&str]) -> String {
-        let mut c = lifeboat();
-        c.args(["checkpoint", "--kill", "-f"])
-            .arg(image)
-            .args(extra)
-            .arg(self.pid().to_string());
-        let out = bounded(c, "checkpoint --kill");
-        assert!(out.status.success(), "checkpoint: {}", text(&out.stderr));
-        let _ = self.0.wait();
-        text(&out.stderr)
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Whether `pid` runs `comm` and has descriptor `fd` open.
-fn runs_with_fd(pid: i32, comm: &str, fd: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
-        && Path::new(&format!("/proc/{pid}/fd/{fd}")).exists()
-}
-
-fn status_line(pid: i32, key: &str) -> String {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Rewrite the single-process image `src` into `dst` with `edit` applied, with valid
-/// checksums: a deliberate forgery.
-fn forge(src: &Path, dst: &Path, edit: impl FnOnce(&mut Image)) {
-    let reader = Reader::open(src).unwrap();
-    assert_eq!(reader.images().len(), 1, "forge handles one process");
-    let mut img = reader.image().clone();
-    edit(&mut img);
-    let mut pages = Vec::new();
-    if let Some(mut p) = reader.pages().unwrap() {
-        p.read_to_end(&mut pages).unwrap();
-    }
-    let _ = fs::remove_file(dst);
-    let mut w = Writer::create(dst, false).unwrap();
-    w.metadata(&img).unwrap();
-    let mut s = w.pages().unwrap();
-    s.write_all(&pages).unwrap();
-    s.finish().unwrap();
-    w.commit(&img.pagemap).unwrap();
+/// `checkpoint --kill` of `target` into `image` (plus `extra` options), which must
+/// succeed; the process is reaped.
+fn checkpoint_kill(mut target: Background, image: &Path, extra: &[&str]) {
+    let pid = target.pid().to_string();
+    let mut args = vec!["checkpoint", "--kill", "-f", path_str(image)];
+    args.extend_from_slice(extra);
+    args.push(&pid);
+    lifeboat(&args).assert_success("checkpoint --kill");
+    target.wait();
 }
 
 /// What a root `restart --no-restore-pid --detach` of `image` did: `Ok(pid)` of a
@@ -217,15 +84,16 @@ fn root_restart(image: &Path) -> Result<Restored, String> {
 
 /// `restart --detach` of `image` with `args`, as [`root_restart`].
 fn restart_detached(image: &Path, args: &[&str]) -> Result<Restored, String> {
-    let mut c = lifeboat();
-    c.args(["restart", "--detach"]).args(args).arg(image);
-    let out = bounded(c, &format!("restart of {}", image.display()));
+    let mut all = vec!["restart", "--detach"];
+    all.extend_from_slice(args);
+    all.push(path_str(image));
+    let out = lifeboat(&all);
     if out.status.success() {
-        let pid = text(&out.stdout).trim().parse().unwrap();
+        let pid = out.stdout.trim().parse().unwrap();
         Ok(Restored(pid))
     } else {
         assert!(out.stdout.is_empty(), "a failed restart printed a PID");
-        Err(text(&out.stderr))
+        Err(out.stderr)
     }
 }
 
@@ -238,10 +106,11 @@ impl Drop for Restored {
     }
 }
 
-fn nobody_sleeper(dir: &Path, script: &str, fd: i32) -> Target {
+/// `sh -c SCRIPT` run by nobody in `dir`, ready once it has exec'd `sleep` holding `fd`.
+fn nobody_sleeper(dir: &Path, script: &str, fd: i32) -> Background {
     let mut c = as_user(NOBODY);
     c.current_dir(dir).args(["sh", "-c", script]);
-    Target::spawn(c, |pid| runs_with_fd(pid, "sleep", fd))
+    start(c, "nobody's sleep", |pid| runs_with_fd(pid, "sleep", fd))
 }
 
 /// A file of `len` bytes owned by `uid`, mode `mode`.
@@ -260,15 +129,15 @@ fn file(path: &Path, len: usize, uid: u32, mode: u32) {
 #[test]
 fn root_gives_a_users_image_only_that_users_ids() {
     require_root();
-    let dir = scratch("ids");
+    let dir = shared_scratch("ids");
     let image = dir.join("ctx");
-    nobody_sleeper(&dir, "exec sleep 60", 0).checkpoint_kill(&image, &[]);
+    checkpoint_kill(nobody_sleeper(&dir, "exec sleep 60", 0), &image, &[]);
 
     // The honest image runs as its owner, every ID of it.
     let p = root_restart(&image).unwrap();
-    assert_eq!(status_line(p.0, "Uid:"), "65534 65534 65534 65534");
-    assert_eq!(status_line(p.0, "Gid:"), "65534 65534 65534 65534");
-    assert_eq!(status_line(p.0, "Groups:"), "");
+    assert_eq!(status_field(p.0, "Uid"), "65534 65534 65534 65534");
+    assert_eq!(status_field(p.0, "Gid"), "65534 65534 65534 65534");
+    assert_eq!(status_field(p.0, "Groups"), "");
     drop(p);
 
     const N: u32 = NOBODY;
@@ -323,9 +192,9 @@ fn root_gives_a_users_image_only_that_users_ids() {
         match root_restart(&forged) {
             Ok(p) => raised.push(format!(
                 "{name}: restored with Uid {} Gid {} Groups {}",
-                status_line(p.0, "Uid:"),
-                status_line(p.0, "Gid:"),
-                status_line(p.0, "Groups:")
+                status_field(p.0, "Uid"),
+                status_field(p.0, "Gid"),
+                status_field(p.0, "Groups")
             )),
             Err(e) => {
                 assert!(
@@ -342,7 +211,7 @@ fn root_gives_a_users_image_only_that_users_ids() {
     forge(&image, &forged, |i| i.process.creds.groups = vec![NOBODY]);
     chown(&forged, Some(NOBODY), Some(NOBODY)).unwrap();
     let p = root_restart(&forged).unwrap();
-    assert_eq!(status_line(p.0, "Groups:"), "65534");
+    assert_eq!(status_field(p.0, "Groups"), "65534");
 }
 
 /// Root restarting a user's image opens its files, mappings, directories and working
@@ -353,7 +222,7 @@ fn root_gives_a_users_image_only_that_users_ids() {
 #[test]
 fn a_users_image_opens_only_what_the_user_may() {
     require_root();
-    let dir = scratch("opens");
+    let dir = shared_scratch("opens");
     file(&dir.join("readable"), 4096, NOBODY, 0o644);
     file(&dir.join("writable"), 4096, NOBODY, 0o644);
     file(&dir.join("shared"), 4096, NOBODY, 0o644);
@@ -362,8 +231,11 @@ fn a_users_image_opens_only_what_the_user_may() {
     let secret_s = secret.to_str().unwrap().to_owned();
 
     let files = dir.join("files.ctx");
-    nobody_sleeper(&dir, "exec sleep 60 3<readable 4>>writable 5<.", 5)
-        .checkpoint_kill(&files, &[]);
+    checkpoint_kill(
+        nobody_sleeper(&dir, "exec sleep 60 3<readable 4>>writable 5<.", 5),
+        &files,
+        &[],
+    );
     let mapping = dir.join("mapping.ctx");
     {
         let mut c = as_user(NOBODY);
@@ -377,8 +249,9 @@ fn a_users_image_opens_only_what_the_user_may() {
              open('mapped', 'w').close()\n\
              time.sleep(60)",
         ]);
-        let d = dir.clone();
-        Target::spawn(c, move |_| d.join("mapped").exists()).checkpoint_kill(&mapping, &[]);
+        let mapped = dir.join("mapped");
+        let target = start(c, "nobody's python3 with a mapping", |_| mapped.exists());
+        checkpoint_kill(target, &mapping, &[]);
     }
 
     // The honest images restart as root (with the owner's permissions, which suffice).
@@ -489,9 +362,9 @@ fn a_users_image_opens_only_what_the_user_may() {
 #[test]
 fn the_owner_checked_is_the_owner_of_the_file_read() {
     require_root();
-    let dir = scratch("race");
+    let dir = shared_scratch("race");
     let image = dir.join("ctx");
-    nobody_sleeper(&dir, "exec sleep 60", 0).checkpoint_kill(&image, &[]);
+    checkpoint_kill(nobody_sleeper(&dir, "exec sleep 60", 0), &image, &[]);
     let forged = dir.join("forged");
     forge(&image, &forged, |i| {
         i.process.creds.uid = [0; 4];
@@ -518,12 +391,12 @@ fn the_owner_checked_is_the_owner_of_the_file_read() {
             }
         })
     };
-    wait_until("the symlink", || link.exists());
+    wait_until("the symlink exists", || link.exists());
     let mut won = Vec::new();
     let mut outcomes = Vec::new();
     for _ in 0..30 {
         match root_restart(&link) {
-            Ok(p) => won.push(format!("PID {} with Uid {}", p.0, status_line(p.0, "Uid:"))),
+            Ok(p) => won.push(format!("PID {} with Uid {}", p.0, status_field(p.0, "Uid"))),
             Err(e) => outcomes.push(e),
         }
     }
@@ -551,28 +424,24 @@ fn threaded_image(image: &Path) -> Vec<i32> {
          for _ in range(3):\n    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n\
          time.sleep(60)",
     ]);
-    let target = Target::spawn(c, |pid| {
-        fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|d| d.count() == 4)
+    let target = start(c, "a python3 with four threads", |pid| {
+        thread_count(pid) == 4
     });
     let pid = target.pid();
-    let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
-        .collect();
+    let mut tids = tids_of(pid);
+    assert_eq!(tids.len(), 4, "the threads of PID {pid}: {tids:?}");
     tids.sort_unstable_by_key(|&t| (t != pid, t));
-    target.checkpoint_kill(image, &[]);
-    wait_until("the original PID to be free", || {
-        !Path::new(&format!("/proc/{pid}")).exists()
-    });
+    checkpoint_kill(target, image, &[]);
+    wait_gone(pid, "the checkpointed python3");
     tids
 }
 
 fn assert_gone(tids: &[i32], what: &str) {
     for &tid in tids {
         assert!(
-            !Path::new(&format!("/proc/{tid}")).exists(),
+            !pid_exists(tid),
             "{what}: thread {tid} is left behind: {}",
-            status_line(tid, "State:")
+            status_field(tid, "State")
         );
     }
 }
@@ -582,13 +451,11 @@ fn assert_gone(tids: &[i32], what: &str) {
 #[test]
 fn restart_kill_of_a_threaded_image_returns() {
     require_root();
-    let dir = scratch("kill-threads");
+    let dir = shared_scratch("kill-threads");
     let image = dir.join("ctx");
     let tids = threaded_image(&image);
-    let mut c = lifeboat();
-    c.args(["restart", "--kill"]).arg(&image);
-    let out = bounded(c, "restart --kill of a threaded image");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    lifeboat(&["restart", "--kill", path_str(&image)])
+        .assert_success("restart --kill of a threaded image");
     assert_gone(&tids, "restart --kill");
 }
 
@@ -598,7 +465,7 @@ fn restart_kill_of_a_threaded_image_returns() {
 #[test]
 fn a_fifo_in_place_of_a_file_is_refused() {
     require_root();
-    let dir = scratch("fifo");
+    let dir = shared_scratch("fifo");
     file(&dir.join("readable"), 4096, 0, 0o644);
     let fifo = dir.join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
@@ -606,7 +473,10 @@ fn a_fifo_in_place_of_a_file_is_refused() {
     let image = dir.join("ctx");
     let mut c = Command::new("sh");
     c.current_dir(&dir).args(["-c", "exec sleep 60 3<readable"]);
-    Target::spawn(c, |pid| runs_with_fd(pid, "sleep", 3)).checkpoint_kill(&image, &[]);
+    let target = start(c, "a sleep holding a file", |pid| {
+        runs_with_fd(pid, "sleep", 3)
+    });
+    checkpoint_kill(target, &image, &[]);
 
     type Edit<'a> = Box<dyn Fn(&mut Image) + 'a>;
     let cases: [(&str, Edit); 3] = [
@@ -654,7 +524,7 @@ fn a_fifo_in_place_of_a_file_is_refused() {
 #[test]
 fn a_pipe_is_refilled_only_up_to_its_capacity() {
     require_root();
-    let dir = scratch("pipe");
+    let dir = shared_scratch("pipe");
     let image = dir.join("ctx");
     let mut c = Command::new("/usr/bin/python3");
     c.current_dir(&dir).args([
@@ -665,8 +535,9 @@ fn a_pipe_is_refilled_only_up_to_its_capacity() {
          open('ready', 'w').close()\n\
          time.sleep(60)",
     ]);
-    let d = dir.clone();
-    Target::spawn(c, move |_| d.join("ready").exists()).checkpoint_kill(&image, &[]);
+    let ready = dir.join("ready");
+    let target = start(c, "a python3 holding a pipe", |_| ready.exists());
+    checkpoint_kill(target, &image, &[]);
     let refill = |data: usize, capacity: Option<u32>| {
         move |i: &mut Image| {
             for f in &mut i.files {
@@ -722,13 +593,10 @@ fn rewrite_sections(src: &Path, dst: &Path, edit: impl Fn(u32, &[u8]) -> Vec<(u3
 #[test]
 fn an_extra_or_taken_thread_is_refused() {
     require_root();
-    let dir = scratch("extra-thread");
+    let dir = shared_scratch("extra-thread");
     let image = dir.join("ctx");
     let tids = threaded_image(&image);
-    let free = (300..32768)
-        .rev()
-        .find(|t| !Path::new(&format!("/proc/{t}")).exists())
-        .unwrap();
+    let free = unused_pid();
     // An extra THREAD section, a copy of the last one with another TID: init's (taken)
     // or a free one.
     let extra = |tid: i32| {
@@ -775,11 +643,12 @@ fn an_extra_or_taken_thread_is_refused() {
 #[test]
 fn inspect_fails_on_page_data_that_does_not_decompress() {
     require_root();
-    let dir = scratch("inspect");
+    let dir = shared_scratch("inspect");
     let image = dir.join("ctx");
     let mut c = Command::new("sh");
     c.args(["-c", "exec sleep 60"]);
-    Target::spawn(c, |pid| runs_with_fd(pid, "sleep", 0)).checkpoint_kill(&image, &["--compress"]);
+    let target = start(c, "a sleep", |pid| runs_with_fd(pid, "sleep", 0));
+    checkpoint_kill(target, &image, &["--compress"]);
 
     // Walk the section headers (the container's format table), garble the compressed
     // PAGES payload and give it a matching checksum.
@@ -816,14 +685,13 @@ fn inspect_fails_on_page_data_that_does_not_decompress() {
     assert!(r.sections().iter().all(|s| r.verify(s).is_ok()));
 
     for json in [false, true] {
-        let mut c = lifeboat();
-        c.arg("inspect");
+        let mut args = vec!["inspect"];
         if json {
-            c.arg("--json");
+            args.push("--json");
         }
-        c.arg(&bad);
-        let out = bounded(c, "inspect");
-        let all = text(&out.stdout) + &text(&out.stderr);
+        args.push(path_str(&bad));
+        let out = lifeboat(&args);
+        let all = out.text();
         assert!(
             !out.status.success(),
             "inspect (json {json}) exited 0: {all}"
@@ -841,7 +709,7 @@ fn inspect_fails_on_page_data_that_does_not_decompress() {
 #[test]
 fn the_recorded_frozen_time_is_the_reported_one() {
     require_root();
-    let dir = scratch("frozen");
+    let dir = shared_scratch("frozen");
     for after in ["--run", "--kill"] {
         let image = dir.join(format!("ctx{after}"));
         let mut c = Command::new("/usr/bin/python3");
@@ -853,16 +721,12 @@ fn the_recorded_frozen_time_is_the_reported_one() {
              time.sleep(60)",
         ]);
         let _ = fs::remove_file(dir.join("ready"));
-        let d = dir.clone();
-        let mut target = Target::spawn(c, move |_| d.join("ready").exists());
-        let mut c = lifeboat();
-        c.args(["checkpoint", after, "-f"])
-            .arg(&image)
-            .arg(target.pid().to_string());
-        let out = bounded(c, "checkpoint");
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let _ = target.0.kill();
-        let _ = target.0.wait();
+        let ready = dir.join("ready");
+        let target = start(c, "a python3 with 64 MiB", |_| ready.exists());
+        let pid = target.pid().to_string();
+        let out = lifeboat(&["checkpoint", after, "-f", path_str(&image), &pid]);
+        out.assert_success(&format!("checkpoint {after}"));
+        drop(target);
         let frozen = |s: &str| {
             s.split("frozen ")
                 .nth(1)
@@ -870,12 +734,10 @@ fn the_recorded_frozen_time_is_the_reported_one() {
                 .map(|v| v.trim_end_matches(')').to_owned())
                 .unwrap_or_default()
         };
-        let reported = frozen(&text(&out.stdout));
-        let mut c = lifeboat();
-        c.arg("inspect").arg(&image);
-        let inspect = bounded(c, "inspect");
-        let recorded = frozen(&text(&inspect.stdout));
-        assert!(!reported.is_empty(), "{}", text(&out.stdout));
+        let reported = frozen(&out.stdout);
+        let inspect = lifeboat(&["inspect", path_str(&image)]);
+        let recorded = frozen(&inspect.stdout);
+        assert!(!reported.is_empty(), "{}", out.stdout);
         assert_eq!(
             reported, recorded,
             "{after}: checkpoint reported frozen {reported} s, the image records {recorded} s"

@@ -10,148 +10,99 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
+use nix::sys::signal::Signal;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-/// Wait until `file` holds a line `line`.
-fn wait_line(file: &Path, line: &str, child: &mut Child) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if text.lines().any(|l| l == line) {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("ended ({status}) before printing {line:?}; it printed:\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {line:?} in {}; it printed:\n{text}\nits /proc status:\n{}",
-            file.display(),
-            std::fs::read_dir("/proc")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
-                .filter(|s| s.contains(&format!("PPid:\t{}", child.id())) || s.contains("python3"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Waits until `file` holds a line `line`, printed by the job of PID `pid`, which
+/// `ended` says has not ended (the job, or the restarter that waits for it).
+fn wait_line(file: &Path, line: &str, pid: i32, mut ended: impl FnMut() -> Option<ExitStatus>) {
+    wait_until_within(
+        &format!("{} holds the line {line:?}", file.display()),
+        TIMEOUT,
+        || {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            if text.lines().any(|l| l == line) {
+                return true;
+            }
+            if let Some(status) = ended() {
+                panic!("ended ({status}) before printing {line:?}; it printed:\n{text}");
+            }
+            false
+        },
+        || {
+            format!(
+                "it printed:\n{}\nits threads:\n{}",
+                std::fs::read_to_string(file).unwrap_or_default(),
+                describe_threads(pid)
+            )
+        },
+    );
 }
 
-fn signal(pid: i32, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
-}
-
-fn wait_exit(child: &mut Child, what: &str, pid: i32) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{what} ended with {status}");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not end; its threads (tid, syscall, mask, pending):\n{}",
-            threads_of(pid)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// What each thread of `pid` is doing, for failure messages.
-fn threads_of(pid: i32) -> String {
-    let mut out = String::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let p = t.path();
-        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
-        let pick = |k: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(k))
-                .unwrap_or_default()
-                .to_owned()
-        };
-        out.push_str(&format!(
-            "{} {} {} {} {}\n",
-            t.file_name().to_string_lossy(),
-            std::fs::read_to_string(p.join("syscall"))
-                .unwrap_or_default()
-                .trim(),
-            pick("SigBlk"),
-            pick("SigPnd"),
-            pick("State"),
-        ));
-    }
-    out
+/// Waits until the job of PID `pid` has ended, as `ended` says (the job itself, or the
+/// restarter that waits for it), with exit status 0.
+fn wait_exit(what: &str, pid: i32, mut ended: impl FnMut() -> Option<ExitStatus>) {
+    let mut status = None;
+    wait_until_within(
+        &format!("{what} ends"),
+        TIMEOUT,
+        || {
+            status = ended();
+            status.is_some()
+        },
+        || format!("its threads:\n{}", describe_threads(pid)),
+    );
+    let status = status.expect("the wait ended with a status");
+    assert!(status.success(), "{what} ended with {status}");
 }
 
 /// A step of the protocol that drives a program: wait for a line, then send a signal.
-type Step = (&'static str, nix::sys::signal::Signal);
+type Step = (&'static str, Signal);
 
 /// Run `cmd` with stdout to `out`, driving it with `steps`; with `checkpoint_at`, the
 /// process is checkpointed with `--kill` when that line appears and restarted, and the
 /// rest of the protocol goes to the restarted process.
-fn drive(dir: &Path, name: &str, cmd: &mut Command, steps: &[Step], checkpoint_at: Option<&str>) {
+fn drive(dir: &Path, name: &str, cmd: Command, steps: &[Step], checkpoint_at: Option<&str>) {
     let out = dir.join(format!("{name}.out"));
-    let file = std::fs::File::create(&out).unwrap();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let mut restarted: Option<Child> = None;
+    let mut job = Background::to_file(cmd, &out, name);
+    let pid = job.pid();
+    let mut restarted: Option<Proc> = None;
     for (line, sig) in steps {
-        wait_line(&out, line, restarted.as_mut().unwrap_or(&mut child));
+        match restarted.as_mut() {
+            Some(r) => wait_line(&out, line, pid, || r.try_status()),
+            None => wait_line(&out, line, pid, || job.try_status()),
+        }
         if checkpoint_at == Some(*line) && restarted.is_none() {
             let image = dir.join(format!("{name}.ctx"));
             let started = Instant::now();
-            let st = Command::new(lifeboat_bin())
-                .args(["checkpoint", "--kill", "-q", "-f"])
-                .arg(&image)
-                .arg(pid.to_string())
-                .status()
-                .unwrap();
-            assert!(st.success(), "checkpoint of {name} failed: {st}");
+            let pid_s = pid.to_string();
+            lifeboat_in(
+                dir,
+                &["checkpoint", "--kill", "-q", "-f", path_str(&image), &pid_s],
+            )
+            .assert_success(&format!("checkpoint of {name}"));
             // No checkpoint of these small programs loops or waits: a few hundred ms.
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "checkpoint of {name} took {:?}",
                 started.elapsed()
             );
-            let _ = child.wait();
-            let mut r = Command::new(lifeboat_bin())
-                .arg("restart")
-                .arg(&image)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            job.wait();
+            let mut cmd = Command::new(lifeboat_bin());
+            cmd.arg("restart").arg(&image);
+            let r = Proc::spawn_no_input(cmd, &format!("the restart of {name}"));
             // It says "restarted ..." once the process runs (with its PID back); signals
             // are sent after that, like a user would.
-            let said = BufReader::new(r.stderr.take().unwrap())
-                .lines()
-                .map_while(Result::ok)
-                .find(|l| l.contains("restarted"));
-            assert!(said.is_some(), "restart of {name} did not say it restarted");
+            r.wait_stderr("restarted");
             restarted = Some(r);
         }
         signal(pid, *sig);
     }
     match restarted.as_mut() {
-        Some(r) => wait_exit(r, &format!("restarted {name}"), pid),
-        None => wait_exit(&mut child, name, pid),
+        Some(r) => wait_exit(&format!("restarted {name}"), pid, || r.try_status()),
+        None => wait_exit(name, pid, || job.try_status()),
     }
 }
 
@@ -164,8 +115,8 @@ fn same_as_uninterrupted(
 ) {
     require_root("these tests ptrace processes of their own: run them as root");
     let dir = scratch(name);
-    drive(&dir, "reference", &mut cmd(), steps, None);
-    drive(&dir, "restarted", &mut cmd(), steps, Some(checkpoint_at));
+    drive(&dir, "reference", cmd(), steps, None);
+    drive(&dir, "restarted", cmd(), steps, Some(checkpoint_at));
     let reference = std::fs::read_to_string(dir.join("reference.out")).unwrap();
     let restarted = std::fs::read_to_string(dir.join("restarted.out")).unwrap();
     assert_eq!(

@@ -1,11 +1,12 @@
 //! Where and how the tests run things: the workspace and its fixtures, a fresh scratch
-//! directory per test, commands run to the end ([`CliResult`]), the `lifeboat` binary,
-//! and [`TestCtx`], one checkpoint/restart test's directory, image paths, CLI calls and
-//! cleanup.
+//! directory per test, commands run to the end within a time limit ([`CliResult`]), the
+//! `lifeboat` binary, commands run as another user ([`as_user`]), and [`TestCtx`], one
+//! checkpoint/restart test's directory, image paths, CLI calls and cleanup.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::Mutex;
@@ -79,6 +80,15 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// [`scratch`], writable by every user: for tests whose processes run as other users
+/// ([`as_user`]) and write there.
+pub fn shared_scratch(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))
+        .unwrap_or_else(|e| panic!("cannot make {} writable by all: {e}", dir.display()));
+    dir
+}
+
 /// Copies the regular files of `from` into a fresh `to` (not recursive).
 pub fn copy_dir(from: &Path, to: &Path) {
     fresh_dir(to);
@@ -148,8 +158,14 @@ impl CliResult {
 /// Runs `cmd` to its end (failing after [`RUN_TIMEOUT`]), with stdin on /dev/null and
 /// its outputs captured, which must be UTF-8; `what` names it in messages.
 pub fn run_to_end(cmd: Command, what: &str) -> CliResult {
+    run_within(cmd, what, RUN_TIMEOUT)
+}
+
+/// [`run_to_end`], failing after `limit`: the command is killed first, so a hang is
+/// reported, not waited out.
+pub fn run_within(cmd: Command, what: &str, limit: Duration) -> CliResult {
     let mut p = Proc::spawn_no_input(cmd, what);
-    let (status, out) = p.finish_within(RUN_TIMEOUT);
+    let (status, out) = p.finish_within(limit);
     let utf8 = |bytes: Vec<u8>, stream: &str| {
         String::from_utf8(bytes)
             .unwrap_or_else(|e| panic!("{what} printed invalid UTF-8 on {stream}: {e}"))
@@ -163,9 +179,32 @@ pub fn run_to_end(cmd: Command, what: &str) -> CliResult {
 
 /// Runs `lifeboat ARGS` in `dir` to its end.
 pub fn lifeboat_in(dir: &Path, args: &[&str]) -> CliResult {
+    lifeboat_within(dir, args, RUN_TIMEOUT)
+}
+
+/// [`lifeboat_in`], failing after `limit` ([`run_within`]).
+pub fn lifeboat_within(dir: &Path, args: &[&str], limit: Duration) -> CliResult {
     let mut cmd = Command::new(lifeboat_bin());
     cmd.args(args).current_dir(dir);
-    run_to_end(cmd, &format!("`lifeboat {}`", args.join(" ")))
+    run_within(cmd, &format!("`lifeboat {}`", args.join(" ")), limit)
+}
+
+/// setpriv (util-linux), through which [`as_user`] runs commands as another user.
+pub const SETPRIV: &str = "/usr/bin/setpriv";
+
+/// A command prefix that runs what follows (its program and arguments, added by the
+/// caller) as `uid`, with GID `uid` and no supplementary groups. Needs root.
+pub fn as_user(uid: u32) -> Command {
+    let mut c = Command::new(SETPRIV);
+    c.args([
+        "--reuid",
+        &uid.to_string(),
+        "--regid",
+        &uid.to_string(),
+        "--clear-groups",
+        "--",
+    ]);
+    c
 }
 
 /// The PIDs a checkpoint reported, zombies included (`checkpointed PID a to ...`,

@@ -3,12 +3,14 @@
 //! - `programs`: preconditions (root, tools), the C programs built once per run, the
 //!   scripts, the workloads (`Prog`) and their uninterrupted reference runs;
 //! - `processes`: children with piped output (`Proc`) or quiet/file output
-//!   (`Background`), waiting, reaping and killing by PID, polling;
+//!   (`Background`), waiting, reaping, signalling and killing by PID, polling;
 //! - `contexts`: the workspace and fixtures, scratch directories, commands run to the
-//!   end (`CliResult`), the `lifeboat` binary, one checkpoint/restart test (`TestCtx`);
-//! - `procfs`: probes of `/proc`;
+//!   end within a time limit (`CliResult`), the `lifeboat` binary, commands run as
+//!   another user (`as_user`), one checkpoint/restart test (`TestCtx`);
+//! - `procfs`: probes of `/proc`, and thread dumps for failure messages;
 //! - `assert`: reference-versus-restarted output comparisons, exit statuses;
 //! - `golden`: the one golden-file mechanism (bless with `UPDATE_EXPECT=1`);
+//! - `images`: checkpoint images forged on purpose (`forge`);
 //! - `http`: the HTTP client of the agent tests (and, by path, the agent benchmark).
 //!
 //! Every test binary compiles this module and uses a part of it: the rest is neither dead
@@ -19,6 +21,7 @@ pub mod assert;
 pub mod contexts;
 pub mod golden;
 pub mod http;
+pub mod images;
 pub mod processes;
 pub mod procfs;
 pub mod programs;
@@ -26,6 +29,7 @@ pub mod programs;
 pub use assert::*;
 pub use contexts::*;
 pub use golden::*;
+pub use images::*;
 pub use processes::*;
 pub use procfs::*;
 pub use programs::*;

@@ -1,6 +1,7 @@
 //! Processes the tests start: [`Proc`] (all three standard streams piped and read in the
 //! background), [`Background`] (streams as the test sets them: /dev/null or a file),
-//! waiting for them, reaping them and killing them by PID, and polling for conditions.
+//! waiting for them, reaping them, signalling and killing them by PID, and polling for
+//! conditions.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
@@ -32,15 +33,33 @@ pub const POLL: Duration = Duration::from_millis(5);
 // Polling.
 
 /// Polls `cond` every few milliseconds until it holds; fails with `what` after [`TIMEOUT`].
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_within(what, TIMEOUT, cond, String::new);
+}
+
+/// [`wait_until`] with its own time limit, and a failure message that goes on with
+/// `details()` (what the test knows of the state it waited on: a process's threads, its
+/// output), computed only on failure.
+pub fn wait_until_within(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+    details: impl FnOnce() -> String,
+) {
+    let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {TIMEOUT:?} waiting until {what}"
-        );
+        if Instant::now() >= deadline {
+            let details = details();
+            let sep = if details.is_empty() { "" } else { "\n" };
+            panic!("timed out after {limit:?} waiting until {what}{sep}{details}");
+        }
         thread::sleep(POLL);
     }
+}
+
+/// Sends `sig` to `pid`, failing the test if it cannot (no such process).
+pub fn signal(pid: i32, sig: Signal) {
+    kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("cannot send {sig} to PID {pid}: {e}"));
 }
 
 /// "exit code N" or "signal N".
@@ -212,6 +231,27 @@ impl Background {
         self.0.try_status().is_none()
     }
 
+    /// Exit status if the child has exited (reaping it), else None.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.0.try_status()
+    }
+
+    /// Kills the child (SIGKILL) unless it has exited already, and returns its status once
+    /// reaped: how it ended, by itself or by this kill.
+    pub fn kill(&mut self) -> ExitStatus {
+        if let Some(status) = self.0.try_status() {
+            return status;
+        }
+        let _ = self.0.child.kill();
+        let status = self
+            .0
+            .child
+            .wait()
+            .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.0.what));
+        self.0.status = Some(status);
+        status
+    }
+
     /// Waits for the child to exit (failing after [`TIMEOUT`]) and returns its status.
     pub fn wait(&mut self) -> ExitStatus {
         self.0.wait_within(TIMEOUT).unwrap_or_else(|| {
@@ -377,18 +417,34 @@ impl Proc {
 
     /// Waits until stdout holds at least `n` complete lines; fails clearly if the process ends first or the timeout passes.
     pub fn wait_lines(&self, n: usize) {
-        let ok = self.out.wait_until(Instant::now() + TIMEOUT, |d, eof| {
-            eof || count_lines(d) >= n
+        self.wait_output(false, &format!("{n} lines"), |d| count_lines(d) >= n);
+    }
+
+    /// Waits until stderr holds `needle`; fails clearly if stderr is closed first or the
+    /// timeout passes.
+    pub fn wait_stderr(&self, needle: &str) {
+        self.wait_output(true, &format!("{needle:?} on stderr"), |d| {
+            String::from_utf8_lossy(d).contains(needle)
         });
-        let have = self.lines();
+    }
+
+    /// Waits until `done` holds for what stdout (or stderr) has received; fails naming
+    /// what was `wanted` if the stream is closed first or after [`TIMEOUT`].
+    fn wait_output(&self, stderr: bool, wanted: &str, done: impl Fn(&[u8]) -> bool) {
+        let (stream, name) = if stderr {
+            (&self.err, "stderr")
+        } else {
+            (&self.out, "stdout")
+        };
+        let ok = stream.wait_until(Instant::now() + TIMEOUT, |d, eof| eof || done(d));
         assert!(
-            ok && have >= n,
-            "waited for {n} lines from {} but {}\n{}",
+            ok && done(&stream.snapshot().0),
+            "waited for {wanted} from {} but {}\n{}",
             self.what,
             if ok {
-                "its stdout was closed first".to_string()
+                format!("its {name} was closed first")
             } else {
-                format!("got only {have} in {TIMEOUT:?}")
+                format!("they did not come in {TIMEOUT:?}")
             },
             self.describe()
         );

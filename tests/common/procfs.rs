@@ -1,7 +1,9 @@
 //! Probes of `/proc` the tests wait on and assert with: whether a PID exists and in what
-//! state, its parent, group, children, threads, UID, the syscall it is blocked in and
-//! how much it has read.
+//! state, its parent, group, children, threads, UID, the fields of its status, its
+//! command and descriptors, the syscall it is blocked in and how much it has read; and
+//! what its threads are doing, for failure messages.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -72,6 +74,57 @@ pub fn children_of(pid: i32) -> Vec<i32> {
         .collect();
     out.sort_unstable();
     out
+}
+
+/// The thread IDs of `pid`, in order (none if there is no such process).
+pub fn tids_of(pid: i32) -> Vec<i32> {
+    let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
+/// The value of the line `KEY:` of `/proc/PID/status` (a TID works too: that thread's),
+/// its fields separated by one space; empty if there is no such line or process.
+pub fn status_field(pid: i32, key: &str) -> String {
+    let prefix = format!("{key}:");
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What each thread of `pid` is doing, a line per thread (TID, `/proc/TID/syscall`, blocked
+/// and pending signals, state): for the message of a test that waited on it in vain.
+pub fn describe_threads(pid: i32) -> String {
+    let mut out = String::new();
+    for tid in tids_of(pid) {
+        let syscall = fs::read_to_string(format!("/proc/{tid}/syscall")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{tid}: syscall {}, SigBlk {}, SigPnd {}, State {}",
+            syscall.trim(),
+            status_field(tid, "SigBlk"),
+            status_field(tid, "SigPnd"),
+            status_field(tid, "State"),
+        );
+    }
+    out
+}
+
+/// Whether `pid` runs the command `comm` (`/proc/PID/comm`) and has descriptor `fd` open:
+/// a process started through a shell is ready once it has exec'd and holds its files.
+pub fn runs_with_fd(pid: i32, comm: &str, fd: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        && Path::new(&format!("/proc/{pid}/fd/{fd}")).exists()
 }
 
 /// Number of threads of `pid`.
