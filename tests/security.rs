@@ -8,14 +8,12 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use lifeboat_engine::image::{Reader, Writer};
 
 const NOBODY: u32 = 65534;
 const OTHER: u32 = 65533;
@@ -24,31 +22,10 @@ fn require_root() {
     common::require_root(
         "the security tests need root: they run processes as other users with setpriv",
     );
-    assert!(
-        Path::new("/usr/bin/setpriv").exists(),
-        "the security tests need setpriv (util-linux)"
+    require_tool(
+        SETPRIV,
+        "the security tests run processes as other users (util-linux)",
     );
-}
-
-/// The test's scratch directory, writable by the other users.
-fn scratch(name: &str) -> PathBuf {
-    let dir = common::scratch(name);
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-    dir
-}
-
-/// `setpriv` prefix to run as `uid`.
-fn as_user(uid: u32) -> Command {
-    let mut c = Command::new("/usr/bin/setpriv");
-    c.args([
-        "--reuid",
-        &uid.to_string(),
-        "--regid",
-        &uid.to_string(),
-        "--clear-groups",
-        "--",
-    ]);
-    c
 }
 
 /// A process that sleeps (streams on /dev/null), given a moment to start; killed when
@@ -67,7 +44,7 @@ fn run(cmd: Command) -> CliResult {
 #[test]
 fn only_the_owner_or_root_may_checkpoint() {
     require_root();
-    let dir = scratch("owner");
+    let dir = shared_scratch("owner");
     let mut target = sleeper({
         let mut c = as_user(NOBODY);
         c.args(["sleep", "30"]);
@@ -119,7 +96,7 @@ fn only_the_owner_or_root_may_checkpoint() {
 #[test]
 fn set_id_processes_are_refused() {
     require_root();
-    let dir = scratch("setid");
+    let dir = shared_scratch("setid");
     // A set-user-ID copy of sleep owned by nobody, started by root: euid != ruid.
     let exe = dir.join("suid-sleep");
     fs::copy("/usr/bin/sleep", &exe).unwrap();
@@ -145,7 +122,7 @@ fn set_id_processes_are_refused() {
 #[test]
 fn non_dumpable_processes_are_refused_and_keep_running() {
     require_root();
-    let dir = scratch("dumpable");
+    let dir = shared_scratch("dumpable");
     let mut target = sleeper({
         let mut c = Command::new("python3");
         c.args([
@@ -199,28 +176,10 @@ fn nobody_image(dir: &Path) -> PathBuf {
     image
 }
 
-/// Rewrite an image with other credentials, with valid checksums: a deliberate forgery.
-fn forge(src: &Path, dst: &Path, uid: u32) {
-    let reader = Reader::open(src).unwrap();
-    let mut img = reader.image().clone();
-    img.process.creds.uid = [uid; 4];
-    img.process.creds.gid = [uid; 4];
-    let mut pages = Vec::new();
-    if let Some(mut p) = reader.pages().unwrap() {
-        p.read_to_end(&mut pages).unwrap();
-    }
-    let mut w = Writer::create(dst, false).unwrap();
-    w.metadata(&img).unwrap();
-    let mut s = w.pages().unwrap();
-    s.write_all(&pages).unwrap();
-    s.finish().unwrap();
-    w.commit(&img.pagemap).unwrap();
-}
-
 #[test]
 fn root_restores_the_owner_not_a_forged_root() {
     require_root();
-    let dir = scratch("forge");
+    let dir = shared_scratch("forge");
     let image = nobody_image(&dir);
 
     // An honest image restarted by root runs as its owner again.
@@ -239,7 +198,10 @@ fn root_restores_the_owner_not_a_forged_root() {
 
     // A user's image rewritten to claim UID 0 is refused by root, and nothing runs.
     let forged = dir.join("forged");
-    forge(&image, &forged, 0);
+    forge(&image, &forged, |img| {
+        img.process.creds.uid = [0; 4];
+        img.process.creds.gid = [0; 4];
+    });
     chown(&forged, Some(NOBODY), Some(NOBODY)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let out = run({
@@ -263,10 +225,13 @@ fn root_restores_the_owner_not_a_forged_root() {
 #[test]
 fn a_user_restarts_as_itself_whatever_the_image_says() {
     require_root();
-    let dir = scratch("user-restart");
+    let dir = shared_scratch("user-restart");
     let image = nobody_image(&dir);
     let forged = dir.join("forged");
-    forge(&image, &forged, 0);
+    forge(&image, &forged, |img| {
+        img.process.creds.uid = [0; 4];
+        img.process.creds.gid = [0; 4];
+    });
     chown(&forged, Some(NOBODY), Some(NOBODY)).unwrap();
     // Without CAP_CHECKPOINT_RESTORE the PID cannot be restored: a clear error.
     let out = run({
