@@ -208,6 +208,26 @@ pub struct MmLayout {
     pub auxv: Vec<u64>,
 }
 
+impl MmLayout {
+    /// The layout words in `struct prctl_mm_map` order (and the PROCESS record's): code,
+    /// data, brk start, brk, stack start, arguments, environment.
+    pub fn words(&self) -> [u64; 11] {
+        [
+            self.start_code,
+            self.end_code,
+            self.start_data,
+            self.end_data,
+            self.start_brk,
+            self.brk,
+            self.start_stack,
+            self.arg_start,
+            self.arg_end,
+            self.env_start,
+            self.env_end,
+        ]
+    }
+}
+
 /// A resource limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rlimit {

@@ -135,20 +135,7 @@ pub(crate) fn restore_mm(
     let auxv_addr = scratch + 4096;
     // struct prctl_mm_map (include/uapi/linux/prctl.h).
     let mut map = Vec::with_capacity(104);
-    for v in [
-        m.start_code,
-        m.end_code,
-        m.start_data,
-        m.end_data,
-        m.start_brk,
-        m.brk,
-        m.start_stack,
-        m.arg_start,
-        m.arg_end,
-        m.env_start,
-        m.env_end,
-        auxv_addr,
-    ] {
+    for v in m.words().into_iter().chain([auxv_addr]) {
         map.extend_from_slice(&v.to_ne_bytes());
     }
     let auxv: Vec<u8> = m.auxv.iter().flat_map(|v| v.to_ne_bytes()).collect();
@@ -196,19 +183,7 @@ pub(crate) fn enc_process(p: &Process) -> Vec<u8> {
     creds::enc(&mut e, &p.creds);
     creds::enc_limits(&mut e, &p.rlimits);
     let m = &p.mm;
-    for v in [
-        m.start_code,
-        m.end_code,
-        m.start_data,
-        m.end_data,
-        m.start_brk,
-        m.brk,
-        m.start_stack,
-        m.arg_start,
-        m.arg_end,
-        m.env_start,
-        m.env_end,
-    ] {
+    for v in m.words() {
         e.u64(v);
     }
     e.u64(m.auxv.len() as u64);
