@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 pub(crate) const USER_TOP: u64 = 1 << 56;
 /// Largest metadata section read into memory (file contents of deleted files included).
 pub(crate) const MAX_META_SECTION: u64 = 1 << 30;
+/// Most bytes of metadata (every section but PAGES, decompressed) one image may hold, over
+/// all its processes: a crafted image of many small compressed sections that each inflate
+/// to a gigabyte is refused by its headers, before any is read.
+pub(crate) const MAX_META_TOTAL: u64 = 2 << 30;
 /// Bounds on record counts, far above real processes, to stop tampered counts early.
 pub(crate) const MAX_THREADS: usize = 1 << 16;
 pub(crate) const MAX_REGIONS: u64 = 1 << 20;

@@ -64,8 +64,8 @@ pub mod container;
 pub mod wire;
 
 pub use codec::ImageError;
-pub(crate) use codec::MAX_META_SECTION;
 pub(crate) use codec::{Ctx, MAX_PROCESSES, MAX_THREADS};
+pub(crate) use codec::{MAX_META_SECTION, MAX_META_TOTAL};
 
 use crate::model::*;
 use crate::state;
@@ -123,6 +123,8 @@ pub mod kind {
 pub struct Writer {
     inner: ImageWriter,
     compress: bool,
+    /// Metadata bytes written so far (a reader takes at most MAX_META_TOTAL).
+    metadata: u64,
 }
 
 impl Writer {
@@ -131,56 +133,45 @@ impl Writer {
         Ok(Writer {
             inner: ImageWriter::create(path)?,
             compress,
+            metadata: 0,
         })
     }
 
     /// Write the META section (once, first).
     pub fn meta(&mut self, meta: &Meta) -> Result<(), ImageError> {
-        self.inner
-            .section(kind::META, false, &state::process::enc_meta(meta))?;
+        self.section(kind::META, false, &state::process::enc_meta(meta))?;
         Ok(())
     }
 
     /// Write the ZOMBIES section (after META, before the processes), if there are any.
     pub fn zombies(&mut self, zombies: &[Zombie]) -> Result<(), ImageError> {
         if !zombies.is_empty() {
-            self.inner
-                .section(kind::ZOMBIES, false, &state::process::enc_zombies(zombies))?;
+            self.section(kind::ZOMBIES, false, &state::process::enc_zombies(zombies))?;
         }
         Ok(())
     }
 
     /// Write one process's metadata sections (all but PAGES and PAGEMAP).
     pub fn process(&mut self, image: &Image) -> Result<(), ImageError> {
-        self.inner.section(
+        self.section(
             kind::PROCESS,
             false,
             &state::process::enc_process(&image.process),
         )?;
         for t in &image.threads {
-            self.inner
-                .section(kind::THREAD, false, &state::threads::enc_thread(t))?;
+            self.section(kind::THREAD, false, &state::threads::enc_thread(t))?;
         }
-        self.inner.section(
+        self.section(
             kind::REGIONS,
             false,
             &state::memory::enc_regions(&image.regions),
         )?;
         let files = state::files::enc_files(&image.files);
-        if files.len() as u64 > MAX_META_SECTION {
-            // A reader would refuse the image: never write what cannot be restarted.
-            return Err(ImageError::TooLarge {
-                section: "FILES",
-                bytes: files.len() as u64,
-                limit: MAX_META_SECTION,
-            });
-        }
-        self.inner.section(kind::FILES, self.compress, &files)?;
-        self.inner
-            .section(kind::FDS, false, &state::files::enc_fds(&image.fds))?;
+        self.section(kind::FILES, self.compress, &files)?;
+        self.section(kind::FDS, false, &state::files::enc_fds(&image.fds))?;
         for s in state::OPTIONAL_SECTIONS {
             if let Some(payload) = (s.encode)(image) {
-                self.inner.section(s.kind, false, &payload)?;
+                self.section(s.kind, false, &payload)?;
             }
         }
         Ok(())
@@ -199,8 +190,7 @@ impl Writer {
 
     /// Write the current process's page map.
     pub fn pagemap(&mut self, pagemap: &[PageRun]) -> Result<(), ImageError> {
-        self.inner
-            .section(kind::PAGEMAP, false, &state::pages::enc_pagemap(pagemap))?;
+        self.section(kind::PAGEMAP, false, &state::pages::enc_pagemap(pagemap))?;
         Ok(())
     }
 
@@ -208,7 +198,28 @@ impl Writer {
     /// last page was written (once, after the last process, before [`Writer::finish`]).
     pub fn frozen(&mut self, frozen: std::time::Duration) -> Result<(), ImageError> {
         let us = u64::try_from(frozen.as_micros()).unwrap_or(u64::MAX);
-        self.inner.section(kind::FROZEN, false, &us.to_le_bytes())?;
+        self.section(kind::FROZEN, false, &us.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Write one metadata section, unless a reader would refuse it or the image it makes
+    /// (a section beyond MAX_META_SECTION, an image beyond MAX_META_TOTAL): a checkpoint
+    /// never writes what cannot be restarted.
+    fn section(&mut self, kind: u32, compress: bool, payload: &[u8]) -> Result<(), ImageError> {
+        let bytes = payload.len() as u64;
+        let too_large = |limit| ImageError::TooLarge {
+            section: kind::name(kind),
+            bytes,
+            limit,
+        };
+        if bytes > MAX_META_SECTION {
+            return Err(too_large(MAX_META_SECTION));
+        }
+        self.metadata = self.metadata.saturating_add(bytes);
+        if self.metadata > MAX_META_TOTAL {
+            return Err(too_large(MAX_META_TOTAL));
+        }
+        self.inner.section(kind, compress, payload)?;
         Ok(())
     }
 
@@ -222,6 +233,26 @@ impl Writer {
         self.pagemap(pagemap)?;
         self.finish()
     }
+}
+
+/// Refuse, from its section headers alone, an image whose metadata (every section but
+/// PAGES, decompressed) would exceed MAX_META_TOTAL.
+fn metadata_budget(path: &Path, sections: &[SectionInfo]) -> Result<(), ImageError> {
+    let metadata: u64 = sections
+        .iter()
+        .filter(|s| s.kind != kind::PAGES && s.kind != container::END_KIND)
+        .map(|s| s.raw_len)
+        .fold(0, u64::saturating_add);
+    if metadata > MAX_META_TOTAL {
+        return Err(ImageError::Invalid {
+            path: path.to_owned(),
+            section: "META",
+            what: format!(
+                "its sections hold {metadata} bytes of metadata, more than the {MAX_META_TOTAL} an image may"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Sections of one process, as found in the file.
@@ -254,6 +285,7 @@ impl Reader {
     /// Open `path`, verify the container, decode and validate every record.
     pub fn open(path: &Path) -> Result<Reader, ImageError> {
         let inner = ImageReader::open(path)?;
+        metadata_budget(path, inner.sections())?;
         let mut meta = None;
         let mut frozen_us = None;
         let mut zombies: Vec<Zombie> = Vec::new();
@@ -523,6 +555,38 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::path::PathBuf;
+
+    #[test]
+    fn metadata_beyond_the_budget_is_refused_by_its_headers() {
+        let section = |kind, raw_len| SectionInfo {
+            kind,
+            compressed: true,
+            offset: 0,
+            stored_len: 100,
+            raw_len,
+            checksum: 0,
+        };
+        let path = Path::new("crafted");
+        // Three compressed FILES sections that each inflate to the per-section limit.
+        let bomb = [
+            section(kind::FILES, MAX_META_SECTION),
+            section(kind::FILES, MAX_META_SECTION),
+            section(kind::FILES, MAX_META_SECTION),
+        ];
+        let err = metadata_budget(path, &bomb).unwrap_err();
+        assert!(err.to_string().contains("bytes of metadata"), "{err}");
+        // Page data does not count; two gigabytes of metadata do not pass, one does.
+        let pages = [
+            section(kind::PAGES, u64::MAX),
+            section(kind::FILES, 1 << 30),
+        ];
+        metadata_budget(path, &pages).unwrap();
+        let two = [
+            section(kind::FILES, MAX_META_TOTAL),
+            section(kind::THREAD, 1),
+        ];
+        assert!(metadata_budget(path, &two).is_err());
+    }
 
     fn sample() -> Image {
         let mut regs = Regs::default();
