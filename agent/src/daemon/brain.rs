@@ -185,7 +185,8 @@ impl Brain {
                         let job = target.job_of(p).map(str::to_owned);
                         let (p, rule) = (p.clone(), rule.clone());
                         tasks.push(tokio::spawn(async move {
-                            cp.checkpoint(p, job, after, rule).await
+                            cp.checkpoint(p, job, after, actions::Requester::Rule(rule))
+                                .await
                         }));
                     }
                     for t in tasks {

@@ -159,7 +159,7 @@ impl Metrics {
     fn register_own(mut self) -> Metrics {
         // Series that alerts take `increase()` of exist from the start at 0, so the
         // first failure is an increase and not a new series.
-        for result in ["ok", "failed", "skipped"] {
+        for result in ["ok", "failed", "skipped", "refused"] {
             let _ = self.checkpoints.get_or_create(&label("result", result));
         }
         for result in ["success", "failure"] {

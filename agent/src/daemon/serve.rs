@@ -137,10 +137,7 @@ pub async fn serve(opts: &Options) -> Result<()> {
     server.await.context("the HTTP server failed")?;
     tracing::info!("shutting down; waiting for running checkpoints");
     brain_task.abort();
-    shared
-        .checkpointer
-        .drain_running(Duration::from_secs(120))
-        .await;
+    shared.checkpointer.drain_running().await;
     Ok(())
 }
 
