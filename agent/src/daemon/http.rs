@@ -2,7 +2,8 @@
 //!
 //! - `GET /metrics`: the classic text format, or OpenMetrics when the scraper asks for it
 //!   (`Accept: application/openmetrics-text`, as Prometheus does).
-//! - `GET /health`: `ok` while the agent runs.
+//! - `GET /health`: `ok` while the agent runs; 503 naming the task and its panic while a
+//!   supervised task (the brain, a poller) is down.
 //! - `GET /api/v1/status`: sources found, rules loaded, recent events (JSON).
 //! - `GET /api/v1/checkpoints`: the images in this node's store (JSON).
 //! - `POST /api/v1/checkpoint` with `{"pid": N, "after": "run"|"stop"|"kill"}` and
@@ -31,7 +32,7 @@ use super::actions::Requester;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/api/v1/status", get(status))
         .route("/api/v1/checkpoints", get(checkpoints))
         .route("/api/v1/checkpoint", post(checkpoint))
@@ -67,8 +68,24 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `ok` while every supervised task runs; 503 with the reasons while one is down.
+async fn health(State(s): State<Arc<Shared>>) -> Response {
+    let down = s.tasks.down();
+    if down.is_empty() {
+        "ok\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {}\n", down.join("; ")),
+        )
+            .into_response()
+    }
+}
+
 async fn status(State(s): State<Arc<Shared>>) -> Response {
-    Json(s.status.to_json()).into_response()
+    let mut doc = s.status.to_json();
+    doc["tasks"] = s.tasks.to_json();
+    Json(doc).into_response()
 }
 
 async fn checkpoints(State(s): State<Arc<Shared>>) -> Response {
