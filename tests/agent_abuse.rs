@@ -68,8 +68,9 @@ fn raise_own_descriptor_limit(needed: u64) {
     }
 }
 
-/// Idle connections to `port`, opened until `stop`: what a local user who wants the
-/// agent deaf does. Returns the count opened (the agent closes most of them).
+/// Idle connections to `port`: `at_once` of them now, then more until `stop`, what a
+/// local user who wants the agent deaf does. The thread returns how many were opened in
+/// all (the agent closes most of them).
 fn flood(port: u16, at_once: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
     let mut held: Vec<TcpStream> = (0..at_once)
         .map(|i| {
@@ -135,6 +136,10 @@ fn an_idle_connection_flood_never_delays_checkpoints_or_health() {
         let stop = Arc::new(AtomicBool::new(false));
         let flooder = flood(agent.port, FLOOD, Arc::clone(&stop));
 
+        let metric = |name: &str| -> f64 { agent.metric(name).unwrap().parse().unwrap() };
+        // The connections the agent holds while the flood is on.
+        let held = metric("lifeboat_http_connections ");
+
         // /health during the flood.
         let mut health = Vec::new();
         for _ in 0..10 {
@@ -160,30 +165,29 @@ fn an_idle_connection_flood_never_delays_checkpoints_or_health() {
         let latency = raised_at.elapsed();
         let checkpointed = index_entry(&dir, pid).is_some();
         stop.store(true, Ordering::SeqCst);
-        let opened = FLOOD + flooder.join().unwrap();
+        let opened = flooder.join().unwrap();
         assert!(
             checkpointed,
             "{case}: no checkpoint within {:?} of the rise, during a flood of {opened} connections; log:\n{}",
             POLL_INTERVAL + CHECKPOINT_MARGIN,
             agent.log()
         );
-        let metric = |name: &str| -> f64 { agent.metric(name).unwrap().parse().unwrap() };
         let evicted = metric("lifeboat_http_connections_closed_total{reason=\"evicted\"}");
-        let open = metric("lifeboat_http_connections ");
+        let timed_out = metric("lifeboat_http_connections_closed_total{reason=\"header_timeout\"}");
         let accept_errors = metric("lifeboat_http_accept_errors_total");
         // The server's cap: the soft limit less the agent's reserve of 256, at most 1024.
         let cap = (raised as f64 - 256.0).min(1024.0);
         eprintln!(
-            "{case}: {opened} idle connections; checkpoint {latency:?} after the rise (poll interval {POLL_INTERVAL:?}); /health at most {:?}; the agent held {open} (cap {cap}) and evicted {evicted}",
+            "{case}: {opened} idle connections; checkpoint {latency:?} after the rise (poll interval {POLL_INTERVAL:?}); /health at most {:?}; the agent held {held} (cap {cap}), evicted {evicted}, timed out {timed_out}",
             health.iter().max().unwrap()
         );
         assert!(
-            open <= cap + 1.0,
-            "{case}: {open} connections open, cap {cap}"
+            held <= cap + 1.0 && held >= cap - 10.0,
+            "{case}: {held} connections open during the flood, cap {cap}"
         );
         assert!(
-            evicted >= (FLOOD as f64 - cap),
-            "{case}: the oldest idle connections made room: {evicted} evicted"
+            evicted >= opened as f64 - cap - 20.0,
+            "{case}: the oldest idle connections made room: {evicted} of {opened} evicted"
         );
         assert_eq!(
             accept_errors, 0.0,
@@ -411,4 +415,72 @@ fn the_api_refuses_what_it_must_before_freezing_and_leaves_no_trace() {
         "a failed checkpoint leaves nothing in {}: {left:?}",
         store.display()
     );
+}
+
+/// Everything a client holds is bounded in time: headers sent slowly are cut off after
+/// the header timeout (10 s), an authorized request's body must arrive within 10 s, and
+/// an unauthorized one is answered before its body is read.
+#[test]
+fn slow_clients_are_cut_off() {
+    use std::io::{Read, Write};
+    let dir = scratch("slow-clients");
+    let token = "0123456789abcdef0123456789abcdef";
+    let config = write_config(&dir, &sensor_fixture("empty"), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[agent]\n", &format!("[agent]\ntoken = \"{token}\"\n"));
+    std::fs::write(&config, text).unwrap();
+    let agent = Agent::start(&config, &[]);
+    let open = |head: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s
+    };
+    let answer = |s: &mut TcpStream| {
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    let started = Instant::now();
+    // Half a request line, then nothing.
+    let mut slow_headers = open("GET /metr");
+    // Complete headers announcing a body that never comes.
+    let post = |auth: &str| {
+        open(&format!(
+            "POST /api/v1/checkpoint HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer {auth}\r\nContent-Length: 100\r\n\r\n"
+        ))
+    };
+    let mut unauthorized = post("wrong-token-wrong-token");
+    let mut no_body = post(token);
+
+    let text = answer(&mut unauthorized);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let text = answer(&mut no_body);
+    let waited = started.elapsed();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("the request body did not arrive within 10s"),
+        "{text}"
+    );
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+
+    let text = answer(&mut slow_headers);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "closed after the header timeout: {waited:?} ({text:?})"
+    );
+    assert_eq!(
+        agent
+            .metric("lifeboat_http_connections_closed_total{reason=\"header_timeout\"}")
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(agent.get("/health").map(|(c, _)| c), Some(200));
 }
