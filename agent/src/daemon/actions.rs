@@ -305,10 +305,11 @@ struct Running<'a> {
 impl<'a> Running<'a> {
     /// `None` if a checkpoint of `pid` is running already.
     fn enter(checkpointer: &'a Checkpointer, pid: i32) -> Option<Running<'a>> {
-        checkpointer
-            .lock_running()
-            .insert(pid)
-            .then_some(Running { checkpointer, pid })
+        // The lock is released before a `Running` exists: one made and dropped under it
+        // (`then_some` builds its value even for `false`) would deadlock in `drop`, and
+        // remove the PID of the checkpoint that is running.
+        let entered = checkpointer.lock_running().insert(pid);
+        entered.then(|| Running { checkpointer, pid })
     }
 }
 
@@ -368,5 +369,38 @@ pub async fn run_command(argv: &[String], env: &[(String, String)]) -> Result<()
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second checkpoint of a PID while one runs is refused and leaves the first one's
+    /// mark in place; the mark goes when the first ends. (Building the guard eagerly once
+    /// deadlocked the agent when a PID was asked for twice.)
+    #[test]
+    fn one_checkpoint_per_pid_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("lifeboat-running-{}", std::process::id()));
+        let limits = super::super::store::Limits {
+            keep: 1,
+            max_total_bytes: 0,
+            min_free_bytes: 0,
+        };
+        let store = Store::open(&dir, "n", limits).unwrap();
+        let cp = Checkpointer::new(store, 1, false, Arc::new(Metrics::new()));
+        let first = Running::enter(&cp, 42).expect("the first checkpoint of 42 runs");
+        assert!(Running::enter(&cp, 42).is_none());
+        assert!(
+            cp.lock_running().contains(&42),
+            "the first one's mark stays"
+        );
+        let other = Running::enter(&cp, 43).expect("another PID runs beside it");
+        drop(first);
+        assert!(!cp.lock_running().contains(&42));
+        assert!(Running::enter(&cp, 42).is_some());
+        drop(other);
+        assert!(cp.lock_running().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
