@@ -9,82 +9,13 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::agent::*;
 use common::http::request as http;
 use common::*;
-
-/// A running agent; killed on drop. Its log (stderr) is kept for failure messages.
-struct Agent {
-    proc: Proc,
-    port: u16,
-}
-
-impl Agent {
-    fn start(config: &Path, extra: &[&str]) -> Agent {
-        let port = free_port();
-        let mut cmd = Command::new(lifeboat_bin());
-        cmd.arg("agent")
-            .arg("--config")
-            .arg(config)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .env("LIFEBOAT_LOG", "info");
-        let proc = Proc::spawn_no_input(cmd, "lifeboat agent");
-        let agent = Agent { proc, port };
-        agent.wait_for(
-            |a| a.get("/health").is_some_and(|(c, _)| c == 200),
-            "/health",
-        );
-        agent
-    }
-
-    fn log(&self) -> String {
-        self.proc.stderr_text()
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        http(self.port, "GET", path, &[], "")
-    }
-
-    fn wait_for(&self, mut ok: impl FnMut(&Agent) -> bool, what: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        while Instant::now() < deadline {
-            if ok(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "agent: timed out waiting for {what}; its log:\n{}",
-            self.log()
-        );
-    }
-
-    fn metric(&self, line_prefix: &str) -> Option<String> {
-        let (_, body) = self.get("/metrics")?;
-        body.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .map(|l| l.rsplit(' ').next().unwrap_or("").to_owned())
-    }
-}
-
-fn write_config(dir: &Path, root: &Path, rules: &str) -> PathBuf {
-    let path = dir.join("lifeboat.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[agent]\nroot = {root:?}\nnode = \"test-node\"\n[agent.store]\ndir = {store:?}\nmin_free_gib = 0.01\n\n[poll]\ninterval = \"1s\"\n\n{rules}",
-            root = root.display().to_string(),
-            store = dir.join("store").display().to_string(),
-        ),
-    )
-    .unwrap();
-    path
-}
 
 const CE_RULE: &str = r#"
 [[rule]]
@@ -105,6 +36,8 @@ fn reading_lines(body: &str) -> String {
         "lifeboat_checkpoint",
         "lifeboat_store_",
         "lifeboat_config_",
+        "lifeboat_task_",
+        "lifeboat_http_",
     ];
     let mut lines: Vec<&str> = body
         .lines()
@@ -291,32 +224,6 @@ fn bad_reload_keeps_the_old_rules() {
     );
 }
 
-/// A python3 workload that counts and prints, with `env` set.
-fn workload(env: (&str, &str)) -> Proc {
-    let mut cmd = Command::new("python3");
-    cmd.args([
-        "-c",
-        "import time\nfor i in range(1, 100000):\n    print(i, flush=True)\n    time.sleep(0.05)\n",
-    ])
-    .env(env.0, env.1);
-    Proc::spawn_no_input(cmd, "the python3 workload")
-}
-
-/// The numbers `workload` printed so far.
-fn counted(p: &Proc) -> Vec<u64> {
-    String::from_utf8_lossy(&p.stdout())
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect()
-}
-
-fn index_entry(dir: &Path, pid: u32) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join("store/test-node/index.jsonl")).ok()?;
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["pid"].as_u64() == Some(u64::from(pid)))
-}
-
 #[test]
 fn firing_rule_checkpoints_a_process_that_restarts_and_continues() {
     let dir = scratch("fire");
@@ -458,23 +365,6 @@ fn demo_runs_end_to_end() {
             "demo output lacks {needle:?}:\n{text}"
         );
     }
-}
-
-fn find_file(dir: &Path, name: &str) -> PathBuf {
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&d).unwrap().flatten().collect();
-        entries.sort_by_key(std::fs::DirEntry::file_name);
-        for e in entries {
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            } else if e.file_name() == name {
-                return p;
-            }
-        }
-    }
-    panic!("no {name} under {}", dir.display());
 }
 
 /// New rasdaemon records count at once: the agent watches rasdaemon's files and reads

@@ -536,6 +536,17 @@ fn rules_check_rejects_a_bad_file_with_located_errors() {
     golden("check-bad.txt", &out.stderr);
 }
 
+/// Issue 11: `rules check` accepted a poll interval of 4000000000000000000s, on which the
+/// agent's brain panicked. Every duration is bounded, and the message points at it.
+#[test]
+fn rules_check_rejects_durations_longer_than_ten_years() {
+    let file = "tests/fixtures/rules/bad/overflowing-duration.toml";
+    let out = lifeboat(&["rules", "check", file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.stdout, "");
+    golden("check-overflow.txt", &out.stderr);
+}
+
 #[test]
 fn rules_check_prints_warnings_and_still_succeeds() {
     let file = "tests/fixtures/rules/warnings/raw-counter-and-short-for.toml";

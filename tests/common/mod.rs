@@ -11,12 +11,14 @@
 //! - `assert`: reference-versus-restarted output comparisons, exit statuses;
 //! - `golden`: the one golden-file mechanism (bless with `UPDATE_EXPECT=1`);
 //! - `images`: checkpoint images forged on purpose (`forge`);
-//! - `http`: the HTTP client of the agent tests (and, by path, the agent benchmark).
+//! - `http`: the HTTP client of the agent tests (and, by path, the agent benchmark);
+//! - `agent`: a running agent on a fixture root, its configuration, its workload.
 //!
 //! Every test binary compiles this module and uses a part of it: the rest is neither dead
 //! code nor an unused import.
 #![allow(dead_code, unused_imports)]
 
+pub mod agent;
 pub mod assert;
 pub mod contexts;
 pub mod golden;

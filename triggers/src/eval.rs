@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::time::Duration;
 
 use lifeboat_sensors::{Reading, SeriesKey};
 use serde::Serialize;
@@ -321,7 +322,13 @@ impl RuleState {
                     state.observe(r, t, check.measure != Measure::Value);
                 }
             }
-            let stale = (poll.interval_for(check.selector.source) * STALE_POLLS).as_secs_f64();
+            // Validation bounds every duration (`MAX_DURATION`), but a `Poll` built in code
+            // is not validated: saturate rather than panic inside the agent's brain.
+            let stale = poll
+                .interval_for(check.selector.source)
+                .checked_mul(STALE_POLLS)
+                .unwrap_or(Duration::MAX)
+                .as_secs_f64();
             results.push(state.evaluate(check, t, stale));
         }
         let mut results = results.into_iter();

@@ -72,8 +72,8 @@ pub mod target;
 pub use diag::{Diagnostic, Diagnostics, Level};
 pub use eval::{Evaluator, Event, EventKind, Match, ReloadReport, RulePhase, fmt_time};
 pub use model::{
-    Action, AfterAction, Check, Comparison, Condition, Config, DrainConfig, Measure, Poll, Rule,
-    Selector, Severity,
+    Action, AfterAction, Check, Comparison, Condition, Config, DrainConfig, MAX_DURATION, Measure,
+    Poll, Rule, Selector, Severity,
 };
 pub use parse::LoadError;
 pub use target::{JOB_VARS, JobSelector, Pattern, ProcessInfo, Target};

@@ -25,6 +25,12 @@ pub struct Config {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// The longest duration a file may give (ten 365-day years): anything longer cannot be
+/// meant, and every duration up to it can be added to a time, multiplied by
+/// [`crate::eval::STALE_POLLS`] and turned into seconds without overflow. Validation
+/// rejects longer ones with their position.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Poll intervals: a global one and per-source overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Poll {

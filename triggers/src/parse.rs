@@ -20,8 +20,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostics, Sink, did_you_mean};
 use crate::model::{
-    Action, AfterAction, Check, Comparison, Condition, Config, DrainConfig, Measure, Poll, Rule,
-    Selector, Severity,
+    Action, AfterAction, Check, Comparison, Condition, Config, DrainConfig, MAX_DURATION, Measure,
+    Poll, Rule, Selector, Severity,
 };
 use crate::target::{JobSelector, Pattern, Target};
 
@@ -280,9 +280,20 @@ fn read_config<A: DeserializeOwned + Default>(sink: &mut Sink<'_>) -> Option<(Co
     Some((config, agent?))
 }
 
-/// Parses a duration such as `30s`, `10m`, `24h`, `1h30m`.
+/// Parses a duration such as `30s`, `10m`, `24h`, `1h30m`, at most [`MAX_DURATION`].
 pub(crate) fn duration(sink: &mut Sink<'_>, s: &Spanned<String>, what: &str) -> Option<Duration> {
     match humantime::parse_duration(s.get_ref().trim()) {
+        Ok(d) if d > MAX_DURATION => {
+            sink.error_help(
+                s.span(),
+                format!("{what} `{}` is longer than 10 years", s.get_ref()),
+                format!(
+                    "durations are at most 10 years ({}s); write a shorter one",
+                    MAX_DURATION.as_secs()
+                ),
+            );
+            None
+        }
         Ok(d) => Some(d),
         Err(e) => {
             sink.error_help(

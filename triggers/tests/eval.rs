@@ -252,6 +252,52 @@ fn any_and_all() {
     );
 }
 
+/// Validation bounds every duration, but the evaluator takes any `Config` built in code:
+/// the longest durations there are saturate instead of overflowing (issue 11: a poll
+/// interval of 4000000000000000000s panicked the agent's brain in `step`).
+#[test]
+fn the_longest_durations_never_overflow() {
+    let mut cfg = config(
+        r#"
+[[rule]]
+name = "hot"
+for = "10s"
+when = { source = "hwmon", name = "temp_celsius", above = 90 }
+[[rule.action]]
+type = "log"
+
+[[rule]]
+name = "ce"
+cooldown = "1m"
+when = { source = "edac", name = "dimm_ce_count", increase = "1h", above = 1 }
+[[rule.action]]
+type = "log"
+"#,
+    );
+    cfg.poll.interval = std::time::Duration::MAX;
+    cfg.poll
+        .overrides
+        .insert(Source::Edac, std::time::Duration::MAX);
+    cfg.rules[0].for_duration = std::time::Duration::MAX;
+    cfg.rules[1].cooldown = std::time::Duration::MAX;
+    let mut ev = Evaluator::new(&cfg);
+    let mut kinds = Vec::new();
+    for (i, t) in [0.0, 10.0, 1e12].into_iter().enumerate() {
+        let v = 95.0 + i as f64 * 10.0;
+        kinds.extend(
+            ev.step(t, &[temp(v), ce("dimm0", v)])
+                .into_iter()
+                .map(|e| (e.rule, e.kind)),
+        );
+    }
+    // `for` of Duration::MAX: pending from the first hot reading, never firing; the
+    // counter rule fires on its first rise and, with that cooldown, never clears.
+    assert_eq!(
+        kinds,
+        vec![("hot".to_owned(), Pending), ("ce".to_owned(), Firing),]
+    );
+}
+
 #[test]
 fn a_series_that_stops_reporting_stops_counting() {
     // 5 poll intervals (50 s) after its last reading the hot sensor no longer counts.

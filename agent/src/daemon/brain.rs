@@ -4,11 +4,19 @@
 //! trace (`--record`), and steps the evaluator; the actions of a rule that starts firing
 //! are dispatched as tasks. A reload reads the whole file again and keeps the old rules
 //! if it is bad.
+//!
+//! The brain runs under [`super::supervise`]. Its inputs, outputs and the rules in force
+//! live in [`BrainIo`], which outlives one run; a brain restarted after a panic rebuilds
+//! its evaluator from the rules in force. What is lost: each series' history (an
+//! `increase` or `rate` window starts again from the next reading), pending `for` timers,
+//! and which rules fire and since when (cooldowns included). Rules that were firing are
+//! shown as not firing; one whose condition still holds fires again, and its actions run
+//! again.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -21,52 +29,97 @@ use super::actions;
 use super::config::{self, Overrides};
 use super::metrics::{Metrics, label};
 use super::procs;
+use super::supervise;
 
-/// Owns the rule evaluator: every scan and reload passes through here, in order.
+/// What outlives one run of the brain: its channels, the rules in force, the trace file
+/// and the rules firing now.
 #[derive(Debug)]
-pub struct Brain {
+pub struct BrainIo {
     shared: Arc<Shared>,
-    evaluator: Evaluator,
     /// The rules in force, published to the pollers (for their intervals).
     config_tx: watch::Sender<Arc<Config>>,
     config_path: PathBuf,
     overrides: Overrides,
-    recorder: Option<Recorder>,
+    scans: tokio::sync::Mutex<mpsc::Receiver<Scan>>,
+    reloads: tokio::sync::Mutex<mpsc::Receiver<&'static str>>,
+    recorder: Mutex<Option<Recorder>>,
     /// Rules firing now, with their severity (for `lifeboat_rule_firing`).
-    firing: BTreeMap<String, String>,
+    firing: Mutex<BTreeMap<String, String>>,
 }
 
-/// Where `--record` appends the readings.
-pub type Recorder = std::io::BufWriter<std::fs::File>;
-
-impl Brain {
-    /// A brain evaluating the rules `config_tx` holds, reloading them from `config_path`
-    /// (with `overrides`), appending every reading to `recorder` if there is one.
+impl BrainIo {
+    /// The brain's inputs and outputs: it evaluates the rules `config_tx` holds, reloads
+    /// them from `config_path` (with `overrides`), reads `scans` and `reloads`, and
+    /// appends every reading to `recorder` if there is one.
     pub fn new(
         shared: Arc<Shared>,
         config_tx: watch::Sender<Arc<Config>>,
         config_path: PathBuf,
         overrides: Overrides,
+        channels: (mpsc::Receiver<Scan>, mpsc::Receiver<&'static str>),
         recorder: Option<Recorder>,
-    ) -> Brain {
-        let evaluator = Evaluator::new(&config_tx.borrow());
-        Brain {
+    ) -> BrainIo {
+        BrainIo {
             shared,
-            evaluator,
             config_tx,
             config_path,
             overrides,
-            recorder,
-            firing: BTreeMap::new(),
+            scans: tokio::sync::Mutex::new(channels.0),
+            reloads: tokio::sync::Mutex::new(channels.1),
+            recorder: Mutex::new(recorder),
+            firing: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// Owns the rule evaluator: every scan and reload passes through here, in order.
+#[derive(Debug)]
+pub struct Brain {
+    io: Arc<BrainIo>,
+    shared: Arc<Shared>,
+    evaluator: Evaluator,
+}
+
+/// Where `--record` appends the readings.
+pub type Recorder = std::io::BufWriter<std::fs::File>;
+
+/// A std lock of the brain's, never held across an `.await`.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Brain {
+    /// A brain over `io`, its evaluator new, built from the rules in force. Rules that a
+    /// previous brain (one that panicked) had firing are firing no more.
+    pub fn new(io: Arc<BrainIo>) -> Brain {
+        let evaluator = Evaluator::new(&io.config_tx.borrow());
+        let shared = Arc::clone(&io.shared);
+        let lost = std::mem::take(&mut *lock(&io.firing));
+        if !lost.is_empty() {
+            tracing::warn!(
+                rules = %lost.keys().cloned().collect::<Vec<_>>().join(", "),
+                "the rule evaluator was rebuilt: these rules were firing and start over"
+            );
+        }
+        for (name, severity) in lost {
+            shared
+                .metrics
+                .rule_firing
+                .get_or_create(&vec![("rule", name), ("severity", severity)])
+                .set(0);
+        }
+        Brain {
+            io,
+            shared,
+            evaluator,
         }
     }
 
     /// Handle scans and reload requests, in order, until both channels close.
-    pub async fn run(
-        mut self,
-        mut scans: mpsc::Receiver<Scan>,
-        mut reloads: mpsc::Receiver<&'static str>,
-    ) {
+    pub async fn run(mut self) {
+        let io = Arc::clone(&self.io);
+        let mut scans = io.scans.lock().await;
+        let mut reloads = io.reloads.lock().await;
         self.publish_rules();
         loop {
             tokio::select! {
@@ -83,6 +136,7 @@ impl Brain {
     }
 
     fn on_scan(&mut self, scan: Scan) {
+        supervise::fault_point("brain");
         let m = &self.shared.metrics;
         let src = label("collector", scan.source.as_str());
         m.source_present
@@ -99,13 +153,16 @@ impl Brain {
                 .get_or_create(&src)
                 .inc_by(scan.errors.len() as u64);
         }
-        let interval = self.config_tx.borrow().poll.interval_for(scan.source);
+        let interval = self.io.config_tx.borrow().poll.interval_for(scan.source);
         self.shared.status.source_read(&scan, interval);
         let t = now();
-        if let Some(rec) = &mut self.recorder {
-            if let Err(e) = record(rec, t, &scan.readings) {
-                tracing::error!(error = %e, "cannot write the trace; recording stops");
-                self.recorder = None;
+        {
+            let mut recorder = lock(&self.io.recorder);
+            if let Some(rec) = &mut *recorder {
+                if let Err(e) = record(rec, t, &scan.readings) {
+                    tracing::error!(error = %e, "cannot write the trace; recording stops");
+                    *recorder = None;
+                }
             }
         }
         m.readings.set(scan.source, scan.readings);
@@ -125,7 +182,7 @@ impl Brain {
                 tracing::warn!(rule = %event.rule, severity = %severity, summary = %event.summary, "rule firing");
                 m.rule_firing.get_or_create(&labels).set(1);
                 m.rule_fired.get_or_create(&labels).inc();
-                self.firing.insert(event.rule.clone(), severity.clone());
+                lock(&self.io.firing).insert(event.rule.clone(), severity.clone());
                 for action in &event.actions {
                     self.dispatch(action.clone(), &event);
                 }
@@ -133,7 +190,7 @@ impl Brain {
             EventKind::Cleared => {
                 tracing::info!(rule = %event.rule, summary = %event.summary, "rule cleared");
                 m.rule_firing.get_or_create(&labels).set(0);
-                self.firing.remove(&event.rule);
+                lock(&self.io.firing).remove(&event.rule);
             }
             EventKind::Pending => {
                 tracing::debug!(rule = %event.rule, summary = %event.summary, "rule pending");
@@ -144,11 +201,12 @@ impl Brain {
     }
 
     fn publish_rules(&self) {
-        let config = self.config_tx.borrow();
+        let config = self.io.config_tx.borrow();
+        let firing = lock(&self.io.firing);
         let rules = config
             .rules
             .iter()
-            .map(|r| (r.name.clone(), self.firing.contains_key(&r.name)));
+            .map(|r| (r.name.clone(), firing.contains_key(&r.name)));
         self.shared.status.rules(rules);
     }
 
@@ -156,7 +214,7 @@ impl Brain {
         let shared = Arc::clone(&self.shared);
         let rule = event.rule.clone();
         let env = event.env();
-        let drain = self.config_tx.borrow().drain.clone();
+        let drain = self.io.config_tx.borrow().drain.clone();
         let node = shared.node();
         let summary = event.summary.clone();
         tokio::spawn(async move {
@@ -185,7 +243,8 @@ impl Brain {
                         let job = target.job_of(p).map(str::to_owned);
                         let (p, rule) = (p.clone(), rule.clone());
                         tasks.push(tokio::spawn(async move {
-                            cp.checkpoint(p, job, after, rule).await
+                            cp.checkpoint(p, job, after, actions::Requester::Rule(rule))
+                                .await
                         }));
                     }
                     for t in tasks {
@@ -222,7 +281,8 @@ impl Brain {
 
     fn reload(&mut self, why: &str) {
         let m = Arc::clone(&self.shared.metrics);
-        match config::load(&self.config_path, &self.overrides) {
+        let io = Arc::clone(&self.io);
+        match config::load(&io.config_path, &io.overrides) {
             Ok((agent, rules)) => {
                 let (listen, root, store_dir) =
                     (agent.listen, agent.root.clone(), agent.store_dir.clone());
@@ -235,8 +295,8 @@ impl Brain {
                 self.evaluator.reload(&rules);
                 m.rules_loaded.set(rules.rules.len() as i64);
                 // A firing rule that the new file removed is firing no more.
-                let gone: Vec<(String, String)> = self
-                    .firing
+                let mut firing = lock(&io.firing);
+                let gone: Vec<(String, String)> = firing
                     .iter()
                     .filter(|(name, _)| !rules.rules.iter().any(|r| &&r.name == name))
                     .map(|(n, s)| (n.clone(), s.clone()))
@@ -245,17 +305,18 @@ impl Brain {
                     m.rule_firing
                         .get_or_create(&vec![("rule", name.clone()), ("severity", severity)])
                         .set(0);
-                    self.firing.remove(&name);
+                    firing.remove(&name);
                 }
+                drop(firing);
                 for w in &rules.warnings {
-                    tracing::warn!(config = %self.config_path.display(), "{w}");
+                    tracing::warn!(config = %io.config_path.display(), "{w}");
                 }
                 tracing::info!(
                     trigger = why,
                     rules = rules.rules.len(),
                     "configuration reloaded"
                 );
-                let _ = self.config_tx.send(Arc::new(rules));
+                let _ = io.config_tx.send(Arc::new(rules));
                 m.reloads.get_or_create(&label("result", "success")).inc();
                 m.reload_ok.set(1);
                 self.shared.status.reload_error(None);
@@ -263,7 +324,7 @@ impl Brain {
             }
             Err(e) => {
                 let msg = format!("{e:#}");
-                tracing::error!(trigger = why, config = %self.config_path.display(), errors = %msg, "configuration rejected; the previous rules keep running");
+                tracing::error!(trigger = why, config = %io.config_path.display(), errors = %msg, "configuration rejected; the previous rules keep running");
                 m.reloads.get_or_create(&label("result", "failure")).inc();
                 m.reload_ok.set(0);
                 self.shared.status.reload_error(Some(msg));

@@ -2,19 +2,23 @@
 //!
 //! - `GET /metrics`: the classic text format, or OpenMetrics when the scraper asks for it
 //!   (`Accept: application/openmetrics-text`, as Prometheus does).
-//! - `GET /health`: `ok` while the agent runs.
+//! - `GET /health`: `ok` while the agent runs; 503 naming the task and its panic while a
+//!   supervised task (the brain, a poller) is down.
 //! - `GET /api/v1/status`: sources found, rules loaded, recent events (JSON).
 //! - `GET /api/v1/checkpoints`: the images in this node's store (JSON).
 //! - `POST /api/v1/checkpoint` with `{"pid": N, "after": "run"|"stop"|"kill"}` and
 //!   `Authorization: Bearer TOKEN` (the token from the config file): checkpoint a
-//!   process with its descendants now; answers when the image is written. Disabled
+//!   process with its descendants now; answers when the image is written (200), or
+//!   403 for a process the agent never checkpoints (PID 1, itself, its ancestors), 409
+//!   when that process, or another API request, is being checkpointed. Disabled (403)
 //!   without a token.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,12 +26,13 @@ use lifeboat_engine::After;
 use serde::Deserialize;
 
 use super::Shared;
+use super::actions::Requester;
 
 /// The router over the agent's shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/api/v1/status", get(status))
         .route("/api/v1/checkpoints", get(checkpoints))
         .route("/api/v1/checkpoint", post(checkpoint))
@@ -63,8 +68,24 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `ok` while every supervised task runs; 503 with the reasons while one is down.
+async fn health(State(s): State<Arc<Shared>>) -> Response {
+    let down = s.tasks.down();
+    if down.is_empty() {
+        "ok\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {}\n", down.join("; ")),
+        )
+            .into_response()
+    }
+}
+
 async fn status(State(s): State<Arc<Shared>>) -> Response {
-    Json(s.status.to_json()).into_response()
+    let mut doc = s.status.to_json();
+    doc["tasks"] = s.tasks.to_json();
+    Json(doc).into_response()
 }
 
 async fn checkpoints(State(s): State<Arc<Shared>>) -> Response {
@@ -99,11 +120,15 @@ fn after_default() -> After {
     After::Run
 }
 
-async fn checkpoint(
-    State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Result<Json<Request>, axum::extract::rejection::JsonRejection>,
-) -> Response {
+/// How long the body of an authorized checkpoint request may take to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `POST /api/v1/checkpoint`. The token is checked before the body is read (an
+/// unauthorized client cannot hold the connection busy by sending it slowly), the body
+/// must arrive within [`BODY_TIMEOUT`], and the checkpoint runs as a task of its own: a
+/// client that goes away does not cancel it halfway.
+async fn checkpoint(State(s): State<Arc<Shared>>, request: axum::extract::Request) -> Response {
+    let headers = request.headers();
     let Some(token) = s.token() else {
         return (
             StatusCode::FORBIDDEN,
@@ -123,9 +148,20 @@ async fn checkpoint(
         )
             .into_response();
     }
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    let body = tokio::time::timeout(BODY_TIMEOUT, Json::<Request>::from_request(request, &s));
+    let Json(req) = match body.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {}s\n",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+                .into_response();
+        }
     };
     let Some(proc) = super::procs::read(req.pid) else {
         return (
@@ -136,13 +172,23 @@ async fn checkpoint(
     };
     let job = proc.job().map(str::to_owned);
     tracing::info!(pid = req.pid, "checkpoint requested through the API");
-    let outcome = s
-        .checkpointer
-        .checkpoint(proc, job, req.after, "api".into())
-        .await;
+    let cp = Arc::clone(&s.checkpointer);
+    let run =
+        tokio::spawn(async move { cp.checkpoint(proc, job, req.after, Requester::Api).await });
+    let outcome = match run.await {
+        Ok(o) => o,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the checkpoint task failed: {e}\n"),
+            )
+                .into_response();
+        }
+    };
     let code = match outcome.result {
         "ok" => StatusCode::OK,
         "skipped" => StatusCode::CONFLICT,
+        "refused" => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (code, Json(outcome)).into_response()

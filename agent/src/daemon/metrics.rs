@@ -64,6 +64,19 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     /// `lifeboat_config_last_reload_success`.
     pub reload_ok: Gauge,
+    /// `lifeboat_task_up{task}`: 1 while a supervised task runs, 0 while it is down.
+    pub task_up: Family<Labels, Gauge>,
+    /// `lifeboat_task_restarts_total{task}`: times a supervised task panicked.
+    pub task_restarts: Family<Labels, Counter>,
+    /// `lifeboat_http_connections`: connections the HTTP server holds open.
+    pub http_connections: Gauge,
+    /// `lifeboat_http_connections_closed_total{reason}`: connections the server closed
+    /// itself: `header_timeout` (no complete request headers in time), `idle` (no request
+    /// in progress for too long), `evicted` (the oldest idle one, to make room), `full`
+    /// (refused: every connection was busy).
+    pub http_closed: Family<Labels, Counter>,
+    /// `lifeboat_http_accept_errors_total`: failed `accept` calls (EMFILE and the like).
+    pub http_accept_errors: Counter,
 }
 
 impl Metrics {
@@ -95,6 +108,11 @@ impl Metrics {
             store_images: Gauge::default(),
             reloads: Family::default(),
             reload_ok: Gauge::default(),
+            task_up: Family::default(),
+            task_restarts: Family::default(),
+            http_connections: Gauge::default(),
+            http_closed: Family::default(),
+            http_accept_errors: Counter::default(),
             registry,
         };
         m.register_own()
@@ -159,11 +177,14 @@ impl Metrics {
     fn register_own(mut self) -> Metrics {
         // Series that alerts take `increase()` of exist from the start at 0, so the
         // first failure is an increase and not a new series.
-        for result in ["ok", "failed", "skipped"] {
+        for result in ["ok", "failed", "skipped", "refused"] {
             let _ = self.checkpoints.get_or_create(&label("result", result));
         }
         for result in ["success", "failure"] {
             let _ = self.reloads.get_or_create(&label("result", result));
+        }
+        for reason in ["header_timeout", "idle", "evicted", "full"] {
+            let _ = self.http_closed.get_or_create(&label("reason", reason));
         }
         let m = &mut self;
         let r = &mut m.registry;
@@ -242,6 +263,31 @@ impl Metrics {
             "lifeboat_config_last_reload_success",
             "Whether the last configuration reload succeeded",
             m.reload_ok.clone(),
+        );
+        r.register(
+            "lifeboat_task_up",
+            "Whether a task of the agent (brain, pollers) runs; 0 while it restarts after a panic",
+            m.task_up.clone(),
+        );
+        r.register(
+            "lifeboat_task_restarts",
+            "Times a task of the agent panicked and was restarted",
+            m.task_restarts.clone(),
+        );
+        r.register(
+            "lifeboat_http_connections",
+            "Connections the HTTP server holds open",
+            m.http_connections.clone(),
+        );
+        r.register(
+            "lifeboat_http_connections_closed",
+            "Connections the HTTP server closed itself, by reason (header_timeout, idle, evicted, full)",
+            m.http_closed.clone(),
+        );
+        r.register(
+            "lifeboat_http_accept_errors",
+            "Failed accepts of the HTTP server (e.g. out of file descriptors)",
+            m.http_accept_errors.clone(),
         );
         self
     }

@@ -8,9 +8,11 @@
 //! spawned as tasks, checkpoints on dedicated threads (see [`actions`]).
 //!
 //! - [`serve`]: start-up, the polling tasks, the HTTP server, shutdown.
+//! - [`server`]: the HTTP server's connections: descriptor budget, timeouts, cap.
 //! - [`brain`]: the evaluator's task: scans, events, action dispatch, reloads.
 //! - [`status`]: the status document of `/api/v1/status`.
 //! - [`watch`]: SIGHUP, the configuration file and rasdaemon's files.
+//! - [`supervise`]: tasks that panic are reported and restarted.
 //! - [`config`], [`actions`], [`procs`], [`store`], [`metrics`], [`http`].
 
 pub mod actions;
@@ -20,8 +22,10 @@ pub mod http;
 pub mod metrics;
 pub mod procs;
 pub mod serve;
+pub mod server;
 pub mod status;
 pub mod store;
+pub mod supervise;
 pub mod watch;
 
 use std::sync::{Arc, RwLock};
@@ -32,6 +36,7 @@ use self::actions::Checkpointer;
 use self::config::AgentConfig;
 use self::metrics::Metrics;
 use self::status::Status;
+use self::supervise::Tasks;
 
 /// State shared by the tasks and the HTTP handlers.
 #[derive(Debug)]
@@ -42,6 +47,8 @@ pub struct Shared {
     pub checkpointer: Arc<Checkpointer>,
     /// What `/api/v1/status` shows.
     pub status: Status,
+    /// The supervised tasks (brain, pollers): whether each runs, its restarts.
+    pub tasks: Arc<Tasks>,
     /// The `[agent]` settings in force (a reload replaces them).
     agent: RwLock<AgentConfig>,
 }

@@ -73,6 +73,44 @@ pub fn read(pid: i32) -> Option<ProcessInfo> {
     })
 }
 
+/// The agent's ancestors, parent first, up to PID 1 (included): the processes whose
+/// tree contains the agent. A process whose stat cannot be read ends the chain.
+pub fn ancestors_of_self() -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut pid = std::process::id() as i32;
+    while pid > 1 {
+        match procfs::stat(pid) {
+            Ok(st) if st.ppid > 0 && !out.contains(&st.ppid) => {
+                out.push(st.ppid);
+                pid = st.ppid;
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Why the agent must refuse to checkpoint `pid` (with its tree) before it freezes
+/// anything, or `None`. `me` is the agent's PID, `ancestors` the processes whose tree
+/// contains the agent ([`ancestors_of_self`]). The engine refuses these too, but only
+/// once it meets the offending member, after it froze the ones before it: PID 1 first
+/// of all, and with it, for a moment, every process of the node.
+pub fn refusal(pid: i32, me: i32, ancestors: &[i32]) -> Option<String> {
+    if pid <= 0 {
+        Some(format!("PID {pid} is not a process"))
+    } else if pid == 1 {
+        Some("PID 1 is never checkpointed: its tree is every process of the node".into())
+    } else if pid == me {
+        Some(format!("PID {pid} is the lifeboat agent itself"))
+    } else if ancestors.contains(&pid) {
+        Some(format!(
+            "the tree of PID {pid} contains the lifeboat agent (PID {me}); checkpoint from outside the job"
+        ))
+    } else {
+        None
+    }
+}
+
 /// Resident memory of a process and its descendants, in bytes (about the size of the
 /// image of its tree).
 pub fn tree_rss_bytes(root: i32) -> u64 {
@@ -112,6 +150,31 @@ pub fn rss_bytes(pid: i32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_init_itself_and_its_ancestors() {
+        let refused = |pid| refusal(pid, 100, &[50, 1]);
+        assert!(
+            refused(1)
+                .unwrap()
+                .starts_with("PID 1 is never checkpointed")
+        );
+        assert!(refused(0).is_some() && refused(-3).is_some());
+        assert_eq!(
+            refused(100).as_deref(),
+            Some("PID 100 is the lifeboat agent itself")
+        );
+        assert!(
+            refused(50)
+                .unwrap()
+                .contains("contains the lifeboat agent (PID 100)")
+        );
+        assert_eq!(refused(51), None);
+        assert_eq!(refused(101), None);
+        let mine = ancestors_of_self();
+        assert_eq!(mine.first(), Some(&(nix::unistd::getppid().as_raw())));
+        assert!(mine.iter().all(|&p| p >= 1));
+    }
 
     #[test]
     fn reads_a_real_child() {

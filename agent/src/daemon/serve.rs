@@ -1,7 +1,8 @@
-//! Start-up and shutdown of the daemon: load the configuration, open the store, bind the
-//! listener, read every source once to say what the node has, spawn one polling task
-//! per source (reads on the blocking pool, since sysfs reads block), the watchers and
-//! the brain, then serve HTTP until SIGTERM or SIGINT and wait for running checkpoints.
+//! Start-up and shutdown of the daemon: raise the descriptor limit, load the
+//! configuration, open the store, bind the listener, read every source once to say what
+//! the node has, spawn one polling task per source (reads on the blocking pool, since
+//! sysfs reads block), the watchers and the brain, each supervised, then serve HTTP
+//! until SIGTERM or SIGINT and wait for running checkpoints (at most [`STOP_WAIT`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,12 +14,13 @@ use lifeboat_sensors::{Root, Scan, Sensor, Source};
 use lifeboat_triggers::Config;
 use tokio::sync::{Notify, mpsc};
 
-use super::actions::Checkpointer;
-use super::brain::Brain;
+use super::actions::{Checkpointer, DRAIN_WAIT};
+use super::brain::{Brain, BrainIo};
 use super::config::{self, Overrides};
 use super::metrics::Metrics;
 use super::status::Status;
-use super::{Shared, http, store, watch};
+use super::supervise::{self, Tasks};
+use super::{Shared, http, server, store, watch};
 
 /// What `lifeboat agent` was asked to run with.
 #[derive(Debug, Clone)]
@@ -31,8 +33,14 @@ pub struct Options {
     pub overrides: Overrides,
 }
 
+/// The longest the agent takes to stop after SIGTERM: the HTTP server's close, then the
+/// wait for running checkpoints. The systemd unit's `TimeoutStopSec` is longer (a unit
+/// test reads `config/lifeboat.service`), so systemd never SIGKILLs a draining agent.
+pub const STOP_WAIT: Duration = server::CLOSE_GRACE.saturating_add(DRAIN_WAIT);
+
 /// Run the agent until SIGINT or SIGTERM, then wait for running checkpoints.
 pub async fn serve(opts: &Options) -> Result<()> {
+    let fds = server::raise_nofile();
     let (agent_cfg, rules) = config::load(&opts.config, &opts.overrides)?;
     for w in &rules.warnings {
         tracing::warn!(config = %opts.config.display(), "{w}");
@@ -58,6 +66,7 @@ pub async fn serve(opts: &Options) -> Result<()> {
         metrics: Arc::clone(&metrics),
         checkpointer,
         status: Status::new(&agent_cfg.node, opts.config.clone()),
+        tasks: Arc::new(Tasks::new(Arc::clone(&metrics))),
         agent: RwLock::new(agent_cfg.clone()),
     });
     metrics.rules_loaded.set(rules.rules.len() as i64);
@@ -69,6 +78,9 @@ pub async fn serve(opts: &Options) -> Result<()> {
         node = %agent_cfg.node,
         store = %shared.checkpointer.store().dir().display(),
         rules = rules.rules.len(),
+        fd_limit = fds.soft,
+        fd_limit_raised_from = fds.raised_from,
+        max_connections = fds.max_connections,
         "lifeboat agent started; metrics at http://{local}/metrics"
     );
 
@@ -93,20 +105,31 @@ pub async fn serve(opts: &Options) -> Result<()> {
         let _ = scan_tx.send(scan).await;
     }
 
-    // One polling task per source.
+    // One polling task per source, each supervised: a panic restarts it with its sensor.
     let mut wakers: BTreeMap<Source, Arc<Notify>> = BTreeMap::new();
+    let mut pollers = Vec::new();
     for sensor in sensors {
         let source = sensor.source();
         let wake = Arc::new(Notify::new());
         wakers.insert(source, Arc::clone(&wake));
-        tokio::spawn(poll_source(
-            sensor,
-            root.clone(),
-            config_rx.clone(),
-            scan_tx.clone(),
-            wake,
+        let sensor = Arc::new(Mutex::new(sensor));
+        let (root, config_rx, scan_tx) = (root.clone(), config_rx.clone(), scan_tx.clone());
+        pollers.push(supervise::spawn(
+            Arc::clone(&shared.tasks),
+            format!("poll-{source}"),
+            move || {
+                poll_source(
+                    Arc::clone(&sensor),
+                    source,
+                    root.clone(),
+                    config_rx.clone(),
+                    scan_tx.clone(),
+                    Arc::clone(&wake),
+                )
+            },
         ));
     }
+    drop(scan_tx);
     let _watchers = watch::watch_files(&root, &wakers)?;
 
     let (reload_tx, reload_rx) = mpsc::channel::<&'static str>(8);
@@ -123,24 +146,31 @@ pub async fn serve(opts: &Options) -> Result<()> {
         )),
         None => None,
     };
-    let brain = Brain::new(
+    let brain_io = Arc::new(BrainIo::new(
         Arc::clone(&shared),
         config_tx,
         opts.config.clone(),
         opts.overrides.clone(),
+        (scan_rx, reload_rx),
         recorder,
-    );
-    let brain_task = tokio::spawn(brain.run(scan_rx, reload_rx));
+    ));
+    let brain_task = supervise::spawn(Arc::clone(&shared.tasks), "brain".into(), move || {
+        Brain::new(Arc::clone(&brain_io)).run()
+    });
 
     let app = http::router(Arc::clone(&shared));
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
-    server.await.context("the HTTP server failed")?;
-    tracing::info!("shutting down; waiting for running checkpoints");
+    let conns = server::Connections::new(fds.max_connections, Arc::clone(&metrics));
+    server::run(listener, app, conns, shutdown_signal()).await;
+    tracing::info!(
+        drain_wait_seconds = DRAIN_WAIT.as_secs(),
+        stop_wait_seconds = STOP_WAIT.as_secs(),
+        "shutting down; waiting for running checkpoints"
+    );
     brain_task.abort();
-    shared
-        .checkpointer
-        .drain_running(Duration::from_secs(120))
-        .await;
+    for p in pollers {
+        p.abort();
+    }
+    shared.checkpointer.drain_running().await;
     Ok(())
 }
 
@@ -170,16 +200,17 @@ fn report_sources(scans: &[Scan]) {
     }
 }
 
-/// Poll one source at its configured interval, or at once when woken.
+/// Poll one source at its configured interval, or at once when woken. A read that
+/// panics panics this task, which its supervisor restarts.
 async fn poll_source(
-    sensor: Box<dyn Sensor>,
+    sensor: Arc<Mutex<Box<dyn Sensor>>>,
+    source: Source,
     root: Root,
     config: tokio::sync::watch::Receiver<Arc<Config>>,
     scans: mpsc::Sender<Scan>,
     wake: Arc<Notify>,
 ) {
-    let source = sensor.source();
-    let sensor = Arc::new(Mutex::new(sensor));
+    let task = format!("poll-{source}");
     loop {
         let interval = config.borrow().poll.interval_for(source);
         tokio::select! {
@@ -189,6 +220,7 @@ async fn poll_source(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        supervise::fault_point(&task);
         let s = Arc::clone(&sensor);
         let r = root.clone();
         let scan = tokio::task::spawn_blocking(move || {
@@ -201,7 +233,9 @@ async fn poll_source(
                     return;
                 }
             }
-            Err(e) => tracing::error!(source = %source, error = %e, "sensor reader panicked"),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => return,
         }
     }
 }
@@ -220,5 +254,33 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11: the unit's stop timeout (systemd's default, 90 s) was shorter than the
+    /// agent's wait for running checkpoints (120 s): systemd SIGKILLed it halfway.
+    #[test]
+    fn the_unit_waits_longer_than_the_agent_stops() {
+        let unit = include_str!("../../../config/lifeboat.service");
+        let timeouts: Vec<&str> = unit
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("TimeoutStopSec="))
+            .collect();
+        assert_eq!(timeouts.len(), 1, "one TimeoutStopSec in the unit");
+        let value = timeouts[0].trim();
+        // systemd reads a bare number as seconds.
+        let timeout = value
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .or_else(|_| humantime::parse_duration(value))
+            .unwrap();
+        assert!(
+            timeout >= STOP_WAIT + Duration::from_secs(10),
+            "TimeoutStopSec={value} leaves no margin over the agent's {STOP_WAIT:?}"
+        );
     }
 }

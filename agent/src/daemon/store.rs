@@ -12,11 +12,13 @@
 //! GROUP is `job-ID` when the process belongs to a scheduler job, else its command name.
 //! Retention: the newest `keep` images per process, and at most `max_total_bytes` per
 //! node (oldest removed first). Before writing, the filesystem must have room for the
-//! image plus `min_free_bytes`.
+//! image plus `min_free_bytes`. A checkpoint that fails leaves no empty directory behind
+//! ([`Store::abandon`]), and neither does retention.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
@@ -60,6 +62,10 @@ pub struct Entry {
 pub struct Store {
     node_dir: PathBuf,
     limits: Limits,
+    /// Held while directories are created or removed, so that a failed checkpoint
+    /// removing its empty GROUP directory never races another one creating its PID
+    /// directory inside it (never held across an `.await`).
+    layout: Mutex<()>,
 }
 
 impl Store {
@@ -68,7 +74,11 @@ impl Store {
         let node_dir = dir.join(sanitize(node));
         fs::create_dir_all(&node_dir)
             .with_context(|| format!("cannot create checkpoint store {}", node_dir.display()))?;
-        Ok(Store { node_dir, limits })
+        Ok(Store {
+            node_dir,
+            limits,
+            layout: Mutex::new(()),
+        })
     }
 
     /// The node's directory.
@@ -95,10 +105,18 @@ impl Store {
             None => sanitize(comm),
         };
         let dir = self.node_dir.join(group).join(pid.to_string());
+        let layout = self.lock_layout();
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let free = free_bytes(&dir)?;
+        let free = match free_bytes(&dir) {
+            Ok(f) => f,
+            Err(e) => {
+                self.remove_empty_dirs(&dir, &layout);
+                return Err(e);
+            }
+        };
         let needed = expected_bytes.saturating_add(self.limits.min_free_bytes);
         if free < needed {
+            self.remove_empty_dirs(&dir, &layout);
             bail!(
                 "not enough space in {}: {} MiB free, the image needs about {} MiB and {} MiB must stay free",
                 dir.display(),
@@ -115,6 +133,33 @@ impl Store {
             path = dir.join(format!("{}-{n}.lbctx", stamp(now)));
         }
         Ok(path)
+    }
+
+    /// A checkpoint into `image` (a path [`Store::prepare`] gave) failed: remove the
+    /// directories made for it if they are empty. Files are never removed here: the
+    /// engine removes its own temporary file, and an image written but not indexed stays.
+    pub fn abandon(&self, image: &Path) {
+        if let Some(dir) = image.parent() {
+            let layout = self.lock_layout();
+            self.remove_empty_dirs(dir, &layout);
+        }
+    }
+
+    fn lock_layout(&self) -> MutexGuard<'_, ()> {
+        self.layout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remove `dir` and then its parents while they are empty, up to (not including) the
+    /// node's directory. Needs the layout lock (the guard proves it is held).
+    fn remove_empty_dirs(&self, dir: &Path, _layout: &MutexGuard<'_, ()>) {
+        let mut dir = Some(dir);
+        while let Some(d) = dir.filter(|d| d.starts_with(&self.node_dir) && *d != self.node_dir) {
+            // Fails (and stops) on a directory that is not empty.
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
     }
 
     /// Record a written image and apply retention; returns the paths removed.
@@ -164,8 +209,9 @@ impl Store {
                 }
             }
             if let Some(parent) = e.path.parent() {
-                // Empty per-process directories go too; a non-empty one stays.
-                let _ = fs::remove_dir(parent);
+                // Empty per-process and group directories go too; non-empty ones stay.
+                let layout = self.lock_layout();
+                self.remove_empty_dirs(parent, &layout);
             }
             removed.push(e.path);
         }
@@ -352,6 +398,46 @@ mod tests {
             format!("{err:#}").contains("not enough space"),
             "got: {err:#}"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Nothing of a failed checkpoint stays in the store: not the directories made for
+    /// its image (issue 11), not those of a checkpoint refused for lack of space.
+    #[test]
+    fn failed_checkpoints_leave_no_empty_directories() {
+        let dir = temp("abandon");
+        let limits = Limits {
+            keep: 1,
+            max_total_bytes: 0,
+            min_free_bytes: 0,
+        };
+        let store = Store::open(&dir, "n", limits.clone()).unwrap();
+        let kept = write(&store, 7, 1000, 10);
+        store.commit(kept.clone()).unwrap();
+        let failed = store
+            .prepare(8, "app", Some("77"), SystemTime::now(), 0)
+            .unwrap();
+        let alone = store
+            .prepare(9, "other", None, SystemTime::now(), 0)
+            .unwrap();
+        store.abandon(&failed);
+        store.abandon(&alone);
+        assert!(kept.path.exists(), "the group's other image stays");
+        assert!(!dir.join("n/job-77/8").exists());
+        assert!(!dir.join("n/other").exists(), "an emptied group goes too");
+        assert!(dir.join("n").is_dir(), "the node's directory stays");
+
+        let full = Store::open(
+            &dir,
+            "n",
+            Limits {
+                min_free_bytes: u64::MAX / 2,
+                ..limits
+            },
+        )
+        .unwrap();
+        assert!(full.prepare(10, "big", None, SystemTime::now(), 0).is_err());
+        assert!(!dir.join("n/big").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 
