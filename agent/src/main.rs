@@ -6,6 +6,7 @@
 mod cli;
 mod cmd;
 mod daemon;
+mod table;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -28,16 +29,19 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            // A closed stdout (`lifeboat inspect | head`) is not an error.
-            if err.chain().any(|e| {
-                e.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            // A closed stdout (`lifeboat inspect --json | head`) is not an error.
+            if cmd::support::is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
+            let hint = err
+                .downcast_ref::<cmd::support::Hint>()
+                .map(|h| h.0.clone());
             // Library errors name their cause in their own message; print each cause once.
             let mut msg = String::new();
             for cause in err.chain().map(ToString::to_string) {
+                if Some(&cause) == hint.as_ref() {
+                    continue;
+                }
                 if !msg.contains(&cause) {
                     if !msg.is_empty() {
                         msg.push_str(": ");
@@ -46,6 +50,9 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("lifeboat: error: {msg}");
+            if let Some(hint) = hint {
+                eprintln!("lifeboat: hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
