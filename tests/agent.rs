@@ -559,3 +559,126 @@ fn recorded_trace_replays_with_rules_test() {
         out.stderr
     );
 }
+
+// ---- validation, start-up summary and hints (issue 10) ---------------------------------
+
+/// `agent --check`: the file's verdict, the settings, the sources of the node and which
+/// rules can fire there; the agent does not start.
+#[test]
+fn agent_check_says_which_rules_can_fire_on_this_node() {
+    let out = lifeboat_in(
+        &workspace(),
+        &[
+            "agent",
+            "--check",
+            "--config",
+            "tests/fixtures/rules/agent/edac-node.toml",
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+    assert_golden("tests/golden/agent/check-edac-node.txt", &out.stdout);
+    // --root overrides the file's root, as it does for the running agent.
+    let out = lifeboat_in(
+        &workspace(),
+        &[
+            "agent",
+            "--check",
+            "--config",
+            "tests/fixtures/rules/agent/edac-node.toml",
+            "--root",
+            "tests/fixtures/sensors/large",
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("rules: 3 of 4 can fire on this node"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// At start the agent logs which sources it found and which rules can never fire
+/// here, and it says nothing about watching rasdaemon's files when rasdaemon is absent.
+#[test]
+fn agent_start_logs_what_can_fire_on_this_node() {
+    let dir = scratch("summary");
+    let hot = "\n[[rule]]\nname = \"cpu-hot\"\nwhen = { source = \"hwmon\", name = \"temp_celsius\", above = 90 }\n[[rule.action]]\ntype = \"log\"\n";
+    let config = write_config(
+        &dir,
+        &sensor_fixture("edac-dimm"),
+        &format!("{CE_RULE}{hot}"),
+    );
+    let agent = Agent::start(&config, &[]);
+    agent.wait_for(
+        |a| a.log().contains("start-up summary: 1 of 2 rules can fire"),
+        "the start-up summary",
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("start-up summary: sources present=edac (28 readings) absent=hwmon, thermal, infiniband, netdev, pcie_aer, rasdaemon, lm_sensors, host"),
+        "{log}"
+    );
+    let never = log
+        .lines()
+        .find(|l| l.contains("rule can never fire on this node"))
+        .unwrap_or_else(|| panic!("no never-fire line: {log}"));
+    assert!(
+        never.contains("rule=cpu-hot") && never.contains("why=hwmon is absent (no "),
+        "{never}"
+    );
+    assert!(!log.contains("rule=dimm-ce"), "{log}");
+    assert!(!log.contains("watching event files"), "{log}");
+}
+
+/// A listen address already taken: the error says what to do.
+#[test]
+fn agent_on_a_taken_address_hints_at_listen() {
+    let dir = scratch("addr-in-use");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = write_config(&dir, &sensor_fixture("empty"), CE_RULE);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[agent]\n",
+        &format!("[agent]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = lifeboat_in(&dir, &["agent", "--config", path_str(&config)]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "lifeboat: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("lifeboat: hint: another program (another lifeboat agent?) listens on")
+            && out
+                .stderr
+                .contains("--listen ADDR (or `listen` in [agent])"),
+        "{}",
+        out.stderr
+    );
+    drop(taken);
+}
+
+/// A configuration that is not there: the error says where one comes from.
+#[test]
+fn agent_without_its_configuration_hints_at_config() {
+    let out = lifeboat_in(
+        &workspace(),
+        &[
+            "agent",
+            "--config",
+            "tests/fixtures/rules/agent/no-such.toml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.stderr,
+        "lifeboat: error: cannot read the configuration tests/fixtures/rules/agent/no-such.toml: No such file or directory (os error 2)\n\
+         lifeboat: hint: give `--config` an existing file (without --config: /etc/lifeboat/lifeboat.toml); config/lifeboat.toml in a checkout is the shipped one, with every setting commented\n"
+    );
+}

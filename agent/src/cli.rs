@@ -219,16 +219,23 @@ impl RestartArgs {
     }
 }
 
+/// Where the package installs the configuration, and where `agent` looks by default.
+pub const DEFAULT_CONFIG: &str = "/etc/lifeboat/lifeboat.toml";
+
 /// Options of `agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Configuration file: `[agent]` settings and the rules.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/lifeboat/lifeboat.toml"
-    )]
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
+    /// Validate the configuration as the agent would (the whole file, as `rules check`
+    /// does), read every sensor source once, say which rules can fire on this node, and
+    /// exit: 0 if the file is good, 1 if not.
+    #[arg(long)]
+    pub check: bool,
+    /// Treat warnings in the configuration as errors (with --check, or at start).
+    #[arg(long)]
+    pub strict: bool,
     /// Also append every reading to FILE as JSON Lines (replay it with `lifeboat rules test`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -260,14 +267,19 @@ pub struct SensorsArgs {
 /// Subcommands of `rules`.
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
-    /// Validate a rules file; exit 0 if it is good, else print each error with its line.
+    /// Validate a configuration file; exit 0 if it is good, else print each error with
+    /// its line.
     ///
-    /// Errors and warnings are printed as FILE:LINE:COL: followed by the offending line.
-    /// Warnings alone do not fail the check.
+    /// The whole file is checked as the agent reads it: the rules, [poll], [drain] and
+    /// the [agent] settings. Errors and warnings are printed as FILE:LINE:COL: followed
+    /// by the offending line. Warnings alone do not fail the check, unless --strict.
     Check {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Treat warnings as errors: exit 1 if there is any.
+        #[arg(long)]
+        strict: bool,
         /// Rules file (TOML).
         file: PathBuf,
     },

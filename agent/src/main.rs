@@ -6,6 +6,7 @@
 mod cli;
 mod cmd;
 mod daemon;
+mod preflight;
 mod table;
 
 use clap::Parser;

@@ -96,9 +96,12 @@ pub fn run(a: &CheckpointArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether the kernel refused access to the process (EACCES or EPERM anywhere in the
-/// error: its `/proc` files, ptrace).
+/// Whether access to the process was refused: by lifeboat (another user's process) or
+/// by the kernel (EACCES or EPERM anywhere in the error: its `/proc` files, ptrace).
 fn denied(e: &engine::CheckpointError) -> bool {
+    if matches!(e, engine::CheckpointError::NotPermitted { .. }) {
+        return true;
+    }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
         let errno = c
@@ -130,7 +133,18 @@ fn denied_hint(pid: i32) -> String {
         "Only its owner or root may checkpoint a process: for another user's, run \
          `sudo lifeboat checkpoint`; `lifeboat check` says whether ptrace works here."
     };
-    format!(
-        "the kernel denied access to PID {pid} (reading its /proc files needs ptrace access). {init}{how}"
-    )
+    format!("access to PID {pid} needs the right to trace it. {init}{how}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::denied_hint;
+
+    #[test]
+    fn pid_1_is_named_as_the_init() {
+        let h = denied_hint(1);
+        assert!(h.contains("PID 1 is the init of this PID namespace"), "{h}");
+        assert!(h.contains("`lifeboat check`"), "{h}");
+        assert!(!denied_hint(4242).contains("init"));
+    }
 }
