@@ -75,13 +75,11 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Restart(RestartArgs),
     /// Describe a context file: command, PID, threads, memory, files, signals, checksums.
-    Inspect {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Context file.
-        file: PathBuf,
-    },
+    ///
+    /// By default a summary: threads, memory by kind, descriptors by kind, signal handlers
+    /// and open flags by name, the time the processes were frozen. --regions adds every
+    /// memory region; --all every region, thread, descriptor and section.
+    Inspect(InspectArgs),
     /// Watch lifeboat save a real workload before a simulated node fails (python3 needed,
     /// no sensor hardware): a simulated EDAC node, the real agent with the shipped rules,
     /// rising corrected-error counts, the agent's checkpoint, the "failure", the restart,
@@ -122,6 +120,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Options of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print JSON instead of text (everything, whatever the other options).
+    #[arg(long)]
+    pub json: bool,
+    /// Also list every memory region.
+    #[arg(long)]
+    pub regions: bool,
+    /// List everything: every region, thread, descriptor and section.
+    #[arg(long)]
+    pub all: bool,
+    /// Context file.
+    pub file: PathBuf,
 }
 
 /// Options of `checkpoint`.

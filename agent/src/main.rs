@@ -6,6 +6,10 @@
 mod cli;
 mod cmd;
 mod daemon;
+/// The workspace's golden files, for the unit tests of what the commands print.
+#[cfg(test)]
+#[path = "../../tests/common/golden.rs"]
+mod golden;
 mod preflight;
 mod table;
 
@@ -20,7 +24,7 @@ fn main() -> ExitCode {
         Command::Run { cmd: argv } => cmd::run::run(&argv),
         Command::Checkpoint(args) => cmd::checkpoint::run(&args),
         Command::Restart(args) => cmd::restart::run(&args),
-        Command::Inspect { json, file } => cmd::inspect::run(&file, json),
+        Command::Inspect(args) => cmd::inspect::run(&args),
         Command::Check { json } => cmd::check::run(json),
         Command::Demo { dir } => cmd::demo::run(dir),
         Command::Agent(args) => cmd::agent::run(&args),

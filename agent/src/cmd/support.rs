@@ -138,7 +138,7 @@ impl Progress {
             );
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{msg}: [{bar:30}] {binary_bytes} of {binary_total_bytes}, {binary_bytes_per_sec}, {eta} left",
+                    "{msg}: {binary_bytes}/{binary_total_bytes}, {binary_bytes_per_sec}, ETA {eta} [{wide_bar}]",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> "),
