@@ -682,3 +682,114 @@ fn agent_without_its_configuration_hints_at_config() {
          lifeboat: hint: give `--config` an existing file (without --config: /etc/lifeboat/lifeboat.toml); config/lifeboat.toml in a checkout is the shipped one, with every setting commented\n"
     );
 }
+
+// ---- packaging (issue 10) ----------------------------------------------------------------
+
+/// The man pages and completions the package installs come from the clap definitions:
+/// a page per visible command, a script per shell that knows the subcommands.
+#[test]
+fn man_pages_and_completions_come_from_the_command_line() {
+    let dir = scratch("manpages");
+    let out = lifeboat_in(&dir, &["manpages", "man"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let mut pages: Vec<String> = std::fs::read_dir(dir.join("man"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    assert_eq!(
+        pages,
+        [
+            "lifeboat-agent.1",
+            "lifeboat-check.1",
+            "lifeboat-checkpoint.1",
+            "lifeboat-demo.1",
+            "lifeboat-inspect.1",
+            "lifeboat-restart.1",
+            "lifeboat-rules-check.1",
+            "lifeboat-rules-test.1",
+            "lifeboat-rules.1",
+            "lifeboat-run.1",
+            "lifeboat-sensors.1",
+            "lifeboat.1",
+        ],
+        "the hidden commands have no page"
+    );
+    let page = std::fs::read_to_string(dir.join("man/lifeboat-checkpoint.1")).unwrap();
+    assert!(
+        page.starts_with(".ie \\n(.g .ds Aq"),
+        "roff: {}",
+        &page[..80.min(page.len())]
+    );
+    assert!(page.contains("\\-\\-tree"), "the options are in the page");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = lifeboat_in(&dir, &["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", out.stderr);
+        for word in ["checkpoint", "restart", "inspect", "regions", "strict"] {
+            assert!(out.stdout.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    // Hidden from the help, as the man pages are.
+    let help = lifeboat_in(&dir, &["--help"]);
+    assert!(!help.stdout.contains("manpages") && !help.stdout.contains("completions"));
+}
+
+/// The README says how to install lifeboat and where the binary is, apart from the two
+/// set-up commands, and how to operate it.
+#[test]
+fn the_readme_says_how_to_install_and_operate() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let section = |title: &str| {
+        let start = readme
+            .find(&format!("\n## {title}\n"))
+            .unwrap_or_else(|| panic!("README has no `## {title}` section"));
+        let rest = &readme[start + 4..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_owned()
+    };
+    let install = section("Install");
+    for needle in [
+        ".ci/package",
+        "/usr/bin/lifeboat",
+        "cargo install --locked --path agent",
+        "~/.cargo/bin",
+        "man lifeboat",
+    ] {
+        assert!(install.contains(needle), "Install lacks {needle:?}");
+    }
+    assert!(
+        !install.contains("cargo run"),
+        "Install is not the try-it commands"
+    );
+    let operate = section("Operating lifeboat");
+    for needle in [
+        "**Install**",
+        "**Configure**",
+        "**Check**",
+        "**Start**",
+        "**Watch**",
+        "**Upgrade**",
+        "lifeboat agent --check",
+        "lifeboat-fleet.json",
+        "lifeboat.alerts.yml",
+    ] {
+        assert!(operate.contains(needle), "Operating lacks {needle:?}");
+    }
+    let try_it = readme.find("## Try it").unwrap();
+    let install_at = readme.find("## Install").unwrap();
+    let engine = readme.find("## Use the engine").unwrap();
+    assert!(
+        try_it < install_at && install_at < engine,
+        "Install comes before any lifeboat command"
+    );
+}
+
+/// The engine benchmark prints what it measured and nothing else: no figures of other
+/// tools typed into the source beside the measured ones.
+#[test]
+fn the_engine_bench_prints_only_measured_figures() {
+    let bench = std::fs::read_to_string(workspace().join("agent/benches/engine.rs")).unwrap();
+    assert!(
+        !bench.contains("CRIU"),
+        "agent/benches/engine.rs prints CRIU figures"
+    );
+}

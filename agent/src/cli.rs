@@ -115,10 +115,29 @@ pub enum Command {
     #[command(subcommand)]
     Rules(RulesCommand),
     /// Check that this kernel offers everything the engine needs (like `criu check`).
+    ///
+    /// Each feature is required (without it nothing is checkpointed or restarted) or
+    /// optional (lifeboat works without it, at the cost it names). Exits 0 when every
+    /// required feature is there; each missing one says what it costs and how to get it.
     Check {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the completion script of SHELL on stdout (for packaging).
+    ///
+    /// bash: lifeboat completions bash > /usr/share/bash-completion/completions/lifeboat
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page per command into DIR (lifeboat.1, lifeboat-checkpoint.1, ...),
+    /// for packaging.
+    #[command(hide = true)]
+    Manpages {
+        /// Directory to write them into (created if missing).
+        dir: PathBuf,
     },
 }
 

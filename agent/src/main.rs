@@ -30,6 +30,8 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::run(&args),
         Command::Sensors(args) => cmd::sensors::run(&args),
         Command::Rules(sub) => cmd::rules::run(sub),
+        Command::Completions { shell } => cmd::completions::run(shell),
+        Command::Manpages { dir } => cmd::manpages::run(&dir),
     };
     match result {
         Ok(code) => code,
