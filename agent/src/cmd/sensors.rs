@@ -428,18 +428,54 @@ fn pivot(
             names.push(&r.name);
         }
     }
+    // Counters that are zero everywhere are named in one paragraph, not a row each.
+    let mut zero = Vec::new();
     for name in names {
+        let of_name: Vec<&&Reading> = rs.iter().filter(|r| r.name == name).collect();
+        if of_name
+            .iter()
+            .all(|r| r.kind == Kind::Counter && r.value == 0.0)
+        {
+            zero.push(name);
+            continue;
+        }
         let mut row = vec![Cell::new(name)];
         for e in entities {
             row.push(
-                rs.iter()
-                    .find(|r| r.name == name && entity_of(r) == *e)
+                of_name
+                    .iter()
+                    .find(|r| entity_of(r) == *e)
                     .map_or_else(Cell::default, |r| value_cell(r)),
             );
         }
         t.row(row);
     }
-    out.push_str(&t.render(2, color));
+    if !t.is_empty() {
+        out.push_str(&t.render(2, color));
+    }
+    if !zero.is_empty() {
+        let everywhere = if entities.len() == 1 {
+            ""
+        } else {
+            " everywhere"
+        };
+        wrap(out, &format!("0{everywhere}: {}", zero.join(", ")), 2, 88);
+    }
+}
+
+/// `text` as lines of at most `width` characters, broken at spaces, indented.
+fn wrap(out: &mut String, text: &str, indent: usize, width: usize) {
+    let mut line = " ".repeat(indent);
+    for word in text.split(' ') {
+        if line.len() > indent && line.len() + 1 + word.len() > width {
+            let _ = writeln!(out, "{line}");
+            line = " ".repeat(indent + 2);
+        } else if line.len() > indent {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    let _ = writeln!(out, "{line}");
 }
 
 /// PCIe AER: a row per device with its totals and the error kinds it has seen.
@@ -575,12 +611,14 @@ mod tests {
                 dev("rx_errors", 0.0, "eno2"),
                 dev("carrier_changes", 4.0, "eno1"),
                 dev("carrier_changes", 0.0, "eno2"),
+                dev("tx_errors", 0.0, "eno1"),
+                dev("tx_errors", 0.0, "eno2"),
             ],
         )];
         let plain = text(&scans, &Root::new("fx"), false, false);
         assert_eq!(
             plain,
-            "netdev: 4 readings\n  statistic        eno1  eno2\n  rx_errors           3     0\n  carrier_changes     4     0\n\n"
+            "netdev: 6 readings\n  statistic        eno1  eno2\n  rx_errors           3     0\n  carrier_changes     4     0\n  0 everywhere: tx_errors\n\n"
         );
         let color = text(&scans, &Root::new("fx"), false, true);
         assert!(color.contains("\x1b[1;31m3\x1b[0m"), "{color:?}");
