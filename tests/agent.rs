@@ -449,3 +449,237 @@ fn recorded_trace_replays_with_rules_test() {
         out.stderr
     );
 }
+
+// ---- validation, start-up summary and hints (issue 10) ---------------------------------
+
+/// `agent --check`: the file's verdict, the settings, the sources of the node and which
+/// rules can fire there; the agent does not start.
+#[test]
+fn agent_check_says_which_rules_can_fire_on_this_node() {
+    let out = lifeboat_in(
+        &workspace(),
+        &[
+            "agent",
+            "--check",
+            "--config",
+            "tests/fixtures/rules/agent/edac-node.toml",
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+    assert_golden("tests/golden/agent/check-edac-node.txt", &out.stdout);
+    // --root overrides the file's root, as it does for the running agent.
+    let out = lifeboat_in(
+        &workspace(),
+        &[
+            "agent",
+            "--check",
+            "--config",
+            "tests/fixtures/rules/agent/edac-node.toml",
+            "--root",
+            "tests/fixtures/sensors/large",
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("rules: 3 of 4 can fire on this node"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// At start the agent logs which sources it found and which rules can never fire
+/// here, and it says nothing about watching rasdaemon's files when rasdaemon is absent.
+#[test]
+fn agent_start_logs_what_can_fire_on_this_node() {
+    let dir = scratch("summary");
+    let hot = "\n[[rule]]\nname = \"cpu-hot\"\nwhen = { source = \"hwmon\", name = \"temp_celsius\", above = 90 }\n[[rule.action]]\ntype = \"log\"\n";
+    let config = write_config(
+        &dir,
+        &sensor_fixture("edac-dimm"),
+        &format!("{CE_RULE}{hot}"),
+    );
+    let agent = Agent::start(&config, &[]);
+    agent.wait_for(
+        |a| a.log().contains("start-up summary: 1 of 2 rules can fire"),
+        "the start-up summary",
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("start-up summary: sources present=edac (28 readings) absent=hwmon, thermal, infiniband, netdev, pcie_aer, rasdaemon, lm_sensors, host"),
+        "{log}"
+    );
+    let never = log
+        .lines()
+        .find(|l| l.contains("rule can never fire on this node"))
+        .unwrap_or_else(|| panic!("no never-fire line: {log}"));
+    assert!(
+        never.contains("rule=cpu-hot") && never.contains("why=hwmon is absent (no "),
+        "{never}"
+    );
+    assert!(!log.contains("rule=dimm-ce"), "{log}");
+    assert!(!log.contains("watching event files"), "{log}");
+}
+
+/// A listen address already taken: the error says what to do.
+#[test]
+fn agent_on_a_taken_address_hints_at_listen() {
+    let dir = scratch("addr-in-use");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = write_config(&dir, &sensor_fixture("empty"), CE_RULE);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[agent]\n",
+        &format!("[agent]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = lifeboat_in(&dir, &["agent", "--config", path_str(&config)]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "lifeboat: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("lifeboat: hint: another program (another lifeboat agent?) listens on")
+            && out
+                .stderr
+                .contains("--listen ADDR (or `listen` in [agent])"),
+        "{}",
+        out.stderr
+    );
+    drop(taken);
+}
+
+/// A configuration that is not there: the error says where one comes from.
+#[test]
+fn agent_without_its_configuration_hints_at_config() {
+    let out = lifeboat_in(
+        &workspace(),
+        &[
+            "agent",
+            "--config",
+            "tests/fixtures/rules/agent/no-such.toml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.stderr,
+        "lifeboat: error: cannot read the configuration tests/fixtures/rules/agent/no-such.toml: No such file or directory (os error 2)\n\
+         lifeboat: hint: give `--config` an existing file (without --config: /etc/lifeboat/lifeboat.toml); config/lifeboat.toml in a checkout is the shipped one, with every setting commented\n"
+    );
+}
+
+// ---- packaging (issue 10) ----------------------------------------------------------------
+
+/// The man pages and completions the package installs come from the clap definitions:
+/// a page per visible command, a script per shell that knows the subcommands.
+#[test]
+fn man_pages_and_completions_come_from_the_command_line() {
+    let dir = scratch("manpages");
+    let out = lifeboat_in(&dir, &["manpages", "man"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let mut pages: Vec<String> = std::fs::read_dir(dir.join("man"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    assert_eq!(
+        pages,
+        [
+            "lifeboat-agent.1",
+            "lifeboat-check.1",
+            "lifeboat-checkpoint.1",
+            "lifeboat-demo.1",
+            "lifeboat-inspect.1",
+            "lifeboat-restart.1",
+            "lifeboat-rules-check.1",
+            "lifeboat-rules-test.1",
+            "lifeboat-rules.1",
+            "lifeboat-run.1",
+            "lifeboat-sensors.1",
+            "lifeboat.1",
+        ],
+        "the hidden commands have no page"
+    );
+    let page = std::fs::read_to_string(dir.join("man/lifeboat-checkpoint.1")).unwrap();
+    assert!(
+        page.starts_with(".ie \\n(.g .ds Aq"),
+        "roff: {}",
+        &page[..80.min(page.len())]
+    );
+    assert!(page.contains("\\-\\-tree"), "the options are in the page");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = lifeboat_in(&dir, &["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", out.stderr);
+        for word in ["checkpoint", "restart", "inspect", "regions", "strict"] {
+            assert!(out.stdout.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    // Hidden from the help, as the man pages are.
+    let help = lifeboat_in(&dir, &["--help"]);
+    assert!(!help.stdout.contains("manpages") && !help.stdout.contains("completions"));
+}
+
+/// The README says how to install lifeboat and where the binary is, apart from the two
+/// set-up commands, and how to operate it.
+#[test]
+fn the_readme_says_how_to_install_and_operate() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let section = |title: &str| {
+        let start = readme
+            .find(&format!("\n## {title}\n"))
+            .unwrap_or_else(|| panic!("README has no `## {title}` section"));
+        let rest = &readme[start + 4..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_owned()
+    };
+    let install = section("Install");
+    for needle in [
+        ".ci/package",
+        "/usr/bin/lifeboat",
+        "cargo install --locked --path agent",
+        "~/.cargo/bin",
+        "man lifeboat",
+    ] {
+        assert!(install.contains(needle), "Install lacks {needle:?}");
+    }
+    assert!(
+        !install.contains("cargo run"),
+        "Install is not the try-it commands"
+    );
+    let operate = section("Operating lifeboat");
+    for needle in [
+        "**Install**",
+        "**Configure**",
+        "**Check**",
+        "**Start**",
+        "**Watch**",
+        "**Upgrade**",
+        "lifeboat agent --check",
+        "lifeboat-fleet.json",
+        "lifeboat.alerts.yml",
+    ] {
+        assert!(operate.contains(needle), "Operating lacks {needle:?}");
+    }
+    let try_it = readme.find("## Try it").unwrap();
+    let install_at = readme.find("## Install").unwrap();
+    let engine = readme.find("## Use the engine").unwrap();
+    assert!(
+        try_it < install_at && install_at < engine,
+        "Install comes before any lifeboat command"
+    );
+}
+
+/// The engine benchmark prints what it measured and nothing else: no figures of other
+/// tools typed into the source beside the measured ones.
+#[test]
+fn the_engine_bench_prints_only_measured_figures() {
+    let bench = std::fs::read_to_string(workspace().join("agent/benches/engine.rs")).unwrap();
+    assert!(
+        !bench.contains("CRIU"),
+        "agent/benches/engine.rs prints CRIU figures"
+    );
+}

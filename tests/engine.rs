@@ -874,3 +874,130 @@ time.sleep(60)
         "a refused --kill checkpoint killed the process"
     );
 }
+
+/// `inspect` shows a summary by default: regions grouped by kind (every one with
+/// `--regions`), handlers by signal name, open flags by name. A closed pipe
+/// (`inspect --json | head`) is a quiet success.
+#[test]
+fn inspect_summarizes_by_default_and_a_closed_pipe_is_success() {
+    let ctx = TestCtx::new("inspect_summary");
+    let prog = signals();
+    let image = ctx.path("context.img");
+    let mut orig = ctx.spawn(&prog);
+    let pid = orig.pid();
+    orig.wait_lines(3);
+    ctx.checkpoint(pid, &image, &["--kill"]);
+    let (status, _) = orig.finish();
+    assert_killed_by(status, SIGKILL, "signals after `checkpoint --kill`");
+
+    let json = ctx
+        .lifeboat_ok(&["inspect", "--json", path_str(&image)])
+        .stdout;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let regions = v["regions"].as_array().unwrap().len();
+    let summary = ctx.inspect(&image);
+    let region_lines = |text: &str| text.lines().filter(|l| l.contains(" saved ")).count();
+    assert_eq!(
+        region_lines(&summary),
+        0,
+        "regions listed by default:\n{summary}"
+    );
+    assert!(
+        summary.contains(&format!("memory ({regions} regions"))
+            && summary.contains("(every region: --regions)"),
+        "{summary}"
+    );
+    let listed = ctx
+        .lifeboat_ok(&["inspect", "--regions", path_str(&image)])
+        .stdout;
+    assert_eq!(region_lines(&listed), regions, "{listed}");
+    let handlers: Vec<&str> = summary
+        .lines()
+        .skip_while(|l| !l.starts_with("signal handlers ("))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert!(!handlers.is_empty(), "{summary}");
+    for h in &handlers {
+        assert!(
+            h.trim_start().starts_with("SIG"),
+            "a handler by number: {h}"
+        );
+    }
+    assert!(summary.contains("(O_"), "open flags by name: {summary}");
+    assert!(!summary.contains(" flags 0"), "octal flags: {summary}");
+
+    // The reader is gone before anything is written: EPIPE on the first write.
+    let mut cmd = std::process::Command::new(lifeboat_bin());
+    cmd.args(["inspect", "--json", path_str(&image)])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "inspect --json into a closed pipe: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// Progress of a long checkpoint and restart on a terminal (bytes, rate, time left),
+/// nothing with `-q` or when stderr is not a terminal. The terminal is `script`'s pty.
+#[test]
+fn progress_on_a_terminal_only() {
+    let ctx = TestCtx::new("progress");
+    require_tool(
+        "script",
+        "the progress test runs lifeboat on a pseudo-terminal with `script` (Debian package bsdutils)",
+    );
+    let ready = ctx.path("ready");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([
+        "-c",
+        "import os, sys, time\ndata = bytearray(os.urandom(96 << 20))\nopen(sys.argv[1], 'w').close()\ntime.sleep(120)",
+        path_str(&ready),
+    ]);
+    let mut job = Background::quiet(cmd, "a 96 MiB python3");
+    wait_until("the workload's memory", || ready.exists());
+    let pid = job.pid();
+    let on_tty = |args: &str| {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &format!("{} {args}", lifeboat_bin()), "/dev/null"]);
+        run_to_end(c, &format!("`lifeboat {args}` on a terminal"))
+    };
+    let image = ctx.path("job.ctx");
+    let quiet = on_tty(&format!("checkpoint -q -f {} {pid}", path_str(&image)));
+    assert!(quiet.status.success(), "{}", quiet.text());
+    assert!(
+        !quiet.stdout.contains("saving memory"),
+        "-q drew progress: {}",
+        quiet.stdout
+    );
+    let piped = ctx.lifeboat_ok(&["checkpoint", "-f", path_str(&image), &pid.to_string()]);
+    assert!(
+        !piped.stderr.contains("saving memory"),
+        "progress off a terminal: {}",
+        piped.stderr
+    );
+    let shown = on_tty(&format!("checkpoint --kill -f {} {pid}", path_str(&image)));
+    assert!(shown.status.success(), "{}", shown.text());
+    job.wait();
+    for part in ["saving memory: ", " MiB/", "/s, ETA "] {
+        assert!(
+            shown.stdout.contains(part),
+            "no {part:?} in {:?}",
+            shown.stdout
+        );
+    }
+    let restored = on_tty(&format!("restart --kill {}", path_str(&image)));
+    assert!(restored.status.success(), "{}", restored.text());
+    assert!(
+        restored.stdout.contains("restoring memory: "),
+        "{:?}",
+        restored.stdout
+    );
+}

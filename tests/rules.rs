@@ -591,3 +591,78 @@ fn rules_check_of_a_missing_file_names_it() {
         "{err}"
     );
 }
+
+// ---- one validation of the whole file (issue 10) ---------------------------------------
+
+/// `[agent] lisen = ...` used to pass `rules check` and then stop the agent.
+#[test]
+fn rules_check_validates_the_agent_table() {
+    for (file, golden_name) in [
+        (
+            "tests/fixtures/rules/agent/misspelt-key.toml",
+            "check-agent-misspelt-key.txt",
+        ),
+        (
+            "tests/fixtures/rules/agent/short-token.toml",
+            "check-agent-short-token.txt",
+        ),
+    ] {
+        let out = lifeboat(&["rules", "check", file]);
+        assert_eq!(out.status.code(), Some(1), "{file}: {}", out.stderr);
+        assert_eq!(out.stdout, "", "{file}");
+        golden(golden_name, &out.stderr);
+        // The agent refuses the file with the same message, and so does `agent --check`.
+        let check = lifeboat(&["agent", "--check", "--config", file]);
+        assert_eq!(check.status.code(), Some(1), "{file}: {}", check.stderr);
+        assert_eq!(check.stderr, out.stderr, "{file}: agent --check differs");
+    }
+    let out = lifeboat(&[
+        "rules",
+        "check",
+        "--json",
+        "tests/fixtures/rules/agent/misspelt-key.toml",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"][0]["line"], 3);
+    assert_eq!(v["errors"][0]["help"], "did you mean `listen`?");
+}
+
+/// A misspelt reading name is a warning: exit 0, unless --strict.
+#[test]
+fn rules_check_strict_turns_warnings_into_errors() {
+    let file = "tests/fixtures/rules/warnings/unknown-names-and-labels.toml";
+    let out = lifeboat(&["rules", "check", file]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let strict = lifeboat(&["rules", "check", "--strict", file]);
+    assert_eq!(strict.status.code(), Some(1), "{}", strict.stderr);
+    assert_eq!(strict.stdout, "");
+    golden("check-strict.txt", &strict.stderr);
+    let json = lifeboat(&["rules", "check", "--strict", "--json", file]);
+    assert_eq!(json.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        (v["ok"].clone(), v["strict"].clone()),
+        (false.into(), true.into())
+    );
+    assert!(!v["warnings"].as_array().unwrap().is_empty());
+    // The shipped configuration has no warning: strict passes.
+    let shipped = lifeboat(&["rules", "check", "--strict", "config/lifeboat.toml"]);
+    assert!(shipped.status.success(), "{}", shipped.stderr);
+}
+
+/// `rules test --trace /dev/null` used to succeed silently.
+#[test]
+fn rules_test_on_an_empty_trace_is_an_error() {
+    let out = lifeboat(&[
+        "rules",
+        "test",
+        "--rules",
+        "config/lifeboat.toml",
+        "--trace",
+        "/dev/null",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
+    assert_eq!(out.stdout, "");
+    golden("test-empty-trace.txt", &out.stderr);
+}

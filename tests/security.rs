@@ -68,6 +68,15 @@ fn only_the_owner_or_root_may_checkpoint() {
         "{}",
         out.stderr
     );
+    // The refusal says who may (issue 10: errors that teach).
+    assert!(
+        out.stderr.contains(&format!(
+            "lifeboat: hint: access to PID {} needs the right to trace it. Only its owner or root may checkpoint a process: for another user's, run `sudo lifeboat checkpoint`",
+            target.pid()
+        )),
+        "{}",
+        out.stderr
+    );
     assert!(!image.exists(), "a refused checkpoint left an image");
     assert!(target.alive(), "a refused checkpoint hurt the process");
 

@@ -75,13 +75,11 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Restart(RestartArgs),
     /// Describe a context file: command, PID, threads, memory, files, signals, checksums.
-    Inspect {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Context file.
-        file: PathBuf,
-    },
+    ///
+    /// By default a summary: threads, memory by kind, descriptors by kind, signal handlers
+    /// and open flags by name, the time the processes were frozen. --regions adds every
+    /// memory region; --all every region, thread, descriptor and section.
+    Inspect(InspectArgs),
     /// Watch lifeboat save a real workload before a simulated node fails (python3 needed,
     /// no sensor hardware): a simulated EDAC node, the real agent with the shipped rules,
     /// rising corrected-error counts, the agent's checkpoint, the "failure", the restart,
@@ -117,11 +115,46 @@ pub enum Command {
     #[command(subcommand)]
     Rules(RulesCommand),
     /// Check that this kernel offers everything the engine needs (like `criu check`).
+    ///
+    /// Each feature is required (without it nothing is checkpointed or restarted) or
+    /// optional (lifeboat works without it, at the cost it names). Exits 0 when every
+    /// required feature is there; each missing one says what it costs and how to get it.
     Check {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Print the completion script of SHELL on stdout (for packaging).
+    ///
+    /// bash: lifeboat completions bash > /usr/share/bash-completion/completions/lifeboat
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page per command into DIR (lifeboat.1, lifeboat-checkpoint.1, ...),
+    /// for packaging.
+    #[command(hide = true)]
+    Manpages {
+        /// Directory to write them into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// Options of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print JSON instead of text (everything, whatever the other options).
+    #[arg(long)]
+    pub json: bool,
+    /// Also list every memory region.
+    #[arg(long)]
+    pub regions: bool,
+    /// List everything: every region, thread, descriptor and section.
+    #[arg(long)]
+    pub all: bool,
+    /// Context file.
+    pub file: PathBuf,
 }
 
 /// Options of `checkpoint`.
@@ -219,16 +252,23 @@ impl RestartArgs {
     }
 }
 
+/// Where the package installs the configuration, and where `agent` looks by default.
+pub const DEFAULT_CONFIG: &str = "/etc/lifeboat/lifeboat.toml";
+
 /// Options of `agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Configuration file: `[agent]` settings and the rules.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/lifeboat/lifeboat.toml"
-    )]
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
+    /// Validate the configuration as the agent would (the whole file, as `rules check`
+    /// does), read every sensor source once, say which rules can fire on this node, and
+    /// exit: 0 if the file is good, 1 if not.
+    #[arg(long)]
+    pub check: bool,
+    /// Treat warnings in the configuration as errors (with --check, or at start).
+    #[arg(long)]
+    pub strict: bool,
     /// Also append every reading to FILE as JSON Lines (replay it with `lifeboat rules test`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -260,14 +300,19 @@ pub struct SensorsArgs {
 /// Subcommands of `rules`.
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
-    /// Validate a rules file; exit 0 if it is good, else print each error with its line.
+    /// Validate a configuration file; exit 0 if it is good, else print each error with
+    /// its line.
     ///
-    /// Errors and warnings are printed as FILE:LINE:COL: followed by the offending line.
-    /// Warnings alone do not fail the check.
+    /// The whole file is checked as the agent reads it: the rules, [poll], [drain] and
+    /// the [agent] settings. Errors and warnings are printed as FILE:LINE:COL: followed
+    /// by the offending line. Warnings alone do not fail the check, unless --strict.
     Check {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Treat warnings as errors: exit 1 if there is any.
+        #[arg(long)]
+        strict: bool,
         /// Rules file (TOML).
         file: PathBuf,
     },

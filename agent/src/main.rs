@@ -6,6 +6,12 @@
 mod cli;
 mod cmd;
 mod daemon;
+/// The workspace's golden files, for the unit tests of what the commands print.
+#[cfg(test)]
+#[path = "../../tests/common/golden.rs"]
+mod golden;
+mod preflight;
+mod table;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -18,26 +24,31 @@ fn main() -> ExitCode {
         Command::Run { cmd: argv } => cmd::run::run(&argv),
         Command::Checkpoint(args) => cmd::checkpoint::run(&args),
         Command::Restart(args) => cmd::restart::run(&args),
-        Command::Inspect { json, file } => cmd::inspect::run(&file, json),
+        Command::Inspect(args) => cmd::inspect::run(&args),
         Command::Check { json } => cmd::check::run(json),
         Command::Demo { dir } => cmd::demo::run(dir),
         Command::Agent(args) => cmd::agent::run(&args),
         Command::Sensors(args) => cmd::sensors::run(&args),
         Command::Rules(sub) => cmd::rules::run(sub),
+        Command::Completions { shell } => cmd::completions::run(shell),
+        Command::Manpages { dir } => cmd::manpages::run(&dir),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            // A closed stdout (`lifeboat inspect | head`) is not an error.
-            if err.chain().any(|e| {
-                e.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            // A closed stdout (`lifeboat inspect --json | head`) is not an error.
+            if cmd::support::is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
+            let hint = err
+                .downcast_ref::<cmd::support::Hint>()
+                .map(|h| h.0.clone());
             // Library errors name their cause in their own message; print each cause once.
             let mut msg = String::new();
             for cause in err.chain().map(ToString::to_string) {
+                if Some(&cause) == hint.as_ref() {
+                    continue;
+                }
                 if !msg.contains(&cause) {
                     if !msg.is_empty() {
                         msg.push_str(": ");
@@ -46,6 +57,9 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("lifeboat: error: {msg}");
+            if let Some(hint) = hint {
+                eprintln!("lifeboat: hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -74,6 +74,8 @@ pub struct ThreadSummary {
     pub pending: Vec<i32>,
     /// Bytes of XSAVE state.
     pub xstate_bytes: usize,
+    /// Blocked signals, as the mask's bits (bit N-1 is signal N), for naming them.
+    pub blocked: u64,
 }
 
 /// One region.
@@ -92,6 +94,9 @@ pub struct RegionSummary {
     pub bytes: u64,
     /// Bytes saved in the image.
     pub saved_bytes: u64,
+    /// What backs it, as one word for grouping: `file`, `anonymous`, `heap`, `stack`,
+    /// `shared_anonymous`, `vdso`, `vvar`, `vvar_vclock` or `vsyscall`.
+    pub class: String,
 }
 
 /// One descriptor.
@@ -112,6 +117,8 @@ pub struct FdSummary {
     pub cloexec: bool,
     /// Bytes buffered (pipes) or saved (deleted files).
     pub saved_bytes: usize,
+    /// Open flags as the number `flags` shows in octal, for naming them.
+    pub open_flags: u32,
 }
 
 /// One signal disposition.
@@ -124,6 +131,10 @@ pub struct HandlerSummary {
     pub action: String,
     /// `SA_*` flags (hex).
     pub flags: String,
+    /// `SA_*` flags as the number, for naming them.
+    pub sa_flags: u64,
+    /// Signals blocked while the handler runs (bit N-1 is signal N).
+    pub mask: u64,
 }
 
 /// One section.
@@ -201,6 +212,7 @@ pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
                 sigmask: format!("{:#x}", t.sigmask),
                 pending: t.pending.iter().map(SigInfo::signo).collect(),
                 xstate_bytes: t.xstate.len(),
+                blocked: t.sigmask,
             })
             .collect(),
         regions: img
@@ -223,6 +235,18 @@ pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
                 },
                 bytes: r.len(),
                 saved_bytes: saved_in(r),
+                class: match &r.kind {
+                    RegionKind::File { .. } => "file",
+                    RegionKind::Anon => "anonymous",
+                    RegionKind::Heap => "heap",
+                    RegionKind::Stack => "stack",
+                    RegionKind::SharedAnon => "shared_anonymous",
+                    RegionKind::Vdso => "vdso",
+                    RegionKind::Vvar => "vvar",
+                    RegionKind::VvarVclock => "vvar_vclock",
+                    RegionKind::Vsyscall => "vsyscall",
+                }
+                .to_owned(),
             })
             .collect(),
         fds: img
@@ -336,6 +360,7 @@ pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
                     pos: f.pos,
                     cloexec: fd.cloexec,
                     saved_bytes: saved,
+                    open_flags: f.flags,
                 }
             })
             .collect(),
@@ -351,6 +376,8 @@ pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
                     format!("handler {:#x}", a.handler)
                 },
                 flags: format!("{:#x}", a.flags),
+                sa_flags: a.flags,
+                mask: a.mask,
             })
             .collect(),
         pending_signals: p.shared_pending.iter().map(SigInfo::signo).collect(),

@@ -23,6 +23,10 @@
 use crate::reading::Source;
 use crate::{Root, Scan, Sensor};
 
+/// Whether this build reads libsensors (the cargo feature `libsensors-dev`). Without it
+/// the source is always absent, whatever the node has: "not built", not "no hardware".
+pub const BUILT: bool = cfg!(feature = "libsensors-dev");
+
 /// The lm-sensors source. See the module documentation.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LmSensorsSensor;
@@ -33,7 +37,7 @@ impl Sensor for LmSensorsSensor {
     }
 
     fn read(&mut self, root: &Root) -> Scan {
-        if cfg!(feature = "libsensors-dev") && *root == Root::host() {
+        if BUILT && *root == Root::host() {
             libsensors::read()
         } else {
             Scan::absent(Source::LmSensors)

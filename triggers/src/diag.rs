@@ -50,8 +50,10 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    /// Builds a diagnostic located in `text` (the whole file) at `span`.
-    pub(crate) fn new(
+    /// Builds a diagnostic located in `text` (the whole file) at `span`. Public so that
+    /// the agent reports what its `[agent]` values mean (see
+    /// [`Config::with_agent_table`](crate::Config::with_agent_table)) in the same form.
+    pub fn new(
         level: Level,
         path: &str,
         text: &str,

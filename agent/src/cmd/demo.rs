@@ -49,10 +49,16 @@ const FAILING_DIMM: usize = 2;
 fn say(msg: &str) {
     use std::io::IsTerminal;
     if std::io::stdout().is_terminal() {
-        println!("\x1b[1mlifeboat demo:\x1b[0m {msg}");
+        out_line(&format!("\x1b[1mlifeboat demo:\x1b[0m {msg}"));
     } else {
-        println!("lifeboat demo: {msg}");
+        out_line(&format!("lifeboat demo: {msg}"));
     }
+}
+
+/// One line on stdout. A closed stdout (`lifeboat demo | head`) does not stop the demo:
+/// the rest is not shown, and the demo still ends with the workload's result.
+fn out_line(line: &str) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// Lines from the workload, the agent and the restarter, printed as they come.
@@ -161,7 +167,7 @@ fn run_in(dir: &Path) -> Result<ExitCode> {
     let mut after = Vec::new();
     for line in BufReader::new(out).lines() {
         let line = line.context("reading the restored workload")?;
-        println!("  workload (restored): {line}");
+        out_line(&format!("  workload (restored): {line}"));
         after.push(line);
     }
     let status = restarter.wait().context("waiting for lifeboat restart")?;
@@ -250,10 +256,10 @@ fn drive(
 
 fn print_line(line: &Line) {
     match line {
-        Line::Workload(l) => println!("  workload: {l}"),
+        Line::Workload(l) => out_line(&format!("  workload: {l}")),
         Line::Agent(l) => {
             if let Some(text) = agent_line(l) {
-                println!("  agent: {text}");
+                out_line(&format!("  agent: {text}"));
             }
         }
     }

@@ -4,8 +4,10 @@
 pub mod agent;
 pub mod check;
 pub mod checkpoint;
+pub mod completions;
 pub mod demo;
 pub mod inspect;
+pub mod manpages;
 pub mod restart;
 pub mod rules;
 pub mod run;

@@ -10,7 +10,7 @@ use lifeboat_engine::{self as engine, After};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-use super::support::{ProgressLine, wait_forwarding};
+use super::support::{Progress, wait_forwarding};
 use crate::cli::RestartArgs;
 
 /// Run `lifeboat restart`.
@@ -28,10 +28,11 @@ pub fn run(a: &RestartArgs) -> Result<ExitCode> {
         after,
         before_release: (a.detach && after != After::Kill).then_some(print_pid as fn(Pid)),
     };
-    let mut bar = ProgressLine::new("restoring memory", a.quiet);
+    let mut bar = Progress::new("restoring memory", a.quiet);
     let started = Instant::now();
-    let restored = engine::restart(&a.file, &opts, &mut |p| bar.update(p.done, p.total))
-        .with_context(|| format!("restart from {} failed", a.file.display()))?;
+    let restored = engine::restart(&a.file, &opts, &mut |p| bar.update(p.done, p.total));
+    bar.finish();
+    let restored = restored.with_context(|| format!("restart from {} failed", a.file.display()))?;
     for w in &restored.warnings {
         eprintln!("lifeboat: warning: {w}");
     }

@@ -11,13 +11,15 @@ use lifeboat_triggers::backtest::{Expectations, replay};
 use lifeboat_triggers::eval::fmt_num;
 use lifeboat_triggers::{Action, Config, Diagnostic, Diagnostics, Event, EventKind, fmt_time};
 
-use super::support::status;
+use super::support::{Hinted, status};
 use crate::cli::RulesCommand;
+use crate::daemon::config::Overrides;
+use crate::preflight::{Checked, validate_text};
 
 /// Run `lifeboat rules ...`.
 pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
     match cmd {
-        RulesCommand::Check { json, file } => check(&file, json),
+        RulesCommand::Check { json, strict, file } => check(&file, json, strict),
         RulesCommand::Test {
             rules,
             trace,
@@ -41,39 +43,45 @@ fn diag_json(d: &Diagnostic) -> serde_json::Value {
     })
 }
 
-fn check(file: &Path, json: bool) -> Result<ExitCode> {
+fn check(file: &Path, json: bool, strict: bool) -> Result<ExitCode> {
     let text = read(file, "rules file")?;
-    let result = Config::from_str(&text, file);
-    let (errors, warnings) = match &result {
-        Ok(c) => (Vec::new(), c.warnings.clone()),
-        Err(d) => (d.errors.clone(), d.warnings.clone()),
-    };
+    let checked = validate_text(&text, file, &Overrides::default());
     let mut out = std::io::stdout().lock();
+    let ok = checked.passes(strict);
     if json {
-        let rules: Vec<&str> = match &result {
-            Ok(c) => c.rules.iter().map(|r| r.name.as_str()).collect(),
-            Err(_) => Vec::new(),
+        let rules: Vec<&str> = match &checked.config {
+            Some((_, c)) => c.rules.iter().map(|r| r.name.as_str()).collect(),
+            None => Vec::new(),
         };
         let v = serde_json::json!({
             "file": file.display().to_string(),
-            "ok": result.is_ok(),
-            "errors": errors.iter().map(diag_json).collect::<Vec<_>>(),
-            "warnings": warnings.iter().map(diag_json).collect::<Vec<_>>(),
+            "ok": ok,
+            "strict": strict,
+            "errors": checked.diags.errors.iter().map(diag_json).collect::<Vec<_>>(),
+            "warnings": checked.diags.warnings.iter().map(diag_json).collect::<Vec<_>>(),
             "rules": rules,
         });
         writeln!(out, "{v}")?;
-        return Ok(status(result.is_ok()));
+        return Ok(status(ok));
     }
-    let diags = Diagnostics { errors, warnings };
+    report(&mut out, &checked, strict)?;
+    Ok(status(ok))
+}
+
+/// The verdict on a checked file: its diagnostics on stderr, then `FILE: OK: ...` and
+/// its rules on `out`, or `FILE: FAILED: ...` on stderr. `agent --check` prints the
+/// same.
+pub fn report(out: &mut impl std::io::Write, checked: &Checked, strict: bool) -> Result<()> {
+    let diags = &checked.diags;
+    let file = checked.path.display();
     if !diags.errors.is_empty() || !diags.warnings.is_empty() {
         eprintln!("{diags}\n");
     }
-    match result {
-        Ok(config) => {
+    match &checked.config {
+        Some((_, config)) if checked.passes(strict) => {
             writeln!(
                 out,
-                "{}: OK: {} rules ({})",
-                file.display(),
+                "{file}: OK: {} rules ({})",
                 config.rules.len(),
                 diags.summary()
             )?;
@@ -86,13 +94,14 @@ fn check(file: &Path, json: bool) -> Result<ExitCode> {
                     describe(&rule.when)
                 )?;
             }
-            Ok(ExitCode::SUCCESS)
         }
-        Err(_) => {
-            eprintln!("{}: FAILED: {}", file.display(), diags.summary());
-            Ok(ExitCode::FAILURE)
-        }
+        Some(_) => eprintln!(
+            "{file}: FAILED: {} (--strict: warnings are errors)",
+            diags.summary()
+        ),
+        None => eprintln!("{file}: FAILED: {}", diags.summary()),
     }
+    Ok(())
 }
 
 fn describe(c: &lifeboat_triggers::Condition) -> String {
@@ -125,9 +134,14 @@ fn read_trace(path: &Path) -> Result<Vec<TracePoint>> {
     Ok(points)
 }
 
+/// The rules of the file, validated whole (`[agent]` too) as `rules check` does.
 fn load_config(rules: &Path) -> Result<std::result::Result<Config, Diagnostics>> {
     let text = read(rules, "rules file")?;
-    Ok(Config::from_str(&text, rules))
+    let checked = validate_text(&text, rules, &Overrides::default());
+    Ok(match checked.config {
+        Some((_, config)) => Ok(config),
+        None => Err(checked.diags),
+    })
 }
 
 fn fmt_offset(secs: f64) -> String {
@@ -178,6 +192,16 @@ fn test(rules: &Path, trace: &Path, expect: Option<&Path>, json: bool) -> Result
         None => None,
     };
     let points = read_trace(trace)?;
+    if points.is_empty() {
+        return Err(anyhow::anyhow!(
+            "trace {} holds no readings: there is nothing to replay",
+            trace.display()
+        ))
+        .hint(
+            "a trace is JSON Lines of readings: record one on a node with \
+             `lifeboat agent --record FILE`, or replay one of tests/fixtures/traces/",
+        );
+    }
     let events = replay(&config, &points);
     let mut out = std::io::stdout().lock();
     if json {
@@ -220,19 +244,15 @@ fn print_timeline(
 ) -> Result<()> {
     let start = points.iter().map(|p| p.t).fold(f64::INFINITY, f64::min);
     let end = points.iter().map(|p| p.t).fold(f64::NEG_INFINITY, f64::max);
-    if points.is_empty() {
-        writeln!(out, "trace {}: empty", trace.display())?;
-    } else {
-        writeln!(
-            out,
-            "trace {}: {} readings from {} to {} ({})",
-            trace.display(),
-            points.len(),
-            fmt_time(start),
-            fmt_time(end),
-            fmt_offset(end - start)
-        )?;
-    }
+    writeln!(
+        out,
+        "trace {}: {} readings from {} to {} ({})",
+        trace.display(),
+        points.len(),
+        fmt_time(start),
+        fmt_time(end),
+        fmt_offset(end - start)
+    )?;
     writeln!(
         out,
         "rules {}: {} rules\n",

@@ -96,6 +96,13 @@ pub fn watch_files(
             }
         };
         let mut watching = 0;
+        // Whether the source has any of its files yet: the directories are watched
+        // either way (rasdaemon may start later), but only then is it worth saying.
+        let present: Vec<String> = paths
+            .iter()
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
         for p in paths {
             // Watch the directory: the file may not exist yet or be replaced.
             let dir = p.parent().map(Path::to_owned).unwrap_or(p);
@@ -104,7 +111,11 @@ pub fn watch_files(
             }
         }
         if watching > 0 {
-            tracing::info!(source = %source, "watching event files for immediate reads");
+            if present.is_empty() {
+                tracing::debug!(source = %source, "no event file yet; watching their directories in case it starts");
+            } else {
+                tracing::info!(source = %source, files = %present.join(", "), "watching event files for immediate reads");
+            }
             out.push(w);
         }
     }
