@@ -11,7 +11,7 @@ pub const NSIG: u32 = 64;
 pub const SIGINFO_SIZE: usize = 128;
 
 /// Everything about one process except its page contents, which are streamed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Image {
     /// Where and when the image was taken.
     pub meta: Meta,
@@ -225,6 +225,37 @@ impl MmLayout {
             self.env_start,
             self.env_end,
         ]
+    }
+
+    /// The layout from its words (in [`MmLayout::words`] order) and the auxiliary vector.
+    pub fn from_words(w: [u64; 11], auxv: Vec<u64>) -> MmLayout {
+        let [
+            start_code,
+            end_code,
+            start_data,
+            end_data,
+            start_brk,
+            brk,
+            start_stack,
+            arg_start,
+            arg_end,
+            env_start,
+            env_end,
+        ] = w;
+        MmLayout {
+            start_code,
+            end_code,
+            start_data,
+            end_data,
+            start_brk,
+            brk,
+            start_stack,
+            arg_start,
+            arg_end,
+            env_start,
+            env_end,
+            auxv,
+        }
     }
 }
 

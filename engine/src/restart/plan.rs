@@ -227,15 +227,7 @@ mod tests {
                 ..Process::default()
             },
             threads: Vec::new(),
-            regions: Vec::new(),
-            files: Vec::new(),
-            fds: Vec::new(),
-            pagemap: Vec::new(),
-            shared_anon: Vec::new(),
-            shared_files: Vec::new(),
-            locks: Vec::new(),
-            socket_shutdown: Vec::new(),
-            timers: Timers::default(),
+            ..Image::default()
         }
     }
 

@@ -221,38 +221,12 @@ pub(crate) fn dec_process(data: &[u8], cx: &Ctx<'_>) -> Result<Process, ImageErr
     for v in &mut mm {
         *v = d.u64().map_err(&w)?;
     }
-    let [
-        start_code,
-        end_code,
-        start_data,
-        end_data,
-        start_brk,
-        brk,
-        start_stack,
-        arg_start,
-        arg_end,
-        env_start,
-        env_end,
-    ] = mm;
     let n = d.count(1 << 12).map_err(&w)?;
     let mut auxv = Vec::with_capacity(n);
     for _ in 0..n {
         auxv.push(d.u64().map_err(&w)?);
     }
-    p.mm = MmLayout {
-        start_code,
-        end_code,
-        start_data,
-        end_data,
-        start_brk,
-        brk,
-        start_stack,
-        arg_start,
-        arg_end,
-        env_start,
-        env_end,
-        auxv,
-    };
+    p.mm = MmLayout::from_words(mm, auxv);
     p.sigactions = signals::dec_actions(&mut d, cx)?;
     p.shared_pending = signals::dec_siginfos(&mut d, cx)?;
     p.stopped = d.bool().map_err(&w)?;

@@ -392,15 +392,7 @@ mod tests {
             meta: Meta::default(),
             process: Process::default(),
             threads: vec![Thread::default(), Thread::default()],
-            regions: Vec::new(),
-            files: Vec::new(),
-            fds: Vec::new(),
-            pagemap: Vec::new(),
-            shared_anon: Vec::new(),
-            shared_files: Vec::new(),
-            locks: Vec::new(),
-            socket_shutdown: Vec::new(),
-            timers: Timers::default(),
+            ..Image::default()
         };
         let path = std::path::Path::new("img");
         let cx = Ctx {
