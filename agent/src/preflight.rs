@@ -455,29 +455,19 @@ mod tests {
         assert!(check(RULE).passes(true));
     }
 
-    fn scan(source: Source, readings: Vec<Reading>) -> Scan {
-        Scan {
-            source,
-            present: !readings.is_empty(),
-            readings,
-            errors: Vec::new(),
-            elapsed: std::time::Duration::ZERO,
-        }
-    }
-
     #[test]
     fn rules_whose_sources_are_absent_can_never_fire() {
         let text = "[[rule]]\nname = \"ce\"\nwhen = { any = [ { source = \"edac\", name = \"dimm_ce_count\", increase = \"1h\", above = 5 }, { source = \"rasdaemon\", name = \"mc_errors\", increase = \"1h\", above = 5 } ] }\n[[rule.action]]\ntype = \"log\"\n\n[[rule]]\nname = \"hot\"\nwhen = { all = [ { source = \"hwmon\", name = \"temp_celsius\", above = 90 }, { source = \"thermal\", name = \"zone_temp_celsius\", above = 90 } ] }\n[[rule.action]]\ntype = \"log\"\n\n[[rule]]\nname = \"fan\"\nwhen = { source = \"hwmon\", name = \"fan_rpm\", below = 100 }\n[[rule.action]]\ntype = \"log\"\n\n[[rule]]\nname = \"load\"\nwhen = { source = \"host\", name = \"load1\", above = 100 }\n[[rule.action]]\ntype = \"log\"\n";
         let (_, rules) = check(text).config.expect("valid");
         let scans = vec![
-            scan(Source::Edac, Vec::new()),
-            scan(
+            Scan::of(Source::Edac, Vec::new()),
+            Scan::of(
                 Source::Hwmon,
                 vec![Reading::gauge(Source::Hwmon, "temp_celsius", 50.0)],
             ),
-            scan(Source::Thermal, Vec::new()),
-            scan(Source::Rasdaemon, Vec::new()),
-            scan(
+            Scan::of(Source::Thermal, Vec::new()),
+            Scan::of(Source::Rasdaemon, Vec::new()),
+            Scan::of(
                 Source::Host,
                 vec![Reading::gauge(Source::Host, "load1", 1.0)],
             ),

@@ -88,6 +88,18 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// A scan that found `readings` and no error (present when it found any): what a
+    /// replayed trace or a test hands to the code that renders or evaluates scans.
+    pub fn of(source: Source, readings: Vec<Reading>) -> Scan {
+        Scan {
+            source,
+            present: !readings.is_empty(),
+            readings,
+            errors: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
     /// A scan of a source that is not on this node.
     pub fn absent(source: Source) -> Scan {
         Scan {

@@ -569,21 +569,11 @@ fn json(root: &Root, scans: &[Scan]) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    fn scan(source: Source, readings: Vec<Reading>) -> Scan {
-        Scan {
-            source,
-            present: !readings.is_empty(),
-            readings,
-            errors: Vec::new(),
-            elapsed: std::time::Duration::ZERO,
-        }
-    }
-
     /// In the default build, on the host, lm_sensors says it is not built, not that
     /// the node lacks hardware; under a fixture root both builds say the same.
     #[test]
     fn lm_sensors_absent_says_why() {
-        let scans = [scan(Source::LmSensors, Vec::new())];
+        let scans = [Scan::of(Source::LmSensors, Vec::new())];
         let host = text(&scans, &Root::host(), false, false);
         assert_eq!(
             host,
@@ -604,7 +594,7 @@ mod tests {
         let dev = |name: &str, v: f64, d: &str| {
             Reading::counter(Source::Netdev, name, v).label("device", d)
         };
-        let scans = [scan(
+        let scans = [Scan::of(
             Source::Netdev,
             vec![
                 dev("rx_errors", 3.0, "eno1"),
