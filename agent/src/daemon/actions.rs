@@ -74,6 +74,8 @@ pub struct Checkpointer {
     store: Store,
     metrics: Arc<Metrics>,
     compress: bool,
+    /// Every request stops where the engine would be called ([`Checkpointer::dry_run`]).
+    dry_run: bool,
 }
 
 /// What a checkpoint request came to.
@@ -105,9 +107,20 @@ impl Checkpointer {
             store,
             metrics,
             compress,
+            dry_run: false,
         };
         c.update_store_metrics();
         c
+    }
+
+    /// This checkpointer, made to stop every request where it would freeze the process:
+    /// refusals, the one-at-a-time rule and the permits apply as always, then the
+    /// outcome is `skipped` ("dry run") and neither the process nor the store is
+    /// touched. For harnesses of the request path (the `http` fuzz target), where any
+    /// PID can come in.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
     }
 
     /// The store images go to.
@@ -145,6 +158,9 @@ impl Checkpointer {
             }),
         };
         let outcome = match permit {
+            Ok(_permit) if self.dry_run => {
+                Outcome::skipped(pid, "dry run: the process was not frozen")
+            }
             Ok(_permit) => match self.run_one(&proc, job, after, &reason).await {
                 Ok(o) => o,
                 Err(e) => {
@@ -190,6 +206,7 @@ impl Checkpointer {
             job.as_deref(),
             now,
             procs::tree_rss_bytes(proc.pid),
+            proc.uid,
         )?;
         let outcome = self.write_image(proc, job, after, reason, now, &path).await;
         if outcome.is_err() {
@@ -239,6 +256,7 @@ impl Checkpointer {
             .checkpoint_frozen
             .observe(report.frozen.as_secs_f64());
         self.metrics.checkpoint_bytes.inc_by(report.bytes);
+        self.store.hand_over(&report.path, proc.uid)?;
         let entry = Entry {
             time: humantime::format_rfc3339_millis(now).to_string(),
             pid,

@@ -28,6 +28,7 @@ pub mod store;
 pub mod supervise;
 pub mod watch;
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 pub use self::serve::{Options, serve};
@@ -54,6 +55,28 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of an agent that serves HTTP as `lifeboat agent` does but never
+    /// checkpoints (its [`Checkpointer`] is a [dry run](Checkpointer::dry_run)), with its
+    /// store under `store_dir` and the API enabled by `token`. For harnesses of the
+    /// request path: the `http` fuzz target builds its router with it.
+    pub fn dry(store_dir: &Path, token: Option<String>) -> anyhow::Result<Arc<Shared>> {
+        let raw = config::Raw::default();
+        let mut agent = AgentConfig::validate(raw, Path::new("dry-run.toml"))?;
+        agent.node = "dry-run".into();
+        agent.token = token;
+        agent.store_dir = store_dir.to_owned();
+        let metrics = Arc::new(Metrics::new());
+        let store = store::Store::open(&agent.store_dir, &agent.node, agent.store.clone())?;
+        let checkpointer = Checkpointer::new(store, 1, false, Arc::clone(&metrics)).dry_run();
+        Ok(Arc::new(Shared {
+            metrics: Arc::clone(&metrics),
+            checkpointer: Arc::new(checkpointer),
+            status: Status::new(&agent.node, "dry-run.toml".into()),
+            tasks: Arc::new(Tasks::new(metrics)),
+            agent: RwLock::new(agent),
+        }))
+    }
+
     /// The API token, if the API may checkpoint.
     pub fn token(&self) -> Option<String> {
         self.agent().token.clone()

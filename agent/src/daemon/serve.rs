@@ -51,6 +51,15 @@ pub async fn serve(opts: &Options) -> Result<()> {
         &agent_cfg.node,
         agent_cfg.store.clone(),
     )?;
+    let (swept, swept_bytes) = store.sweep();
+    if swept > 0 {
+        tracing::info!(
+            files = swept,
+            bytes = swept_bytes,
+            store = %store.dir().display(),
+            "removed the partial files of checkpoints that were killed"
+        );
+    }
     let checkpointer = Arc::new(Checkpointer::new(
         store,
         agent_cfg.max_concurrent_checkpoints,

@@ -30,7 +30,8 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -246,6 +247,7 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => match conns.admit() {
                     Some(slot) => {
+                        let _ = stream.set_nodelay(true);
                         tasks.spawn(serve_connection(stream, app.clone(), slot, closing.clone()));
                     }
                     None => {
@@ -281,15 +283,28 @@ pub async fn run(
     tasks.shutdown().await;
 }
 
+/// Serve one connection that is already open, over any byte stream, exactly as [`run`]
+/// serves each accepted TCP connection (a slot in `conns`, the header and idle timeouts),
+/// until it ends. For harnesses that feed the request path without a socket: the `http`
+/// fuzz target of `tests/fuzz` serves each input through an in-memory pipe.
+pub async fn serve_stream<S>(stream: S, app: Router, conns: &Arc<Connections>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(slot) = conns.admit() else {
+        return;
+    };
+    // The server never closes here: the sender lives until the connection ends.
+    let (_closing_tx, closing) = watch::channel(false);
+    serve_connection(stream, app, slot, closing).await;
+}
+
 /// One connection: HTTP/1 with the header timeout, closed when idle too long, when
 /// evicted, or (gracefully) when the server closes.
-async fn serve_connection(
-    stream: TcpStream,
-    app: Router,
-    slot: Slot,
-    mut closing: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection<S>(stream: S, app: Router, slot: Slot, mut closing: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let tower = TowerToHyperService::new(app);
     let state = Arc::clone(&slot.state);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -302,9 +317,12 @@ async fn serve_connection(
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // A client that shuts down its sending half after its request (`nc -N`, a
+    // harness) still gets its answer; the timeouts bound how long that may take.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(HEADER_TIMEOUT)
+        .half_close(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut graceful = false;

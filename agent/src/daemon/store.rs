@@ -14,9 +14,17 @@
 //! node (oldest removed first). Before writing, the filesystem must have room for the
 //! image plus `min_free_bytes`. A checkpoint that fails leaves no empty directory behind
 //! ([`Store::abandon`]), and neither does retention.
+//!
+//! Images at rest hold process memory and its secrets: each image belongs to the user
+//! whose process it holds (owner UID, mode 0600, [`Store::hand_over`]), in a PID
+//! directory of that user with mode 0700, so the job's user can restart it and nobody
+//! else can read it; NODE and GROUP stay root's. When a PID comes back for another user,
+//! that user's images go to `PID-uUID` beside the first one's. The partial files of
+//! killed checkpoints are removed at start and at every checkpoint ([`Store::sweep`]).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -90,8 +98,9 @@ impl Store {
         self.node_dir.join("index.jsonl")
     }
 
-    /// Where a new image of this process goes (directories created), after checking
-    /// that `expected_bytes` fit with the configured free space to spare.
+    /// Where a new image of this process, owned by `owner` (its real UID), goes
+    /// (directories created: the PID directory is the owner's, mode 0700), after
+    /// checking that `expected_bytes` fit with the configured free space to spare.
     pub fn prepare(
         &self,
         pid: i32,
@@ -99,14 +108,23 @@ impl Store {
         job: Option<&str>,
         now: SystemTime,
         expected_bytes: u64,
+        owner: u32,
     ) -> Result<PathBuf> {
         let group = match job {
             Some(j) => format!("job-{}", sanitize(j)),
             None => sanitize(comm),
         };
-        let dir = self.node_dir.join(group).join(pid.to_string());
+        let group = self.node_dir.join(group);
         let layout = self.lock_layout();
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let _ = self.sweep_locked(&layout);
+        fs::create_dir_all(&group).with_context(|| format!("cannot create {}", group.display()))?;
+        let dir = match owned_dir(&group.join(pid.to_string()), owner) {
+            Ok(d) => d,
+            Err(e) => {
+                self.remove_empty_dirs(&group, &layout);
+                return Err(e);
+            }
+        };
         let free = match free_bytes(&dir) {
             Ok(f) => f,
             Err(e) => {
@@ -143,6 +161,53 @@ impl Store {
             let layout = self.lock_layout();
             self.remove_empty_dirs(dir, &layout);
         }
+    }
+
+    /// Give a written image to `owner` (the real UID of the process it holds): its
+    /// owner becomes that user (mode 0600, as the engine created it). `lchown`, so a
+    /// name swapped for a symbolic link in the owner's directory changes only the link.
+    pub fn hand_over(&self, image: &Path, owner: u32) -> Result<()> {
+        if nix::unistd::geteuid().as_raw() == owner {
+            return Ok(());
+        }
+        std::os::unix::fs::lchown(image, Some(owner), None)
+            .with_context(|| format!("cannot give {} to UID {owner}", image.display()))
+    }
+
+    /// Remove the partial files of killed checkpoints (the engine's `.NAME.partial.PID`
+    /// left alone for a minute, whose writer is gone) and the directories they leave
+    /// empty. Returns the files removed and their bytes.
+    pub fn sweep(&self) -> (usize, u64) {
+        let layout = self.lock_layout();
+        self.sweep_locked(&layout)
+    }
+
+    fn sweep_locked(&self, layout: &MutexGuard<'_, ()>) -> (usize, u64) {
+        let mut removed = (0, 0);
+        let subdirs = |d: &Path| -> Vec<PathBuf> {
+            fs::read_dir(d)
+                .map(|it| {
+                    it.flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for group in subdirs(&self.node_dir) {
+            for pid_dir in subdirs(&group) {
+                let (n, bytes) = lifeboat_engine::image::container::sweep_stale_partials(
+                    &pid_dir,
+                    lifeboat_engine::image::container::STALE_AFTER,
+                );
+                if n > 0 {
+                    removed.0 += n;
+                    removed.1 += bytes;
+                    self.remove_empty_dirs(&pid_dir, layout);
+                }
+            }
+        }
+        removed
     }
 
     fn lock_layout(&self) -> MutexGuard<'_, ()> {
@@ -264,6 +329,37 @@ impl Store {
     }
 }
 
+/// The directory `want`, or `want-uOWNER` when `want` belongs to another user (a PID
+/// reused), created if missing with mode 0700 and given to `owner`. Refuses anything
+/// there that is not a directory (a symbolic link included).
+fn owned_dir(want: &Path, owner: u32) -> Result<PathBuf> {
+    let mut name = want.as_os_str().to_owned();
+    name.push(format!("-u{owner}"));
+    for dir in [want.to_path_buf(), PathBuf::from(name)] {
+        match fs::symlink_metadata(&dir) {
+            Ok(md) if md.is_dir() && md.uid() == owner => return Ok(dir),
+            Ok(md) if md.is_dir() => continue,
+            Ok(_) => bail!("{} is not a directory; the store is damaged", dir.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                if nix::unistd::geteuid().as_raw() != owner {
+                    std::os::unix::fs::lchown(&dir, Some(owner), None)
+                        .with_context(|| format!("cannot give {} to UID {owner}", dir.display()))?;
+                }
+                return Ok(dir);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot stat {}", dir.display())),
+        }
+    }
+    bail!(
+        "{} and its -u{owner} twin belong to other users; the store is damaged",
+        want.display()
+    )
+}
+
 /// Free bytes for an unprivileged writer on the filesystem holding `dir`.
 fn free_bytes(dir: &Path) -> Result<u64> {
     let st = nix::sys::statvfs::statvfs(dir)
@@ -311,7 +407,7 @@ mod tests {
 
     fn write(store: &Store, pid: i32, secs: u64, bytes: u64) -> Entry {
         let t = UNIX_EPOCH + Duration::from_secs(secs);
-        let path = store.prepare(pid, "app", Some("77"), t, bytes).unwrap();
+        let path = store.prepare(pid, "app", Some("77"), t, bytes, 0).unwrap();
         fs::write(&path, vec![0u8; bytes as usize]).unwrap();
         Entry {
             time: humantime::format_rfc3339_seconds(t).to_string(),
@@ -392,7 +488,7 @@ mod tests {
         };
         let store = Store::open(&dir, "n", limits).unwrap();
         let err = store
-            .prepare(5, "app", None, SystemTime::now(), 1 << 20)
+            .prepare(5, "app", None, SystemTime::now(), 1 << 20, 0)
             .unwrap_err();
         assert!(
             format!("{err:#}").contains("not enough space"),
@@ -415,10 +511,10 @@ mod tests {
         let kept = write(&store, 7, 1000, 10);
         store.commit(kept.clone()).unwrap();
         let failed = store
-            .prepare(8, "app", Some("77"), SystemTime::now(), 0)
+            .prepare(8, "app", Some("77"), SystemTime::now(), 0, 0)
             .unwrap();
         let alone = store
-            .prepare(9, "other", None, SystemTime::now(), 0)
+            .prepare(9, "other", None, SystemTime::now(), 0, 0)
             .unwrap();
         store.abandon(&failed);
         store.abandon(&alone);
@@ -436,8 +532,113 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(full.prepare(10, "big", None, SystemTime::now(), 0).is_err());
+        assert!(
+            full.prepare(10, "big", None, SystemTime::now(), 0, 0)
+                .is_err()
+        );
         assert!(!dir.join("n/big").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A user's image is that user's alone: PID directory 0700 and the image given to
+    /// the process's UID; a PID reused by another user gets a directory of its own.
+    #[test]
+    fn images_belong_to_the_processes_user() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test gives files to other users: run it as root"
+        );
+        let dir = temp("owner");
+        let limits = Limits {
+            keep: 3,
+            max_total_bytes: 0,
+            min_free_bytes: 0,
+        };
+        let store = Store::open(&dir, "n", limits).unwrap();
+        let image = store
+            .prepare(40, "app", None, SystemTime::now(), 0, 4321)
+            .unwrap();
+        let pid_dir = image.parent().unwrap();
+        let md = fs::metadata(pid_dir).unwrap();
+        assert_eq!((md.uid(), md.mode() & 0o7777), (4321, 0o700));
+        // The group directory stays root's: a user cannot swap their directory for a link.
+        assert_eq!(fs::metadata(pid_dir.parent().unwrap()).unwrap().uid(), 0);
+        fs::write(&image, b"image").unwrap();
+        store.hand_over(&image, 4321).unwrap();
+        assert_eq!(fs::metadata(&image).unwrap().uid(), 4321);
+
+        let reused = store
+            .prepare(40, "app", None, SystemTime::now(), 0, 4322)
+            .unwrap();
+        assert_eq!(reused.parent().unwrap(), dir.join("n/app/40-u4322"));
+        assert_eq!(fs::metadata(reused.parent().unwrap()).unwrap().uid(), 4322);
+        // The first user's directory again for the first user.
+        let again = store
+            .prepare(40, "app", None, SystemTime::now(), 0, 4321)
+            .unwrap();
+        assert_eq!(again.parent().unwrap(), pid_dir);
+
+        // A symbolic link where a PID directory belongs is refused, never followed.
+        std::os::unix::fs::symlink("/etc", dir.join("n/app/41")).unwrap();
+        let err = store
+            .prepare(41, "app", None, SystemTime::now(), 0, 4321)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("is not a directory"), "{err:#}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The partial files of killed checkpoints go at start and at the next checkpoint;
+    /// a fresh one (a writer on another node) and a file that is not an image stay.
+    #[test]
+    fn partial_files_of_killed_checkpoints_are_swept() {
+        let dir = temp("sweep");
+        let limits = Limits {
+            keep: 3,
+            max_total_bytes: 0,
+            min_free_bytes: 0,
+        };
+        let store = Store::open(&dir, "n", limits).unwrap();
+        let image = store
+            .prepare(50, "app", None, SystemTime::now(), 0, 0)
+            .unwrap();
+        let pid_dir = image.parent().unwrap().to_owned();
+        let old = SystemTime::now() - Duration::from_secs(600);
+        // PID 4194304 is above the kernel's PID_MAX_LIMIT: no live process has it.
+        let partial = |name: &str, content: &[u8], when: SystemTime| {
+            let p = pid_dir.join(format!(".{name}.lbctx.partial.4194304"));
+            fs::write(&p, content).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+            p
+        };
+        let mut magic = lifeboat_engine::image::container::MAGIC.to_vec();
+        magic.extend_from_slice(&[0; 1000]);
+        let stale = partial("a", &magic, old);
+        let fresh = partial("b", &magic, SystemTime::now());
+        let foreign = partial("c", b"not an image at all", old);
+        assert_eq!(store.sweep(), (1, 1008));
+        assert!(!stale.exists() && fresh.exists() && foreign.exists());
+        // A directory left with nothing goes too.
+        fs::remove_file(&fresh).unwrap();
+        fs::remove_file(&foreign).unwrap();
+        partial("d", b"", old);
+        assert_eq!(store.sweep(), (1, 0));
+        assert!(!pid_dir.exists());
+        // prepare sweeps the whole node.
+        let other = store
+            .prepare(51, "app", None, SystemTime::now(), 0, 0)
+            .unwrap();
+        fs::create_dir_all(&pid_dir).unwrap();
+        let stale = partial("e", &magic, old);
+        store
+            .prepare(52, "app", None, SystemTime::now(), 0, 0)
+            .unwrap();
+        assert!(!stale.exists());
+        drop(other);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,5 +1,5 @@
-//! Fuzz targets of the parsers that read untrusted input: context images, rules files and
-//! rasdaemon's text log.
+//! Fuzz targets of the parsers that read untrusted input: context images, rules files,
+//! rasdaemon's text log and the agent's HTTP requests.
 //!
 //! Each target is a function of one input, `run(&[u8])`, that must return for every
 //! input without panicking, quickly and within bounded memory. The binaries under
@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod http;
 pub mod image;
 pub mod rasdaemon_log;
 pub mod rules;

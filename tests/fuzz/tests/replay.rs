@@ -4,7 +4,7 @@
 //! Also checks the image target's checksum repair on real and damaged images.
 
 use lifeboat_engine::image::Reader;
-use lifeboat_fuzz::{image, inputs, rasdaemon_log, rules, seeds};
+use lifeboat_fuzz::{http, image, inputs, rasdaemon_log, rules, seeds};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
@@ -47,6 +47,51 @@ fn image_corpus_and_crashes_replay() {
 #[test]
 fn rules_corpus_and_crashes_replay() {
     check("rules", rules::run, 10);
+}
+
+#[test]
+fn http_corpus_and_crashes_replay() {
+    check("http", http::run, 8);
+}
+
+/// The harness's agent answers as `lifeboat agent` does, and its checkpoint requests
+/// stop before the engine: a live process named in an authorized request is untouched.
+#[test]
+fn http_harness_answers_and_never_checkpoints() {
+    let text = |req: String| String::from_utf8(http::exchange(req.as_bytes(), 1 << 20)).unwrap();
+    let health = text("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".into());
+    assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
+    assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
+    let metrics =
+        text("GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text\r\n\r\n".into());
+    assert!(
+        metrics.contains("application/openmetrics-text"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("# EOF"), "{metrics}");
+
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let body = format!(r#"{{"pid": {}, "after": "kill"}}"#, child.id());
+    let post = |token: &str| {
+        text(format!(
+            "POST /api/v1/checkpoint HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let denied = post("wrong-token-0123456789");
+    assert!(denied.starts_with("HTTP/1.1 401 "), "{denied}");
+    let dry = post(http::TOKEN);
+    assert!(dry.starts_with("HTTP/1.1 409 "), "{dry}");
+    assert!(dry.contains("dry run: the process was not frozen"), "{dry}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the process named in the request must still run"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]
@@ -111,11 +156,13 @@ fn oversized_inputs_return_at_once() {
         image::MAX_INPUT
             .max(rules::MAX_INPUT)
             .max(rasdaemon_log::MAX_INPUT)
+            .max(http::MAX_INPUT)
             + 1
     ];
     let started = std::time::Instant::now();
     image::run(&big);
     rules::run(&big);
     rasdaemon_log::run(&big);
+    http::run(&big);
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
 }

@@ -57,7 +57,7 @@ mod read;
 mod write;
 
 pub use read::{ImageReader, SectionInfo, SectionRead};
-pub use write::{ImageWriter, SectionStream};
+pub use write::{ImageWriter, STALE_AFTER, SectionStream, sweep_stale_partials};
 
 use std::io;
 use std::path::PathBuf;

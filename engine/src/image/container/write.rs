@@ -252,19 +252,19 @@ impl Drop for ImageWriter {
     }
 }
 
-/// The directory of `final_path` and the temporary file beside it, or `None` if the
-/// path has no file name.
 /// How long a partial file must have been left alone before it counts as abandoned.
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Remove the partial files of writers that died (a checkpointer killed mid-image leaves
 /// its `.NAME.partial.PID`, up to the size of the image): in `dir`, every such file whose
 /// PID is not a live process here, that holds nothing or begins with the image magic,
 /// and that nobody wrote for `stale_after` (a writer on another node that shares the
-/// directory is still writing). Best effort: failures are ignored.
-pub(super) fn sweep_stale_partials(dir: &Path, stale_after: std::time::Duration) {
+/// directory is still writing). Best effort: failures are ignored. Returns how many
+/// files it removed and their bytes.
+pub fn sweep_stale_partials(dir: &Path, stale_after: std::time::Duration) -> (usize, u64) {
+    let mut removed = (0, 0);
     let Ok(entries) = fs::read_dir(dir) else {
-        return;
+        return removed;
     };
     for e in entries.flatten() {
         let name = e.file_name();
@@ -297,12 +297,16 @@ pub(super) fn sweep_stale_partials(dir: &Path, stale_after: std::time::Duration)
                 .and_then(|f| f.read_exact_at(&mut head, 0))
                 .is_ok_and(|()| head == MAGIC)
         };
-        if ours {
-            let _ = fs::remove_file(&path);
+        if ours && fs::remove_file(&path).is_ok() {
+            removed.0 += 1;
+            removed.1 += md.len();
         }
     }
+    removed
 }
 
+/// The directory of `final_path` and the temporary file beside it, or `None` if the
+/// path has no file name.
 pub(super) fn partial_paths(final_path: &Path, pid: u32) -> Option<(PathBuf, PathBuf)> {
     let file_name = final_path.file_name()?;
     let dir = match final_path.parent() {
