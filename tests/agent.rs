@@ -344,6 +344,93 @@ fn api_checkpoint_requires_the_token() {
     drop(child);
 }
 
+/// Images at rest are the job's user's alone (issue 11): the agent, as root, checkpoints
+/// nobody's process; the image belongs to nobody with mode 0600 in a PID directory of
+/// nobody's with mode 0700, another user cannot read it, and nobody restarts it (as
+/// nobody) and it counts on.
+#[test]
+fn a_users_image_is_that_users_alone() {
+    const NOBODY: u32 = 65534;
+    let dir = scratch("owner");
+    // Other users must reach the store (NODE and GROUP are world-searchable).
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let token = "0123456789abcdef0123456789abcdef";
+    let config = write_config(&dir, &sensor_fixture("empty"), CE_RULE);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[agent]\n", &format!("[agent]\ntoken = \"{token}\"\n"));
+    std::fs::write(&config, text).unwrap();
+    let agent = Agent::start(&config, &[]);
+    let mut cmd = as_user(NOBODY);
+    // Debian's python3: the one on PATH may live in root's home (pyenv).
+    cmd.current_dir("/").args([
+        "/usr/bin/python3",
+        "-c",
+        "import time\nfor i in range(1, 100000):\n    print(i, flush=True)\n    time.sleep(0.05)\n",
+    ]);
+    let mut child = Proc::spawn_no_input(cmd, "nobody's python3 workload");
+    child.wait_lines(2);
+    let body = format!("{{\"pid\": {}, \"after\": \"kill\"}}", child.pid());
+    let auth = format!("Bearer {token}");
+    let (code, answer) = http(
+        agent.port,
+        "POST",
+        "/api/v1/checkpoint",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &auth),
+        ],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let image = PathBuf::from(v["path"].as_str().unwrap());
+    let (status, _) = child.finish();
+    assert!(!status.success(), "after = kill: {status}");
+    let last_before = *counted(&child).iter().max().unwrap();
+
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(&image).unwrap();
+    assert_eq!(
+        (md.uid(), md.mode() & 0o777),
+        (NOBODY, 0o600),
+        "{}",
+        image.display()
+    );
+    let pid_dir = std::fs::metadata(image.parent().unwrap()).unwrap();
+    assert_eq!((pid_dir.uid(), pid_dir.mode() & 0o777), (NOBODY, 0o700));
+    let other = as_user(NOBODY - 1).arg("cat").arg(&image).output().unwrap();
+    assert!(!other.status.success(), "another user read nobody's image");
+
+    let mut cmd = as_user(NOBODY);
+    cmd.current_dir("/")
+        .arg(lifeboat_bin())
+        .args(["restart", "--no-restore-pid"])
+        .arg(&image);
+    let restarted = Proc::spawn_no_input(cmd, "nobody's `lifeboat restart`");
+    restarted.wait_lines(2);
+    let kids = children_of(restarted.pid());
+    let uid_line = std::fs::read_to_string(format!("/proc/{}/status", kids[0]))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_owned();
+    let out = String::from_utf8_lossy(&restarted.stdout()).into_owned();
+    kill_all(&kids);
+    drop(restarted);
+    assert_eq!(
+        uid_line,
+        format!("Uid:\t{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}")
+    );
+    let next: u64 = out.lines().next().unwrap().parse().unwrap();
+    assert!(
+        next <= last_before + 1 && next > 1,
+        "continues from the checkpoint: printed {next} after {last_before}"
+    );
+}
+
 #[test]
 fn demo_runs_end_to_end() {
     let dir = scratch("demo");
