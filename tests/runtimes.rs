@@ -64,7 +64,16 @@ type Step = (&'static str, Signal);
 /// Run `cmd` with stdout to `out`, driving it with `steps`; with `checkpoint_at`, the
 /// process is checkpointed with `--kill` when that line appears and restarted, and the
 /// rest of the protocol goes to the restarted process.
-fn drive(dir: &Path, name: &str, cmd: Command, steps: &[Step], checkpoint_at: Option<&str>) {
+/// `scope`: the checkpoint's scope option (`--tree` for a job of several processes), or
+/// nothing for the one process.
+fn drive(
+    dir: &Path,
+    name: &str,
+    cmd: Command,
+    steps: &[Step],
+    checkpoint_at: Option<&str>,
+    scope: &[&str],
+) {
     let out = dir.join(format!("{name}.out"));
     let mut job = Background::to_file(cmd, &out, name);
     let pid = job.pid();
@@ -78,11 +87,10 @@ fn drive(dir: &Path, name: &str, cmd: Command, steps: &[Step], checkpoint_at: Op
             let image = dir.join(format!("{name}.ctx"));
             let started = Instant::now();
             let pid_s = pid.to_string();
-            lifeboat_in(
-                dir,
-                &["checkpoint", "--kill", "-q", "-f", path_str(&image), &pid_s],
-            )
-            .assert_success(&format!("checkpoint of {name}"));
+            let mut args = vec!["checkpoint", "--kill", "-q", "-f", path_str(&image)];
+            args.extend_from_slice(scope);
+            args.push(&pid_s);
+            lifeboat_in(dir, &args).assert_success(&format!("checkpoint of {name}"));
             // No checkpoint of these small programs loops or waits: a few hundred ms.
             assert!(
                 started.elapsed() < Duration::from_secs(10),
@@ -113,10 +121,21 @@ fn same_as_uninterrupted(
     steps: &[Step],
     checkpoint_at: &str,
 ) {
+    same_as_uninterrupted_in(&[], name, cmd, steps, checkpoint_at);
+}
+
+/// [`same_as_uninterrupted`] with the checkpoint's `scope` (e.g. `--tree`).
+fn same_as_uninterrupted_in(
+    scope: &[&str],
+    name: &str,
+    cmd: impl Fn() -> Command,
+    steps: &[Step],
+    checkpoint_at: &str,
+) {
     require_root("these tests ptrace processes of their own: run them as root");
     let dir = scratch(name);
-    drive(&dir, "reference", cmd(), steps, None);
-    drive(&dir, "restarted", cmd(), steps, Some(checkpoint_at));
+    drive(&dir, "reference", cmd(), steps, None, scope);
+    drive(&dir, "restarted", cmd(), steps, Some(checkpoint_at), scope);
     let reference = std::fs::read_to_string(dir.join("reference.out")).unwrap();
     let restarted = std::fs::read_to_string(dir.join("restarted.out")).unwrap();
     assert_eq!(
@@ -220,6 +239,139 @@ fn unix_sockets_of_every_kind_work_after_a_restart() {
         "ready",
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Established TCP connections (issue 12): one process holds both ends of a loopback
+/// connection, with 3 MiB in flight from the server (filling the client's receive queue
+/// and the server's send queue, part of it never sent) and a greeting unread the other
+/// way. Checkpointed with `--kill` (in repair mode: neither end sees a FIN or RST),
+/// restarted, it reads the whole stream intact, ping-pongs, and exits through its
+/// SIGTERM handler.
+const PY_TCP: &str = r#"
+import hashlib, os, select, signal, socket, sys
+signal.signal(signal.SIGUSR1, lambda s, f: None)
+def term(s, f):
+    print("term", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(1)
+cli = socket.create_connection(ls.getsockname())
+srv, _ = ls.accept()
+cli.sendall(b"hello from the client\n")
+stream = bytes(range(256)) * (3 * 4096)
+srv.setblocking(False)
+sent = 0
+try:
+    while sent < len(stream):
+        sent += srv.send(stream[sent:sent + 65536])
+except BlockingIOError:
+    pass
+print("queued", "all" if sent == len(stream) else "part", flush=True)
+print("ready", flush=True)
+signal.pause()
+got = bytearray()
+cli.setblocking(False)
+while len(got) < len(stream):
+    w = [srv] if sent < len(stream) else []
+    r, w, _ = select.select([cli], w, [], 5)
+    if not r and not w:
+        print("stalled at", len(got), flush=True)
+        sys.exit(1)
+    if w:
+        sent += srv.send(stream[sent:sent + 65536])
+    if r:
+        got += cli.recv(1 << 20)
+print("stream", len(got), hashlib.sha256(got).hexdigest() == hashlib.sha256(stream).hexdigest(), flush=True)
+print("greeting", srv.recv(100), flush=True)
+srv.setblocking(True)
+cli.setblocking(True)
+for i in range(3):
+    cli.sendall(b"ping %d" % i)
+    srv.sendall(srv.recv(100).replace(b"ping", b"pong"))
+    print(cli.recv(100), flush=True)
+print("done", flush=True)
+signal.pause()
+"#;
+
+#[test]
+fn established_tcp_connections_carry_on_after_a_restart() {
+    use nix::sys::signal::Signal::{SIGTERM, SIGUSR1};
+    same_as_uninterrupted(
+        "tcp",
+        || {
+            let mut c = Command::new("python3");
+            c.args(["-c", PY_TCP]);
+            c
+        },
+        &[("ready", SIGUSR1), ("done", SIGTERM)],
+        "ready",
+    );
+}
+
+/// redis-server and its client in one tree (issue 12: the client's next command got
+/// EPIPE after a restart): the client starts redis as its child, counts with INCR over
+/// one TCP connection, is checkpointed with `--tree --kill` (both processes, both ends
+/// of the connection) while it waits, restarted, counts on, and on SIGTERM shuts redis
+/// down and exits.
+const PY_REDIS: &str = r#"
+import signal, socket, subprocess, sys, time
+port = sys.argv[1]
+signal.signal(signal.SIGUSR1, lambda s, f: None)
+def term(s, f):
+    print("term", cmd(b"SHUTDOWN", b"NOSAVE"), flush=True)
+    print("redis exited", srv.wait(), flush=True)
+    sys.exit(0)
+srv = subprocess.Popen(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+    "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", "--logfile", ""],
+    stdout=subprocess.DEVNULL)
+for _ in range(200):
+    try:
+        c = socket.create_connection(("127.0.0.1", int(port)))
+        break
+    except OSError:
+        time.sleep(0.05)
+f = c.makefile("rb")
+def cmd(*args):
+    c.sendall(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+    return f.readline().rstrip().decode()
+signal.signal(signal.SIGTERM, term)
+print("set", cmd(b"SET", b"k", b"0"), flush=True)
+for i in range(1, 101):
+    print(cmd(b"INCR", b"k"), flush=True)
+    if i == 40:
+        print("ready", flush=True)
+        signal.pause()
+print("get", cmd(b"GET", b"k"), flush=True)
+print("done", flush=True)
+signal.pause()
+"#;
+
+#[test]
+fn redis_and_its_client_keep_their_connection_after_a_restart() {
+    use nix::sys::signal::Signal::{SIGTERM, SIGUSR1};
+    require_tool(
+        "redis-server",
+        "the redis test runs a real redis server (apt-get install redis-server)",
+    );
+    same_as_uninterrupted_in(
+        &["--tree"],
+        "redis",
+        || {
+            // A free port for each run: the reference's may still be in TIME_WAIT.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut c = Command::new("python3");
+            c.args(["-c", PY_REDIS]).arg(port.to_string());
+            c
+        },
+        &[("ready", SIGUSR1), ("done", SIGTERM)],
+        "ready",
+    );
 }
 
 /// A JVM with four worker threads: checkpointed while it counts, restarted, then stopped

@@ -317,6 +317,18 @@ pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
                     FileKind::TcpClosed { .. } => {
                         ("tcp", "connection (restored closed)".to_owned(), 0)
                     }
+                    FileKind::TcpEstablished(c) => (
+                        "tcp",
+                        format!(
+                            "connection {} -> {} (send queue {} B, {} unsent; receive queue {} B)",
+                            c.local,
+                            c.peer,
+                            c.send_queue.len(),
+                            c.unsent,
+                            c.recv_queue.len()
+                        ),
+                        c.send_queue.len() + c.recv_queue.len(),
+                    ),
                     FileKind::UnixSocket {
                         sock_type,
                         name,

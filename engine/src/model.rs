@@ -635,12 +635,48 @@ pub enum FileKind {
         /// Watches, by watch descriptor.
         watches: Vec<InotifyWatch>,
     },
-    /// A TCP connection. Not restorable: restarted as an unconnected socket (the peer has
-    /// long seen it close), as BLCR did.
+    /// A TCP connection that could not be saved in repair mode (no CAP_NET_ADMIN):
+    /// restarted as an unconnected socket, with a warning, as BLCR did.
     TcpClosed {
         /// IPv6 rather than IPv4.
         v6: bool,
     },
+    /// An established TCP connection, saved in repair mode (`TCP_REPAIR`) and restored
+    /// as the same connection: no packet goes on the wire for either.
+    TcpEstablished(Box<TcpConnection>),
+}
+
+/// An established TCP connection as repair mode reads it (`net/ipv4/tcp.c`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpConnection {
+    /// Socket inode at checkpoint: a connection several processes hold is made once.
+    pub ino: u64,
+    /// Local address.
+    pub local: std::net::SocketAddr,
+    /// Peer address.
+    pub peer: std::net::SocketAddr,
+    /// `write_seq`: the sequence number after the last byte the process wrote.
+    pub snd_seq: u32,
+    /// `rcv_nxt`: the sequence number after the last byte received.
+    pub rcv_seq: u32,
+    /// The send queue: sent and not acknowledged, then not sent yet.
+    pub send_queue: Vec<u8>,
+    /// How many bytes at the end of `send_queue` were never sent.
+    pub unsent: u32,
+    /// The receive queue: received, not read by the process yet.
+    pub recv_queue: Vec<u8>,
+    /// Maximum segment size.
+    pub mss: u32,
+    /// Window scaling negotiated: (send, receive) shifts, if any.
+    pub wscale: Option<(u8, u8)>,
+    /// SACK negotiated.
+    pub sack: bool,
+    /// Timestamps negotiated.
+    pub timestamps: bool,
+    /// The timestamp clock (`TCP_TIMESTAMP`).
+    pub ts: u32,
+    /// `TCP_REPAIR_WINDOW`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+    pub window: [u32; 5],
 }
 
 /// One inotify watch.

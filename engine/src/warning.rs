@@ -85,6 +85,17 @@ pub enum WarningKind {
     },
     /// A TCP connection cannot be restored; the descriptor is an unconnected socket.
     TcpConnectionClosed,
+    /// An established TCP connection saved in repair mode could not be made again.
+    TcpNotRestored {
+        /// Local address.
+        local: std::net::SocketAddr,
+        /// Peer address.
+        peer: std::net::SocketAddr,
+        /// The step that failed.
+        step: &'static str,
+        /// Why.
+        error: Errno,
+    },
     /// An inotify watch could not be set again.
     InotifyWatchLost {
         /// The watched path.
@@ -212,6 +223,20 @@ impl fmt::Display for Warning {
             K::UnixBindFailed { name, error } => write!(
                 f,
                 "cannot bind a unix socket to {name} again ({error}); it is an unbound socket now"
+            ),
+            K::TcpNotRestored {
+                local,
+                peer,
+                step,
+                error,
+            } => write!(
+                f,
+                "the TCP connection {local} -> {peer} cannot be restored ({step}: {error}{}); it is an unconnected socket now",
+                if *error == Errno::EPERM {
+                    "; repair mode needs CAP_NET_ADMIN"
+                } else {
+                    ""
+                }
             ),
             K::TcpConnectionClosed => write!(
                 f,

@@ -27,6 +27,7 @@ struct Window {
 pub(crate) fn collect(
     frozen: &Frozen,
     warnings: &mut Vec<Warning>,
+    held: &mut state::sockets::Held,
 ) -> Result<Image, CheckpointError> {
     let pid = frozen.pid().as_raw();
     let maps = procfs::maps(pid)?;
@@ -53,7 +54,7 @@ pub(crate) fn collect(
     process.shared_pending = state::signals::dump_shared_pending(leader)?;
     process.stopped = frozen.group_stopped();
     let (regions, shared_anon) = state::memory::dump(pid)?;
-    let (files, fds, locks, socket_shutdown) = state::files::dump(pid)?;
+    let (files, fds, locks, socket_shutdown) = state::files::dump(pid, held)?;
     Ok(Image {
         meta: state::process::meta(),
         process,

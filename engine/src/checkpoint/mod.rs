@@ -96,8 +96,11 @@ pub fn checkpoint(
     let zombies = state::process::zombies_in_scope(&frozen, zombie_stats, &mut warnings);
     let frozen_at = Instant::now();
     let mut images = Vec::with_capacity(frozen.len());
+    // TCP connections in repair mode until the processes' fate is decided (dropped on
+    // an error: they leave repair mode before the processes are resumed).
+    let mut held = state::sockets::Held::default();
     for f in &frozen {
-        images.push(collect::collect(f, &mut warnings)?);
+        images.push(collect::collect(f, &mut warnings, &mut held)?);
     }
     state::files::find_shared_files(&mut images);
     state::sockets::check_pairs_whole(&images)?;
@@ -142,11 +145,18 @@ pub fn checkpoint(
     let frozen_for = frozen_at.elapsed();
     writer.frozen(frozen_for)?;
     let bytes = if opts.after == After::Run {
+        held.resume();
         release_all(frozen)?;
         writer.finish()?
     } else {
         let bytes = writer.finish()?;
+        if opts.after == After::Stop {
+            held.resume();
+        }
         release_all(frozen)?;
+        // Killed or terminated: their connections close still in repair mode, without
+        // a FIN or RST to the peer, which a restart finds as it was.
+        held.discard();
         bytes
     };
     Ok(CheckpointReport {

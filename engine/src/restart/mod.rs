@@ -108,10 +108,10 @@ pub fn restart(
     let (prepared, cwd_as) = match &creds.act_as {
         Some(user) => {
             let acting = state::creds::ActingAs::new(user)?;
-            let prepared = prepare(&imgs, &mut warnings)?;
+            let prepared = prepare(&imgs, true, &mut warnings)?;
             (prepared, Some((user, acting.back().clone())))
         }
-        None => (prepare(&imgs, &mut warnings)?, None),
+        None => (prepare(&imgs, false, &mut warnings)?, None),
     };
     let (report_r, report_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(sys_err("pipe2"))?;
@@ -148,6 +148,7 @@ pub fn restart(
         shm_fds,
         exe_fds,
         keep_of,
+        mut tcp,
         ..
     } = prepared;
     drop(holders);
@@ -238,6 +239,9 @@ pub fn restart(
     if let Some(announce) = opts.before_release {
         announce(root);
     }
+    // Every connection exists now, both ends of each: out of repair mode, before any
+    // process runs.
+    tcp.release(&mut warnings);
     // Children first, so no parent runs before its children exist as they were.
     for (i, (img, (leader, threads))) in imgs.iter().zip(all_threads).enumerate().rev() {
         if opts.after == After::Stop || img.process.stopped {
@@ -265,6 +269,8 @@ pub fn restart(
 /// files to open late, epoll lists; mapped files, shared memory and exe descriptors.
 struct Opened {
     holders: Vec<OwnedFd>,
+    /// TCP connections made again, in repair mode until the processes run.
+    tcp: state::sockets::Pending,
     moves_of: Vec<Vec<(RawFd, RawFd, bool)>>,
     late_of: Vec<Vec<LateOpen>>,
     epolls_of: Vec<Vec<(RawFd, Vec<EpollWatch>)>>,
@@ -278,11 +284,18 @@ struct Opened {
 /// Step 2: every descriptor of every process, opened with this thread's file-system
 /// identity (see [`restart`]) and lifted above every target number (so the stubs can move
 /// them into place without clobbering).
-fn prepare(imgs: &[&Image], warnings: &mut Vec<Warning>) -> Result<Opened, RestartError> {
-    // Pipes, socket pairs and shared memory that several processes of the image hold:
-    // one each.
+fn prepare(
+    imgs: &[&Image],
+    as_user: bool,
+    warnings: &mut Vec<Warning>,
+) -> Result<Opened, RestartError> {
+    // Pipes, socket pairs, TCP connections and shared memory that several processes of
+    // the image hold: one each.
     let pipes = state::pipes::shared_pipes(imgs)?;
-    let socks = state::sockets::socket_pairs(imgs)?;
+    let mut socks = state::sockets::socket_pairs(imgs)?;
+    let (connections, tcp) =
+        state::sockets::connections(imgs, as_user, warnings).map_err(sys_err("socket"))?;
+    socks.extend(connections);
     let shm = memory::shared_memory(imgs)?;
     let mut per_proc = Vec::with_capacity(imgs.len());
     let mut opened_by: Vec<(i32, Vec<Option<OwnedFd>>)> = Vec::with_capacity(imgs.len());
@@ -382,6 +395,7 @@ fn prepare(imgs: &[&Image], warnings: &mut Vec<Warning>) -> Result<Opened, Resta
         .collect();
     Ok(Opened {
         holders,
+        tcp,
         moves_of,
         late_of,
         epolls_of,

@@ -36,7 +36,7 @@ pub(crate) type Files = (Vec<OpenFile>, Vec<Fd>, Vec<FileLock>, Vec<SocketShutdo
 
 /// The descriptor table of `pid`, sharing one [`OpenFile`] between descriptors that share
 /// an open file description (checked with kcmp), and the locks held through them.
-pub(crate) fn dump(pid: i32) -> Result<Files, CheckpointError> {
+pub(crate) fn dump(pid: i32, held: &mut sockets::Held) -> Result<Files, CheckpointError> {
     let p = Pid::from_raw(pid);
     let mut files: Vec<OpenFile> = Vec::new();
     let mut owners: Vec<(i32, u64, u64)> = Vec::new(); // (fd, dev, ino) of each file's first fd
@@ -71,7 +71,7 @@ pub(crate) fn dump(pid: i32) -> Result<Files, CheckpointError> {
             pipes::dump_pipe(pid, fd, ino, flags, &mut peeked_pipes)?
         } else if let Some(rest) = target.strip_prefix("socket:[") {
             let ino: u64 = rest.trim_end_matches(']').parse().unwrap_or(md.ino());
-            socket_tables.dump(pid, fd, ino)?
+            socket_tables.dump(pid, fd, ino, held)?
         } else if let Some(kind) = target.strip_prefix("anon_inode:") {
             anon::dump(pid, fd, kind, &info.fields)
                 .ok_or_else(|| unsupported(format!("an anonymous inode ({target})")))??
@@ -364,7 +364,10 @@ pub(crate) fn prepare_files(
             FileKind::UnixPair { .. }
             | FileKind::UnixSocket { .. }
             | FileKind::TcpListen { .. }
-            | FileKind::TcpClosed { .. } => sockets::open(pid, first_fd, &f.kind, socks, warnings)?,
+            | FileKind::TcpClosed { .. }
+            | FileKind::TcpEstablished(_) => {
+                sockets::open(pid, first_fd, &f.kind, socks, warnings)?
+            }
         };
         opened[i] = Some(fd);
     }
@@ -538,7 +541,8 @@ pub(crate) fn enc_files(files: &[OpenFile]) -> Vec<u8> {
             FileKind::UnixPair { .. }
             | FileKind::UnixSocket { .. }
             | FileKind::TcpListen { .. }
-            | FileKind::TcpClosed { .. } => sockets::enc(&mut e, &f.kind),
+            | FileKind::TcpClosed { .. }
+            | FileKind::TcpEstablished(_) => sockets::enc(&mut e, &f.kind),
         }
     }
     e.into_vec()
@@ -583,7 +587,8 @@ pub(crate) fn dec_files(data: &[u8], cx: &Ctx<'_>) -> Result<Vec<OpenFile>, Imag
             t @ (sockets::TAG_UNIX_PAIR
             | sockets::TAG_UNIX_SOCKET
             | sockets::TAG_TCP_LISTEN
-            | sockets::TAG_TCP_CLOSED) => sockets::dec(t, &mut d, cx)?,
+            | sockets::TAG_TCP_CLOSED
+            | sockets::TAG_TCP_ESTABLISHED) => sockets::dec(t, &mut d, cx)?,
             k => return Err(cx.invalid(format!("unknown file kind {k}"))),
         };
         if pos < 0 {

@@ -23,6 +23,8 @@
 //! - `anonfd.rs`: `TFD_IOC_SET_TICKS`; `signalfd4` with the kernel's 8-byte signal set
 //!   (nix's `SigSet` has no real-time signals); `inotify_add_watch`/`inotify_rm_watch` by number (nix's `WatchDescriptor`
 //!   hides the number, and a restart must recreate each watch under its own).
+//! - `tcp.rs`: `SIOCOUTQ` and `SIOCOUTQNSD`, the send queue's lengths (nix has neither);
+//!   its repair-mode socket options are declared with nix's `sockopt_impl!`.
 //! - here: taking ownership of a descriptor a raw call above has just created.
 //!
 //! `SO_PEEK_OFF`, which nix does not define, is declared with nix's public `sockopt_impl!`,
@@ -32,6 +34,7 @@
 pub mod anonfd;
 pub mod process;
 pub mod ptrace;
+pub mod tcp;
 
 use nix::errno::Errno;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

@@ -20,7 +20,9 @@ use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 
 mod diag;
+mod tcp;
 use diag::{TcpInfo, UnixInfo, peek_datagrams, peek_stream, tcp_sockets, unix_sockets};
+pub(crate) use tcp::{Held, Pending, connections};
 
 // ---------------------------------------------------------------------------------------
 // Checkpoint
@@ -56,6 +58,7 @@ impl Tables {
         pid: i32,
         fd: i32,
         ino: u64,
+        held: &mut Held,
     ) -> Result<FileKind, CheckpointError> {
         let unsupported = |what: String| CheckpointError::UnsupportedFd { pid, fd, what };
         let (unix, tcp) = (&mut self.unix, &mut self.tcp);
@@ -120,6 +123,13 @@ impl Tables {
                 addr: t.local,
                 backlog: t.backlog,
             }),
+            // TCP_ESTABLISHED: in repair mode when the checkpointer may (CAP_NET_ADMIN).
+            Some(t) if t.state == 0x01 => match tcp::save(pid, fd, ino, held) {
+                Ok(c) => Ok(FileKind::TcpEstablished(Box::new(c))),
+                Err(_) => Ok(FileKind::TcpClosed {
+                    v6: t.local.is_ipv6(),
+                }),
+            },
             Some(t) => Ok(FileKind::TcpClosed {
                 v6: t.local.is_ipv6(),
             }),
@@ -306,6 +316,15 @@ pub(crate) fn open(
             warnings.push(Warning::fd(pid, first_fd, WarningKind::TcpConnectionClosed));
             tcp_socket(*v6)
         }
+        FileKind::TcpEstablished(c) => {
+            let made = socks
+                .iter()
+                .find(|(i, _)| *i == c.ino)
+                .ok_or(RestartError::Tree {
+                    what: format!("TCP connection {} -> {} was not made", c.local, c.peer),
+                })?;
+            restart::dup(&made.1, "a socket")
+        }
         FileKind::UnixSocket {
             sock_type,
             name,
@@ -408,6 +427,7 @@ pub(crate) const TAG_UNIX_PAIR: u8 = 9;
 pub(crate) const TAG_TCP_LISTEN: u8 = 10;
 pub(crate) const TAG_TCP_CLOSED: u8 = 11;
 pub(crate) const TAG_UNIX_SOCKET: u8 = 13;
+pub(crate) const TAG_TCP_ESTABLISHED: u8 = 14;
 
 /// Encode this kind (tag included) in a FILES record.
 pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
@@ -429,18 +449,34 @@ pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
         }
         FileKind::TcpListen { addr, backlog } => {
             e.u8(TAG_TCP_LISTEN);
-            let (v6, ip) = match addr.ip() {
-                std::net::IpAddr::V4(a) => (false, a.to_ipv6_mapped().octets()),
-                std::net::IpAddr::V6(a) => (true, a.octets()),
-            };
-            e.bool(v6);
-            e.bytes(&ip);
-            e.u32(u32::from(addr.port()));
+            enc_addr(e, *addr);
             e.u32(*backlog);
         }
         FileKind::TcpClosed { v6 } => {
             e.u8(TAG_TCP_CLOSED);
             e.bool(*v6);
+        }
+        FileKind::TcpEstablished(c) => {
+            e.u8(TAG_TCP_ESTABLISHED);
+            e.u64(c.ino);
+            enc_addr(e, c.local);
+            enc_addr(e, c.peer);
+            e.u32(c.snd_seq);
+            e.u32(c.rcv_seq);
+            e.bytes(&c.send_queue);
+            e.u32(c.unsent);
+            e.bytes(&c.recv_queue);
+            e.u32(c.mss);
+            e.bool(c.wscale.is_some());
+            let (snd, rcv) = c.wscale.unwrap_or_default();
+            e.u8(snd);
+            e.u8(rcv);
+            e.bool(c.sack);
+            e.bool(c.timestamps);
+            e.u32(c.ts);
+            for w in c.window {
+                e.u32(w);
+            }
         }
         FileKind::UnixSocket {
             sock_type,
@@ -456,6 +492,35 @@ pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
         }
         _ => {}
     }
+}
+
+/// An IPv4 or IPv6 address and port: v6 flag, 16 bytes (IPv4 v4-mapped), port.
+fn enc_addr(e: &mut Enc, addr: std::net::SocketAddr) {
+    let (v6, ip) = match addr.ip() {
+        std::net::IpAddr::V4(a) => (false, a.to_ipv6_mapped().octets()),
+        std::net::IpAddr::V6(a) => (true, a.octets()),
+    };
+    e.bool(v6);
+    e.bytes(&ip);
+    e.u32(u32::from(addr.port()));
+}
+
+fn dec_addr(d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<std::net::SocketAddr, ImageError> {
+    let w = cx.wire();
+    let v6 = d.bool().map_err(&w)?;
+    let raw = d.bytes().map_err(&w)?;
+    let ip: [u8; 16] = raw
+        .try_into()
+        .map_err(|_| cx.invalid("TCP address is not 16 bytes"))?;
+    let port =
+        u16::try_from(d.u32().map_err(&w)?).map_err(|_| cx.invalid("TCP port out of range"))?;
+    let ip6 = std::net::Ipv6Addr::from(ip);
+    let ip = match (v6, ip6.to_ipv4_mapped()) {
+        (false, Some(v4)) => std::net::IpAddr::V4(v4),
+        (false, None) => return Err(cx.invalid("IPv4 address not v4-mapped")),
+        (true, _) => std::net::IpAddr::V6(ip6),
+    };
+    Ok(std::net::SocketAddr::new(ip, port))
 }
 
 /// Decode this kind after its tag.
@@ -481,24 +546,58 @@ pub(crate) fn dec(tag: u8, d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<FileKind, Im
                 queued,
             }
         }
-        TAG_TCP_LISTEN => {
-            let v6 = d.bool().map_err(&w)?;
-            let raw = d.bytes().map_err(&w)?;
-            let ip: [u8; 16] = raw
-                .try_into()
-                .map_err(|_| cx.invalid("TCP address is not 16 bytes"))?;
-            let port = u16::try_from(d.u32().map_err(&w)?)
-                .map_err(|_| cx.invalid("TCP port out of range"))?;
-            let ip6 = std::net::Ipv6Addr::from(ip);
-            let ip = match (v6, ip6.to_ipv4_mapped()) {
-                (false, Some(v4)) => std::net::IpAddr::V4(v4),
-                (false, None) => return Err(cx.invalid("IPv4 address not v4-mapped")),
-                (true, _) => std::net::IpAddr::V6(ip6),
-            };
-            FileKind::TcpListen {
-                addr: std::net::SocketAddr::new(ip, port),
-                backlog: d.u32().map_err(&w)?,
+        TAG_TCP_LISTEN => FileKind::TcpListen {
+            addr: dec_addr(d, cx)?,
+            backlog: d.u32().map_err(&w)?,
+        },
+        TAG_TCP_ESTABLISHED => {
+            let ino = d.u64().map_err(&w)?;
+            let local = dec_addr(d, cx)?;
+            let peer = dec_addr(d, cx)?;
+            if local.is_ipv6() != peer.is_ipv6() {
+                return Err(cx.invalid("TCP connection between an IPv4 and an IPv6 address"));
             }
+            let snd_seq = d.u32().map_err(&w)?;
+            let rcv_seq = d.u32().map_err(&w)?;
+            let send_queue = d.bytes().map_err(&w)?.to_vec();
+            let unsent = d.u32().map_err(&w)?;
+            let recv_queue = d.bytes().map_err(&w)?.to_vec();
+            if send_queue.len() > tcp::MAX_QUEUE
+                || recv_queue.len() > tcp::MAX_QUEUE
+                || unsent as usize > send_queue.len()
+            {
+                return Err(cx.invalid("TCP queue out of range"));
+            }
+            let mss = d.u32().map_err(&w)?;
+            let scaled = d.bool().map_err(&w)?;
+            let (snd, rcv) = (d.u8().map_err(&w)?, d.u8().map_err(&w)?);
+            // TCP_MAX_WSCALE is 14 (include/net/tcp.h).
+            if snd > 14 || rcv > 14 {
+                return Err(cx.invalid("TCP window scale out of range"));
+            }
+            let sack = d.bool().map_err(&w)?;
+            let timestamps = d.bool().map_err(&w)?;
+            let ts = d.u32().map_err(&w)?;
+            let mut window = [0u32; 5];
+            for v in &mut window {
+                *v = d.u32().map_err(&w)?;
+            }
+            FileKind::TcpEstablished(Box::new(TcpConnection {
+                ino,
+                local,
+                peer,
+                snd_seq,
+                rcv_seq,
+                send_queue,
+                unsent,
+                recv_queue,
+                mss,
+                wscale: scaled.then_some((snd, rcv)),
+                sack,
+                timestamps,
+                ts,
+                window,
+            }))
         }
         TAG_TCP_CLOSED => FileKind::TcpClosed {
             v6: d.bool().map_err(&w)?,
