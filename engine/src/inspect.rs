@@ -317,6 +317,26 @@ pub fn inspect(path: &Path) -> Result<Summary, ImageError> {
                     FileKind::TcpClosed { .. } => {
                         ("tcp", "connection (restored closed)".to_owned(), 0)
                     }
+                    FileKind::Udp(u) => (
+                        "udp",
+                        format!(
+                            "{}{}{}",
+                            if u.local.port() == 0 {
+                                "unbound".to_owned()
+                            } else {
+                                format!("bound to {}", u.local)
+                            },
+                            u.peer
+                                .map(|p| format!(", connected to {p}"))
+                                .unwrap_or_default(),
+                            if u.queued.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", {} datagrams queued", u.queued.len())
+                            }
+                        ),
+                        u.queued.iter().map(|(_, d)| d.len()).sum(),
+                    ),
                     FileKind::TcpEstablished(c) => (
                         "tcp",
                         format!(

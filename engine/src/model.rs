@@ -644,6 +644,19 @@ pub enum FileKind {
     /// An established TCP connection, saved in repair mode (`TCP_REPAIR`) and restored
     /// as the same connection: no packet goes on the wire for either.
     TcpEstablished(Box<TcpConnection>),
+    /// A UDP socket: bound, connected, with the datagrams waiting to be read.
+    Udp(Box<UdpSocket>),
+}
+
+/// A UDP socket (`/proc/PID/net/udp`, its queue peeked with the senders' addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpSocket {
+    /// Local address; port 0 when it was never bound.
+    pub local: std::net::SocketAddr,
+    /// The peer it is connected to.
+    pub peer: Option<std::net::SocketAddr>,
+    /// Datagrams waiting to be read, oldest first, each with its sender.
+    pub queued: Vec<(std::net::SocketAddr, Vec<u8>)>,
 }
 
 /// An established TCP connection as repair mode reads it (`net/ipv4/tcp.c`).

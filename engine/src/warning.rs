@@ -85,6 +85,15 @@ pub enum WarningKind {
     },
     /// A TCP connection cannot be restored; the descriptor is an unconnected socket.
     TcpConnectionClosed,
+    /// A UDP socket could not have its address again, or a queued datagram was lost.
+    UdpNotRestored {
+        /// The address concerned: the socket's, its peer's, or a datagram's sender.
+        addr: std::net::SocketAddr,
+        /// The step that failed.
+        step: &'static str,
+        /// Why.
+        error: Errno,
+    },
     /// An established TCP connection saved in repair mode could not be made again.
     TcpNotRestored {
         /// Local address.
@@ -223,6 +232,10 @@ impl fmt::Display for Warning {
             K::UnixBindFailed { name, error } => write!(
                 f,
                 "cannot bind a unix socket to {name} again ({error}); it is an unbound socket now"
+            ),
+            K::UdpNotRestored { addr, step, error } => write!(
+                f,
+                "a UDP socket is not as it was: {step} ({addr}) failed: {error}"
             ),
             K::TcpNotRestored {
                 local,

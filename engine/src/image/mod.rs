@@ -37,7 +37,8 @@
 //!   releases still restart newer images (without that state), and newer releases read
 //!   older images (the state is absent: its default).
 //! - A new variant of an existing record (a new kind of file in FILES: tag 13, an unbound
-//!   or listening unix socket; tag 14, an established TCP connection) takes a new tag. Only images that hold one are refused by
+//!   or listening unix socket; tag 14, an established TCP connection;
+//!   tag 15, a UDP socket) takes a new tag. Only images that hold one are refused by
 //!   an older reader, with a message naming the kind; the older engine could not have
 //!   saved such a process at all.
 //! - A change that an older reader must not ignore (a mandatory section changes its

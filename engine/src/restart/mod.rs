@@ -305,6 +305,8 @@ fn prepare(
         per_proc.push(prepared);
         opened_by.push((img.process.pid, opened));
     }
+    // Every socket exists: the datagrams queued between them can go back.
+    state::sockets::refill_datagrams(imgs, &opened_by, warnings);
     drop(opened_by);
     drop(socks);
     drop(pipes);

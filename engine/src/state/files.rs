@@ -365,9 +365,8 @@ pub(crate) fn prepare_files(
             | FileKind::UnixSocket { .. }
             | FileKind::TcpListen { .. }
             | FileKind::TcpClosed { .. }
-            | FileKind::TcpEstablished(_) => {
-                sockets::open(pid, first_fd, &f.kind, socks, warnings)?
-            }
+            | FileKind::TcpEstablished(_)
+            | FileKind::Udp(_) => sockets::open(pid, first_fd, &f.kind, socks, warnings)?,
         };
         opened[i] = Some(fd);
     }
@@ -542,7 +541,8 @@ pub(crate) fn enc_files(files: &[OpenFile]) -> Vec<u8> {
             | FileKind::UnixSocket { .. }
             | FileKind::TcpListen { .. }
             | FileKind::TcpClosed { .. }
-            | FileKind::TcpEstablished(_) => sockets::enc(&mut e, &f.kind),
+            | FileKind::TcpEstablished(_)
+            | FileKind::Udp(_) => sockets::enc(&mut e, &f.kind),
         }
     }
     e.into_vec()
@@ -588,7 +588,8 @@ pub(crate) fn dec_files(data: &[u8], cx: &Ctx<'_>) -> Result<Vec<OpenFile>, Imag
             | sockets::TAG_UNIX_SOCKET
             | sockets::TAG_TCP_LISTEN
             | sockets::TAG_TCP_CLOSED
-            | sockets::TAG_TCP_ESTABLISHED) => sockets::dec(t, &mut d, cx)?,
+            | sockets::TAG_TCP_ESTABLISHED
+            | sockets::TAG_UDP) => sockets::dec(t, &mut d, cx)?,
             k => return Err(cx.invalid(format!("unknown file kind {k}"))),
         };
         if pos < 0 {

@@ -17,7 +17,7 @@ use nix::unistd::{
     Gid, Pid, Uid, chdir, close, getpid, pause, setfsgid, setfsuid, setpgid, setsid,
 };
 // `sockopt_impl!` names its helper macro unqualified: both must be in scope.
-use nix::{setsockopt_impl, sockopt_impl};
+use nix::{getsockopt_impl, setsockopt_impl, sockopt_impl};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// `KCMP_FILE` from `include/uapi/linux/kcmp.h`.
@@ -530,6 +530,20 @@ sockopt_impl!(
     libc::SO_PEEK_OFF,
     i32
 );
+
+sockopt_impl!(
+    /// `SO_PROTOCOL`: the socket's protocol (`IPPROTO_UDP`...).
+    Protocol,
+    GetOnly,
+    libc::SOL_SOCKET,
+    libc::SO_PROTOCOL,
+    i32
+);
+
+/// `getsockopt(SO_PROTOCOL)`, which nix does not define.
+pub fn socket_protocol(fd: BorrowedFd<'_>) -> Result<i32, Errno> {
+    nix::sys::socket::getsockopt(&fd, Protocol)
+}
 
 /// `setsockopt(SO_PEEK_OFF)`: with an offset, MSG_PEEK reads advance through the queue;
 /// -1 switches it off.

@@ -202,6 +202,56 @@ pub(crate) fn tcp_sockets(pid: i32) -> HashMap<u64, TcpInfo> {
     out
 }
 
+/// A UDP socket from `/proc/PID/net/udp{,6}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UdpInfo {
+    /// Local address (port 0: unbound).
+    pub local: SocketAddr,
+    /// The peer it is connected to, if it is (`st` 01).
+    pub peer: Option<SocketAddr>,
+    /// Bytes waiting to be read (`rx_queue`).
+    pub rqueue: u32,
+}
+
+/// The UDP sockets of `pid`'s network namespace, by inode.
+pub(crate) fn udp_sockets(pid: i32) -> HashMap<u64, UdpInfo> {
+    let mut out = HashMap::new();
+    for (file, v6) in [("udp", false), ("udp6", true)] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(rem), Some(st), Some(queues), Some(ino)) =
+                (f.get(1), f.get(2), f.get(3), f.get(4), f.get(9))
+            else {
+                continue;
+            };
+            let (Some(local), Some(rem), Ok(state), Ok(ino)) = (
+                parse_addr(local, v6),
+                parse_addr(rem, v6),
+                u8::from_str_radix(st, 16),
+                ino.parse::<u64>(),
+            ) else {
+                continue;
+            };
+            let rqueue = queues
+                .split_once(':')
+                .and_then(|(_, rx)| u32::from_str_radix(rx, 16).ok())
+                .unwrap_or(0);
+            out.insert(
+                ino,
+                UdpInfo {
+                    local,
+                    peer: (state == 0x01).then_some(rem),
+                    rqueue,
+                },
+            );
+        }
+    }
+    out
+}
+
 /// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6), in the kernel's byte order:
 /// each 32-bit word as the host prints it.
 fn parse_addr(s: &str, v6: bool) -> Option<SocketAddr> {

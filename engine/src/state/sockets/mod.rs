@@ -1,8 +1,9 @@
 //! Sockets: unix socket pairs (made again with socketpair(2), refilled, shut down again),
 //! unix sockets that are not pairs (unbound, bound to a path or an abstract name,
 //! listening: made, bound and listening again), listening TCP sockets (bound and listening
-//! again), TCP connections (restored unconnected). What the kernel says about them is in
-//! [`diag`].
+//! again), established TCP connections (in repair mode: [`tcp`]; restored unconnected when
+//! the checkpointer could not use it), UDP sockets ([`udp`]). What the kernel says about
+//! them is in [`diag`].
 
 use crate::checkpoint::error::CheckpointError;
 use crate::image::codec::{Ctx, ImageError, MAX_FDS};
@@ -21,8 +22,12 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 
 mod diag;
 mod tcp;
-use diag::{TcpInfo, UnixInfo, peek_datagrams, peek_stream, tcp_sockets, unix_sockets};
+mod udp;
+use diag::{
+    TcpInfo, UdpInfo, UnixInfo, peek_datagrams, peek_stream, tcp_sockets, udp_sockets, unix_sockets,
+};
 pub(crate) use tcp::{Held, Pending, connections};
+pub(crate) use udp::refill as refill_datagrams;
 
 // ---------------------------------------------------------------------------------------
 // Checkpoint
@@ -32,6 +37,7 @@ pub(crate) use tcp::{Held, Pending, connections};
 pub(crate) struct Tables {
     unix: Option<HashMap<u64, UnixInfo>>,
     tcp: Option<HashMap<u64, TcpInfo>>,
+    udp: Option<HashMap<u64, UdpInfo>>,
 }
 
 impl Tables {
@@ -61,7 +67,7 @@ impl Tables {
         held: &mut Held,
     ) -> Result<FileKind, CheckpointError> {
         let unsupported = |what: String| CheckpointError::UnsupportedFd { pid, fd, what };
-        let (unix, tcp) = (&mut self.unix, &mut self.tcp);
+        let (unix, tcp, udp) = (&mut self.unix, &mut self.tcp, &mut self.udp);
         if unix.is_none() {
             *unix = Some(
                 unix_sockets()
@@ -133,9 +139,28 @@ impl Tables {
             Some(t) => Ok(FileKind::TcpClosed {
                 v6: t.local.is_ipv6(),
             }),
-            None => Err(unsupported(format!(
-                "a socket of a kind this version cannot save (socket:[{ino}]: not AF_UNIX, not TCP)"
-            ))),
+            None => {
+                if udp.is_none() {
+                    *udp = Some(udp_sockets(pid));
+                }
+                // A UDP socket never bound is in no table: asked through a duplicate.
+                let unbound = || udp::unbound(pid, fd);
+                match udp
+                    .as_ref()
+                    .and_then(|m| m.get(&ino))
+                    .copied()
+                    .or_else(unbound)
+                {
+                    Some(info) => udp::save(pid, fd, &info)
+                        .map(|u| FileKind::Udp(Box::new(u)))
+                        .map_err(|e| {
+                            unsupported(format!("a UDP socket whose queue cannot be read ({e})"))
+                        }),
+                    None => Err(unsupported(format!(
+                        "a socket of a kind this version cannot save (socket:[{ino}]: not AF_UNIX, TCP or UDP)"
+                    ))),
+                }
+            }
         }
     }
 }
@@ -316,6 +341,9 @@ pub(crate) fn open(
             warnings.push(Warning::fd(pid, first_fd, WarningKind::TcpConnectionClosed));
             tcp_socket(*v6)
         }
+        FileKind::Udp(u) => {
+            udp::again(pid, first_fd, u, warnings).map_err(restart::sys_err("a UDP socket"))
+        }
         FileKind::TcpEstablished(c) => {
             let made = socks
                 .iter()
@@ -428,6 +456,7 @@ pub(crate) const TAG_TCP_LISTEN: u8 = 10;
 pub(crate) const TAG_TCP_CLOSED: u8 = 11;
 pub(crate) const TAG_UNIX_SOCKET: u8 = 13;
 pub(crate) const TAG_TCP_ESTABLISHED: u8 = 14;
+pub(crate) const TAG_UDP: u8 = 15;
 
 /// Encode this kind (tag included) in a FILES record.
 pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
@@ -455,6 +484,17 @@ pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
         FileKind::TcpClosed { v6 } => {
             e.u8(TAG_TCP_CLOSED);
             e.bool(*v6);
+        }
+        FileKind::Udp(u) => {
+            e.u8(TAG_UDP);
+            enc_addr(e, u.local);
+            e.bool(u.peer.is_some());
+            enc_addr(e, u.peer.unwrap_or(u.local));
+            e.u64(u.queued.len() as u64);
+            for (from, data) in &u.queued {
+                enc_addr(e, *from);
+                e.bytes(data);
+            }
         }
         FileKind::TcpEstablished(c) => {
             e.u8(TAG_TCP_ESTABLISHED);
@@ -550,6 +590,34 @@ pub(crate) fn dec(tag: u8, d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<FileKind, Im
             addr: dec_addr(d, cx)?,
             backlog: d.u32().map_err(&w)?,
         },
+        TAG_UDP => {
+            let local = dec_addr(d, cx)?;
+            let connected = d.bool().map_err(&w)?;
+            let peer = dec_addr(d, cx)?;
+            let n = d.count(udp::MAX_DATAGRAMS as u64).map_err(&w)?;
+            let mut queued = Vec::with_capacity(n);
+            let mut bytes = 0usize;
+            for _ in 0..n {
+                let from = dec_addr(d, cx)?;
+                let data = d.bytes().map_err(&w)?.to_vec();
+                bytes += data.len();
+                if data.len() > 1 << 16
+                    || bytes > udp::MAX_BYTES
+                    || from.is_ipv6() != local.is_ipv6()
+                {
+                    return Err(cx.invalid("UDP datagram out of range"));
+                }
+                queued.push((from, data));
+            }
+            if peer.is_ipv6() != local.is_ipv6() {
+                return Err(cx.invalid("UDP socket between an IPv4 and an IPv6 address"));
+            }
+            FileKind::Udp(Box::new(UdpSocket {
+                local,
+                peer: connected.then_some(peer),
+                queued,
+            }))
+        }
         TAG_TCP_ESTABLISHED => {
             let ino = d.u64().map_err(&w)?;
             let local = dec_addr(d, cx)?;
