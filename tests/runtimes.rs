@@ -382,6 +382,56 @@ fn udp_sockets_keep_their_addresses_and_queues_after_a_restart() {
     );
 }
 
+/// sqlite in WAL mode (issue 12): the database, its write-ahead log and the shared-memory
+/// index (`-shm`, mapped shared) are open and half-way through 2000 inserts when the
+/// process is checkpointed and restarted; it inserts the rest, a second connection sees
+/// every row, and the integrity check passes.
+const PY_SQLITE: &str = r#"
+import os, signal, sqlite3, sys
+signal.signal(signal.SIGUSR1, lambda s, f: None)
+def term(s, f):
+    print("term", db.execute("select count(*), sum(v) from t").fetchone(), flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+path = sys.argv[1]
+for suffix in ("", "-wal", "-shm"):
+    try:
+        os.unlink(path + suffix)
+    except FileNotFoundError:
+        pass
+db = sqlite3.connect(path, isolation_level=None)
+print(db.execute("pragma journal_mode=wal").fetchone(), flush=True)
+db.execute("create table t (k integer primary key, v integer)")
+for i in range(1, 2001):
+    db.execute("insert into t (v) values (?)", (i,))
+    if i == 1000:
+        print("ready", db.execute("select count(*) from t").fetchone(), flush=True)
+        signal.pause()
+print("rows", db.execute("select count(*), sum(v) from t").fetchone(), flush=True)
+print("another connection sees", sqlite3.connect(path).execute("select count(*) from t").fetchone(), flush=True)
+print("integrity", db.execute("pragma integrity_check").fetchone(), flush=True)
+print("done", flush=True)
+signal.pause()
+"#;
+
+#[test]
+fn sqlite_in_wal_mode_finishes_its_inserts_after_a_restart() {
+    use nix::sys::signal::Signal::{SIGTERM, SIGUSR1};
+    let dir = scratch("sqlite-workdir");
+    let db = dir.join("t.db");
+    same_as_uninterrupted(
+        "sqlite",
+        || {
+            let mut c = Command::new("python3");
+            c.args(["-c", PY_SQLITE]).arg(&db);
+            c
+        },
+        &[("ready (1000,)", SIGUSR1), ("done", SIGTERM)],
+        "ready (1000,)",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// redis-server and its client in one tree (issue 12: the client's next command got
 /// EPIPE after a restart): the client starts redis as its child, counts with INCR over
 /// one TCP connection, is checkpointed with `--tree --kill` (both processes, both ends
