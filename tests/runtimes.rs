@@ -279,6 +279,10 @@ ls.listen(1)
 cli = socket.create_connection(ls.getsockname())
 srv, _ = ls.accept()
 cli.sendall(b"hello from the client\n")
+cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+cli.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
+cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 12345)
 stream = bytes(range(256)) * (3 * 4096)
 srv.setblocking(False)
 sent = 0
@@ -304,6 +308,10 @@ while len(got) < len(stream):
         got += cli.recv(1 << 20)
 print("stream", len(got), hashlib.sha256(got).hexdigest() == hashlib.sha256(stream).hexdigest(), flush=True)
 print("greeting", srv.recv(100), flush=True)
+print("options", [cli.getsockopt(l, o) for l, o in [(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), (socket.IPPROTO_TCP, socket.TCP_NODELAY)]],
+    srv.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), flush=True)
 srv.setblocking(True)
 cli.setblocking(True)
 for i in range(3):
@@ -341,6 +349,8 @@ def term(s, f):
     sys.exit(0)
 signal.signal(signal.SIGTERM, term)
 a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+a.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 a.bind(("127.0.0.1", 0))
 b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 b.bind(("127.0.0.1", 0))
@@ -361,6 +371,8 @@ print(a.recvfrom(100)[0], flush=True)
 lone4.sendto(b"from the unbound one", a.getsockname())
 d, src = a.recvfrom(100)
 print(d, src == lone4.getsockname(), flush=True)
+print("options", a.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR), a.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST),
+    b.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST), flush=True)
 lone6.bind(("::1", 0))
 print("v6 bound", lone6.getsockname()[0], flush=True)
 print("done", flush=True)

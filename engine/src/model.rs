@@ -648,6 +648,33 @@ pub enum FileKind {
     Udp(Box<UdpSocket>),
 }
 
+/// Socket options of a TCP or UDP socket (`state/sockets/options.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// SO_REUSEADDR.
+    pub reuse_addr: bool,
+    /// SO_REUSEPORT.
+    pub reuse_port: bool,
+    /// SO_KEEPALIVE.
+    pub keepalive: bool,
+    /// SO_LINGER, when on: seconds.
+    pub linger: Option<u32>,
+    /// TCP_NODELAY.
+    pub nodelay: bool,
+    /// IP_FREEBIND.
+    pub freebind: bool,
+    /// SO_BROADCAST.
+    pub broadcast: bool,
+    /// TCP_KEEPIDLE, seconds (0: not read).
+    pub keep_idle: u32,
+    /// TCP_KEEPINTVL, seconds (0: not read).
+    pub keep_interval: u32,
+    /// TCP_KEEPCNT (0: not read).
+    pub keep_count: u32,
+    /// TCP_USER_TIMEOUT, milliseconds.
+    pub user_timeout: u32,
+}
+
 /// A UDP socket (`/proc/PID/net/udp`, its queue peeked with the senders' addresses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpSocket {
@@ -657,6 +684,8 @@ pub struct UdpSocket {
     pub peer: Option<std::net::SocketAddr>,
     /// Datagrams waiting to be read, oldest first, each with its sender.
     pub queued: Vec<(std::net::SocketAddr, Vec<u8>)>,
+    /// Its options.
+    pub options: SocketOptions,
 }
 
 /// An established TCP connection as repair mode reads it (`net/ipv4/tcp.c`).
@@ -690,6 +719,8 @@ pub struct TcpConnection {
     pub ts: u32,
     /// `TCP_REPAIR_WINDOW`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     pub window: [u32; 5],
+    /// Its options.
+    pub options: SocketOptions,
 }
 
 /// One inotify watch.

@@ -21,6 +21,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 
 mod diag;
+mod options;
 mod tcp;
 mod udp;
 use diag::{
@@ -495,6 +496,7 @@ pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
                 enc_addr(e, *from);
                 e.bytes(data);
             }
+            options::enc(e, &u.options);
         }
         FileKind::TcpEstablished(c) => {
             e.u8(TAG_TCP_ESTABLISHED);
@@ -517,6 +519,7 @@ pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
             for w in c.window {
                 e.u32(w);
             }
+            options::enc(e, &c.options);
         }
         FileKind::UnixSocket {
             sock_type,
@@ -616,6 +619,7 @@ pub(crate) fn dec(tag: u8, d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<FileKind, Im
                 local,
                 peer: connected.then_some(peer),
                 queued,
+                options: options::dec(d, cx)?,
             }))
         }
         TAG_TCP_ESTABLISHED => {
@@ -665,6 +669,7 @@ pub(crate) fn dec(tag: u8, d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<FileKind, Im
                 timestamps,
                 ts,
                 window,
+                options: options::dec(d, cx)?,
             }))
         }
         TAG_TCP_CLOSED => FileKind::TcpClosed {

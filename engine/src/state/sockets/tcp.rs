@@ -145,6 +145,7 @@ fn read(fd: BorrowedFd<'_>, ino: u64) -> Result<TcpConnection, Failed> {
         timestamps: opts & 1 != 0,
         ts,
         window: [w.snd_wl1, w.snd_wnd, w.max_window, w.rcv_wnd, w.rcv_wup],
+        options: super::options::read(fd, true),
     })
 }
 
@@ -320,8 +321,11 @@ fn make(c: &TcpConnection) -> Result<OwnedFd, Failed> {
         .map_err(|e| ("socket", e))?;
     let fd = sock.as_fd();
     repair::set_repair(fd, REPAIR_ON).map_err(|e| ("TCP_REPAIR", e))?;
+    super::options::apply(fd, &c.options, true)?;
+    // The original's port may linger in the kernel's tables a moment after it closed.
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
     bind(fd.as_raw_fd(), &SockaddrStorage::from(c.local)).map_err(|e| ("bind", e))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &c.options.reuse_addr).map_err(|e| ("SO_REUSEADDR", e))?;
     let sent = c.send_queue.len() - c.unsent as usize;
     repair::select_queue(fd, SEND_QUEUE).map_err(|e| ("TCP_REPAIR_QUEUE", e))?;
     // The queues' data is sent again below, which advances each sequence number back

@@ -39,8 +39,8 @@ pub(crate) const MAX_BYTES: usize = 64 << 20;
 /// `info`.
 pub(crate) fn save(pid: i32, fd: i32, info: &UdpInfo) -> Result<UdpSocket, Errno> {
     let mut queued = Vec::new();
+    let dup = sys::process::pidfd_getfd(pid, fd)?;
     if info.rqueue > 0 {
-        let dup = sys::process::pidfd_getfd(pid, fd)?;
         sys::process::set_peek_offset(dup.as_fd(), 0)?;
         let peeked = peek_all(&dup, &mut queued);
         sys::process::set_peek_offset(dup.as_fd(), -1)?;
@@ -50,6 +50,7 @@ pub(crate) fn save(pid: i32, fd: i32, info: &UdpInfo) -> Result<UdpSocket, Errno
         local: info.local,
         peer: info.peer,
         queued,
+        options: super::options::read(dup.as_fd(), false),
     })
 }
 
@@ -125,6 +126,9 @@ pub(crate) fn again(
             WarningKind::UdpNotRestored { addr, step, error },
         ));
     };
+    if let Err((step, e)) = super::options::apply(sock.as_fd(), &u.options, false) {
+        lost(u.local, step, e);
+    }
     if u.local.port() != 0
         && let Err(e) = bind(sock.as_raw_fd(), &SockaddrStorage::from(u.local))
     {
