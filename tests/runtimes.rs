@@ -338,7 +338,8 @@ fn established_tcp_connections_carry_on_after_a_restart() {
 }
 
 /// UDP sockets (issue 12): two bound loopback sockets, one connected to the other, with
-/// datagrams queued both ways, and two never bound (IPv4 and IPv6). After the restart
+/// datagrams queued both ways, two never bound (IPv4 and IPv6), and a UDP-Lite pair
+/// with a datagram queued. After the restart
 /// each queued datagram is read from the address that sent it, the connected one still
 /// talks to its peer only, and the unbound ones bind on first use.
 const PY_UDP: &str = r#"
@@ -357,6 +358,10 @@ b.bind(("127.0.0.1", 0))
 b.connect(a.getsockname())
 lone4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 lone6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+lite = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)  # IPPROTO_UDPLITE
+lite.bind(("127.0.0.1", 0))
+lite_sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)
+lite_sender.sendto(b"udp-lite", lite.getsockname())
 for i in range(5):
     b.send(b"datagram %d" % i)
 a.sendto(b"to b", b.getsockname())
@@ -370,9 +375,11 @@ b.send(b"after")
 print(a.recvfrom(100)[0], flush=True)
 lone4.sendto(b"from the unbound one", a.getsockname())
 d, src = a.recvfrom(100)
-print(d, src == lone4.getsockname(), flush=True)
+print(d, src[1] == lone4.getsockname()[1], flush=True)
 print("options", a.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR), a.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST),
     b.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST), flush=True)
+d, src = lite.recvfrom(100)
+print(d, src[1] == lite_sender.getsockname()[1], flush=True)
 lone6.bind(("::1", 0))
 print("v6 bound", lone6.getsockname()[0], flush=True)
 print("done", flush=True)

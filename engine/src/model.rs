@@ -644,7 +644,8 @@ pub enum FileKind {
     /// An established TCP connection, saved in repair mode (`TCP_REPAIR`) and restored
     /// as the same connection: no packet goes on the wire for either.
     TcpEstablished(Box<TcpConnection>),
-    /// A UDP socket: bound, connected, with the datagrams waiting to be read.
+    /// A UDP, UDP-Lite or ping socket: bound, connected, with the datagrams waiting to
+    /// be read.
     Udp(Box<UdpSocket>),
 }
 
@@ -678,6 +679,9 @@ pub struct SocketOptions {
 /// A UDP socket (`/proc/PID/net/udp`, its queue peeked with the senders' addresses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpSocket {
+    /// `IPPROTO_UDP`, `IPPROTO_UDPLITE`, or `IPPROTO_ICMP`/`IPPROTO_ICMPV6` for a ping
+    /// socket (whose "port" is its ICMP identifier).
+    pub protocol: i32,
     /// Local address; port 0 when it was never bound.
     pub local: std::net::SocketAddr,
     /// The peer it is connected to.

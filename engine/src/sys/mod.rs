@@ -18,7 +18,8 @@
 //!   hold a death by a real-time signal), `signal` and `kill` with a signal number nix's
 //!   `Signal` cannot name (real-time signals); `get_robust_list`, `kcmp`, `prlimit` on
 //!   another process, `pidfd_open`, `pidfd_getfd`, `open_by_handle_at`, `FIONREAD` (nix has
-//!   none); `setgroups` as the raw system call, which changes the calling thread only
+//!   none); `socket` with a protocol number (nix's enum has no UDP-Lite or ICMP);
+//!   `setgroups` as the raw system call, which changes the calling thread only
 //!   (nix's is glibc's, which changes every thread of the process).
 //! - `anonfd.rs`: `TFD_IOC_SET_TICKS`; `signalfd4` with the kernel's 8-byte signal set
 //!   (nix's `SigSet` has no real-time signals); `inotify_add_watch`/`inotify_rm_watch` by number (nix's `WatchDescriptor`

@@ -540,6 +540,17 @@ sockopt_impl!(
     i32
 );
 
+/// A new close-on-exec socket of `family` (`AF_INET`...), `ty` (`SOCK_DGRAM`...) and
+/// protocol number `protocol`: nix's `socket` names protocols by an enum that has no
+/// UDP-Lite and no ICMP (ping sockets).
+pub fn socket_with_protocol(family: c_int, ty: c_int, protocol: c_int) -> Result<OwnedFd, Errno> {
+    // SAFETY: socket(2) takes plain integers and reads no memory of ours; `new_fd` takes
+    // the descriptor it returns.
+    new_fd(c_long::from(unsafe {
+        libc::socket(family, ty | libc::SOCK_CLOEXEC, protocol)
+    }))
+}
+
 /// `getsockopt(SO_PROTOCOL)`, which nix does not define.
 pub fn socket_protocol(fd: BorrowedFd<'_>) -> Result<i32, Errno> {
     nix::sys::socket::getsockopt(&fd, Protocol)

@@ -202,9 +202,12 @@ pub(crate) fn tcp_sockets(pid: i32) -> HashMap<u64, TcpInfo> {
     out
 }
 
-/// A UDP socket from `/proc/PID/net/udp{,6}`.
+/// A datagram socket from `/proc/PID/net/{udp,udplite,icmp}{,6}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct UdpInfo {
+    /// `IPPROTO_UDP`, `IPPROTO_UDPLITE`, `IPPROTO_ICMP` or `IPPROTO_ICMPV6` (a ping
+    /// socket).
+    pub protocol: i32,
     /// Local address (port 0: unbound).
     pub local: SocketAddr,
     /// The peer it is connected to, if it is (`st` 01).
@@ -213,10 +216,18 @@ pub(crate) struct UdpInfo {
     pub rqueue: u32,
 }
 
-/// The UDP sockets of `pid`'s network namespace, by inode.
+/// The UDP, UDP-Lite and ping sockets of `pid`'s network namespace, by inode (the
+/// kernel lists them in one layout).
 pub(crate) fn udp_sockets(pid: i32) -> HashMap<u64, UdpInfo> {
     let mut out = HashMap::new();
-    for (file, v6) in [("udp", false), ("udp6", true)] {
+    for (file, v6, protocol) in [
+        ("udp", false, libc::IPPROTO_UDP),
+        ("udp6", true, libc::IPPROTO_UDP),
+        ("udplite", false, libc::IPPROTO_UDPLITE),
+        ("udplite6", true, libc::IPPROTO_UDPLITE),
+        ("icmp", false, libc::IPPROTO_ICMP),
+        ("icmp6", true, libc::IPPROTO_ICMPV6),
+    ] {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
             continue;
         };
@@ -242,6 +253,7 @@ pub(crate) fn udp_sockets(pid: i32) -> HashMap<u64, UdpInfo> {
             out.insert(
                 ino,
                 UdpInfo {
+                    protocol,
                     local,
                     peer: (state == 0x01).then_some(rem),
                     rqueue,

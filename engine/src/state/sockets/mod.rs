@@ -488,6 +488,7 @@ pub(crate) fn enc(e: &mut Enc, kind: &FileKind) {
         }
         FileKind::Udp(u) => {
             e.u8(TAG_UDP);
+            e.i32(u.protocol);
             enc_addr(e, u.local);
             e.bool(u.peer.is_some());
             enc_addr(e, u.peer.unwrap_or(u.local));
@@ -594,6 +595,10 @@ pub(crate) fn dec(tag: u8, d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<FileKind, Im
             backlog: d.u32().map_err(&w)?,
         },
         TAG_UDP => {
+            let protocol = d.i32().map_err(&w)?;
+            if !udp::PROTOCOLS.contains(&protocol) {
+                return Err(cx.invalid(format!("datagram socket protocol {protocol}")));
+            }
             let local = dec_addr(d, cx)?;
             let connected = d.bool().map_err(&w)?;
             let peer = dec_addr(d, cx)?;
@@ -616,6 +621,7 @@ pub(crate) fn dec(tag: u8, d: &mut Dec<'_>, cx: &Ctx<'_>) -> Result<FileKind, Im
                 return Err(cx.invalid("UDP socket between an IPv4 and an IPv6 address"));
             }
             FileKind::Udp(Box::new(UdpSocket {
+                protocol,
                 local,
                 peer: connected.then_some(peer),
                 queued,

@@ -21,8 +21,8 @@ use crate::sys;
 use crate::warning::{Warning, WarningKind};
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrStorage, bind, connect, getsockname,
-    getsockopt, recvmsg, sendto, setsockopt, socket, sockopt,
+    AddressFamily, MsgFlags, SockType, SockaddrStorage, bind, connect, getsockname, getsockopt,
+    recvmsg, sendto, setsockopt, sockopt,
 };
 use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -47,11 +47,24 @@ pub(crate) fn save(pid: i32, fd: i32, info: &UdpInfo) -> Result<UdpSocket, Errno
         peeked?;
     }
     Ok(UdpSocket {
+        protocol: info.protocol,
         local: info.local,
         peer: info.peer,
         queued,
         options: super::options::read(dup.as_fd(), false),
     })
+}
+
+/// The protocols of the datagram sockets saved here.
+pub(crate) const PROTOCOLS: [i32; 4] = [
+    libc::IPPROTO_UDP,
+    libc::IPPROTO_UDPLITE,
+    libc::IPPROTO_ICMP,
+    libc::IPPROTO_ICMPV6,
+];
+
+fn is_ping(protocol: i32) -> bool {
+    protocol == libc::IPPROTO_ICMP || protocol == libc::IPPROTO_ICMPV6
 }
 
 /// The description of descriptor `fd` of `pid` if it is a UDP socket that was never
@@ -60,11 +73,12 @@ pub(crate) fn unbound(pid: i32, fd: i32) -> Option<UdpInfo> {
     let dup = sys::process::pidfd_getfd(pid, fd).ok()?;
     let ty = getsockopt(&dup, sockopt::SockType).ok()?;
     let proto = sys::process::socket_protocol(dup.as_fd()).ok()?;
-    if ty != SockType::Datagram || proto != libc::IPPROTO_UDP {
+    if ty != SockType::Datagram || !PROTOCOLS.contains(&proto) {
         return None;
     }
     let local = address(getsockname::<SockaddrStorage>(dup.as_raw_fd()).ok()?)?;
     (local.port() == 0).then_some(UdpInfo {
+        protocol: proto,
         local,
         peer: None,
         rqueue: 0,
@@ -118,7 +132,7 @@ pub(crate) fn again(
     } else {
         AddressFamily::Inet
     };
-    let sock = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let sock = sys::process::socket_with_protocol(family as i32, libc::SOCK_DGRAM, u.protocol)?;
     let mut lost = |addr: SocketAddr, step: &'static str, error: Errno| {
         warnings.push(Warning::fd(
             pid,
@@ -206,11 +220,25 @@ pub(crate) fn refill(
             } else {
                 AddressFamily::Inet
             };
+            if is_ping(u.protocol) {
+                // Echo replies cannot be sent to a ping socket: only the kernel makes them.
+                lost(u.local, "queueing echo replies again", Errno::EOPNOTSUPP);
+                continue;
+            }
             for (from, data) in &u.queued {
-                let own = all.iter().find(|(o, _)| o.local == *from).map(|(_, s)| *s);
+                // The image's socket bound there (to that address, or to any address
+                // on that port: an unbound sender bound itself so on its first send).
+                let own = all
+                    .iter()
+                    .find(|(o, _)| {
+                        o.protocol == u.protocol
+                            && o.local.port() == from.port()
+                            && (o.local.ip() == from.ip() || o.local.ip().is_unspecified())
+                    })
+                    .map(|(_, s)| *s);
                 let sent = match own {
                     Some(s) => send_whole(s, data, &to),
-                    None => send_from(family, *from, data, &to),
+                    None => send_from(family, u.protocol, *from, data, &to),
                 };
                 if let Err((step, e)) = sent {
                     lost(*from, step, e);
@@ -237,11 +265,12 @@ fn send_whole(
 /// Send `data` to `to` from a socket bound to `from`.
 fn send_from(
     family: AddressFamily,
+    protocol: i32,
     from: SocketAddr,
     data: &[u8],
     to: &SockaddrStorage,
 ) -> Result<(), (&'static str, Errno)> {
-    let tmp = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+    let tmp = sys::process::socket_with_protocol(family as i32, libc::SOCK_DGRAM, protocol)
         .map_err(|e| ("socket", e))?;
     let _ = setsockopt(&tmp, sockopt::IpFreebind, &true);
     bind(tmp.as_raw_fd(), &SockaddrStorage::from(from))
