@@ -451,6 +451,90 @@ fn sqlite_in_wal_mode_finishes_its_inserts_after_a_restart() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A Go program (issue 12): goroutines, a ticker and `signal.Notify`, built here with
+/// Debian's golang-go from `tests/programs/go-count`.
+#[test]
+fn go_finishes_and_handles_its_signals_after_a_restart() {
+    use nix::sys::signal::Signal::{SIGTERM, SIGUSR1};
+    let version = Command::new("go").arg("version").output();
+    assert!(
+        version.as_ref().is_ok_and(|o| o.status.success()),
+        "the Go test builds a Go program and cannot run `go version` ({version:?}): apt-get install golang-go"
+    );
+    let dir = scratch("go-build");
+    let bin = dir.join("go-count");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(tests_dir().join("programs/go-count"))
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "go build failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    same_as_uninterrupted(
+        "go",
+        || Command::new(&bin),
+        &[("ready", SIGUSR1), ("done", SIGTERM)],
+        "ready",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// numpy with OpenBLAS threads (issue 12), on Debian's python3 (python3-numpy,
+/// libopenblas0-pthread): repeated 400x400 products, checkpointed half-way.
+const PY_NUMPY: &str = r#"
+import signal, sys
+import numpy as np
+signal.signal(signal.SIGUSR1, lambda s, f: None)
+def term(s, f):
+    print("term", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+a = np.random.default_rng(42).standard_normal((400, 400))
+acc = np.eye(400)
+for i in range(1, 41):
+    acc = acc @ a
+    acc /= np.linalg.norm(acc)
+    print(i, "%.9f" % acc.sum(), flush=True)
+    if i == 20:
+        print("ready", flush=True)
+        signal.pause()
+print("done", flush=True)
+signal.pause()
+"#;
+
+#[test]
+fn numpy_with_openblas_threads_finishes_after_a_restart() {
+    use nix::sys::signal::Signal::{SIGTERM, SIGUSR1};
+    let probe = Command::new("/usr/bin/python3")
+        .args(["-c", "import numpy"])
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "Debian's python3 has no numpy (apt-get install python3-numpy libopenblas0-pthread): {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    same_as_uninterrupted(
+        "numpy",
+        || {
+            let mut c = Command::new("/usr/bin/python3");
+            c.args(["-c", PY_NUMPY]).env("OPENBLAS_NUM_THREADS", "4");
+            c
+        },
+        &[("ready", SIGUSR1), ("done", SIGTERM)],
+        "ready",
+    );
+}
+
 /// redis-server and its client in one tree (issue 12: the client's next command got
 /// EPIPE after a restart): the client starts redis as its child, counts with INCR over
 /// one TCP connection, is checkpointed with `--tree --kill` (both processes, both ends

@@ -1,0 +1,3 @@
+module lifeboat/go-count
+
+go 1.19
