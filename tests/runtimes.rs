@@ -535,6 +535,58 @@ fn numpy_with_openblas_threads_finishes_after_a_restart() {
     );
 }
 
+/// A shared-memory segment in /dev/shm that the processes of a job unlinked while they
+/// hold it open and mapped (issue 12: an OpenMPI job's segment came back as one private
+/// copy per process): after a restart of the tree the child's write through its
+/// mapping is seen by the parent through its mapping and through its descriptor.
+const PY_DELETED_SHM: &str = r#"
+import mmap, os, signal, sys
+signal.signal(signal.SIGUSR1, lambda s, f: None)
+def term(s, f):
+    print("term", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+path = "/dev/shm/lifeboat-test-" + sys.argv[1]
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+os.ftruncate(fd, 8192)
+m = mmap.mmap(fd, 8192, mmap.MAP_SHARED)
+os.unlink(path)
+m[0:5] = b"hello"
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.read(r, 1)
+    m[100:112] = b"from the kid"
+    os.write(w, b"!")
+    os._exit(0)
+print("ready", m[0:5], flush=True)
+signal.pause()
+os.write(w, b"go")
+os.waitpid(child, 0)
+print("mapping", m[100:112], flush=True)
+print("descriptor", os.pread(fd, 12, 100), flush=True)
+print("done", flush=True)
+signal.pause()
+"#;
+
+#[test]
+fn a_deleted_shared_memory_file_stays_one_object_after_a_restart() {
+    use nix::sys::signal::Signal::{SIGTERM, SIGUSR1};
+    let tag = std::process::id().to_string();
+    same_as_uninterrupted_in(
+        &["--tree"],
+        "deleted-shm",
+        || {
+            let mut c = Command::new("python3");
+            c.args(["-c", PY_DELETED_SHM]).arg(&tag);
+            c
+        },
+        &[("ready b'hello'", SIGUSR1), ("done", SIGTERM)],
+        "ready b'hello'",
+    );
+}
+
 /// redis-server and its client in one tree (issue 12: the client's next command got
 /// EPIPE after a restart): the client starts redis as its child, counts with INCR over
 /// one TCP connection, is checkpointed with `--tree --kill` (both processes, both ends

@@ -297,17 +297,19 @@ fn prepare(
         state::sockets::connections(imgs, as_user, warnings).map_err(sys_err("socket"))?;
     socks.extend(connections);
     let shm = memory::shared_memory(imgs)?;
+    let deleted = state::files::deleted_files(imgs, &shm)?;
     let mut per_proc = Vec::with_capacity(imgs.len());
     let mut opened_by: Vec<(i32, Vec<Option<OwnedFd>>)> = Vec::with_capacity(imgs.len());
     for img in imgs {
         let (prepared, opened) =
-            state::files::prepare_files(img, &pipes, &socks, &opened_by, warnings)?;
+            state::files::prepare_files(img, &pipes, &socks, &deleted, &opened_by, warnings)?;
         per_proc.push(prepared);
         opened_by.push((img.process.pid, opened));
     }
     // Every socket exists: the datagrams queued between them can go back.
     state::sockets::refill_datagrams(imgs, &opened_by, warnings);
     drop(opened_by);
+    drop(deleted);
     drop(socks);
     drop(pipes);
     let first_free = imgs

@@ -205,10 +205,60 @@ pub(crate) type PreparedFiles = (Vec<Prepared>, Vec<LateOpen>, Vec<(RawFd, Vec<E
 /// caller's, or the owner's of a user's image that root restarts), each path only as the
 /// type of file it was; descriptions it shares with an earlier process of the image are
 /// that process's, duplicated.
+/// One anonymous file per deleted file of the images (by inode), its saved content
+/// written in: every process that held the file holds the same one again. When the
+/// processes also mapped it shared (an MPI job's segment in /dev/shm, a POSIX shared
+/// memory object unlinked), it is the shared memory of those mappings (`shm`, from
+/// `memory::shared_memory`), so the descriptor and the mappings are one object again.
+pub(crate) fn deleted_files(
+    imgs: &[&Image],
+    shm: &[(u64, OwnedFd)],
+) -> Result<Vec<(u64, OwnedFd)>, RestartError> {
+    let mut out: Vec<(u64, OwnedFd)> = Vec::new();
+    for img in imgs {
+        for f in &img.files {
+            let FileKind::Regular {
+                path,
+                identity,
+                content: Some(content),
+            } = &f.kind
+            else {
+                continue;
+            };
+            if out.iter().any(|(ino, _)| *ino == identity.ino) {
+                continue;
+            }
+            let fd_num = img
+                .fds
+                .iter()
+                .find(|d| std::ptr::eq(&img.files[d.file as usize], f))
+                .map_or(-1, |d| d.fd);
+            let open_err = |e: Errno| RestartError::OpenFile {
+                pid: img.process.pid,
+                fd: fd_num,
+                path: path.clone(),
+                source: e.into(),
+            };
+            let fd = match shm.iter().find(|(ino, _)| *ino == identity.ino) {
+                Some((_, shared)) => restart::dup(shared, "shared memory")?,
+                None => nix::sys::memfd::memfd_create(
+                    c"lifeboat-deleted",
+                    nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+                )
+                .map_err(open_err)?,
+            };
+            write_all(&fd, content).map_err(open_err)?;
+            out.push((identity.ino, fd));
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn prepare_files(
     img: &Image,
     pipes_of: &[(u64, OwnedFd, OwnedFd)],
     socks: &[(u64, OwnedFd)],
+    deleted: &[(u64, OwnedFd)],
     earlier: &[(i32, Vec<Option<OwnedFd>>)],
     warnings: &mut Vec<Warning>,
 ) -> Result<(PreparedFiles, Vec<Option<OwnedFd>>), RestartError> {
@@ -278,19 +328,18 @@ pub(crate) fn prepare_files(
             }
             FileKind::Regular {
                 path,
-                content: Some(content),
-                ..
+                identity,
+                content: Some(_),
             } => {
-                let fd = nix::sys::memfd::memfd_create(
-                    c"lifeboat-deleted",
-                    nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
-                )
-                .map_err(open_err(path))?;
-                write_all(&fd, content).map_err(open_err(path))?;
+                let made = deleted.iter().find(|(ino, _)| *ino == identity.ino).ok_or(
+                    RestartError::Tree {
+                        what: format!("deleted file {path} was not made again"),
+                    },
+                )?;
                 warnings.push(warn(WarningKind::DeletedFileRestoredAnonymous {
                     path: path.clone(),
                 }));
-                fd
+                restart::dup(&made.1, "a deleted file")?
             }
             FileKind::Regular {
                 path,

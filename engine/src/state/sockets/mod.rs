@@ -284,11 +284,22 @@ fn listen_again(
     backlog: u32,
 ) -> Result<(OwnedFd, Option<Errno>), RestartError> {
     use nix::sys::socket::{Backlog, SockaddrStorage, bind, listen, setsockopt, sockopt};
-    let fd = tcp_socket(addr.is_ipv6())?;
+    let mut fd = tcp_socket(addr.is_ipv6())?;
     let _ = setsockopt(&fd, sockopt::ReuseAddr, &true);
     let sa = SockaddrStorage::from(addr);
     if let Err(e) = bind(fd.as_raw_fd(), &sa) {
-        return Ok((fd, Some(e)));
+        // An IPv6 listener whose port is taken on IPv4 by a listener of the same job (an
+        // MPI rank listens on both): the original had IPV6_V6ONLY, or it could not have
+        // been bound beside it.
+        if e != Errno::EADDRINUSE || !addr.is_ipv6() {
+            return Ok((fd, Some(e)));
+        }
+        fd = tcp_socket(true)?;
+        let _ = setsockopt(&fd, sockopt::ReuseAddr, &true);
+        let _ = setsockopt(&fd, sockopt::Ipv6V6Only, &true);
+        if let Err(e) = bind(fd.as_raw_fd(), &sa) {
+            return Ok((fd, Some(e)));
+        }
     }
     let backlog =
         Backlog::new(i32::try_from(backlog.max(1)).unwrap_or(128)).unwrap_or(Backlog::MAXCONN);

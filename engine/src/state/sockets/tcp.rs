@@ -192,6 +192,8 @@ pub(crate) struct Pending {
 struct Live {
     sock: OwnedFd,
     unsent: Vec<u8>,
+    /// SO_REUSEADDR as the program had it (on while in repair mode).
+    reuse_addr: bool,
     pid: i32,
     fd: i32,
     local: SocketAddr,
@@ -207,6 +209,10 @@ impl Pending {
             let fd = l.sock.as_fd();
             let result = repair::set_repair(fd, REPAIR_OFF)
                 .map_err(|e| ("leaving repair mode", e))
+                .and_then(|()| {
+                    setsockopt(&fd, sockopt::ReuseAddr, &l.reuse_addr)
+                        .map_err(|e| ("SO_REUSEADDR", e))
+                })
                 .and_then(|()| push(fd, &l.unsent).map_err(|e| ("sending its unsent bytes", e)));
             if let Err((step, error)) = result {
                 warnings.push(Warning::fd(
@@ -266,6 +272,7 @@ pub(crate) fn connections(
                     pending.live.push(Live {
                         sock,
                         unsent,
+                        reuse_addr: c.options.reuse_addr,
                         pid: img.process.pid,
                         fd,
                         local: c.local,
@@ -324,8 +331,11 @@ fn make(c: &TcpConnection) -> Result<OwnedFd, Failed> {
     super::options::apply(fd, &c.options, true)?;
     // The original's port may linger in the kernel's tables a moment after it closed.
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
+    // In repair mode the kernel lets the bind share the port with a listener of the
+    // image (an accepted connection's port is its listener's) and with the other
+    // connections accepted from it; SO_REUSEADDR stays on until repair mode ends, so the
+    // listener, bound after, may share it too. `Pending::release` sets the saved value.
     bind(fd.as_raw_fd(), &SockaddrStorage::from(c.local)).map_err(|e| ("bind", e))?;
-    setsockopt(&fd, sockopt::ReuseAddr, &c.options.reuse_addr).map_err(|e| ("SO_REUSEADDR", e))?;
     let sent = c.send_queue.len() - c.unsent as usize;
     repair::select_queue(fd, SEND_QUEUE).map_err(|e| ("TCP_REPAIR_QUEUE", e))?;
     // The queues' data is sent again below, which advances each sequence number back
