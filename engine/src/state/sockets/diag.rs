@@ -264,6 +264,14 @@ pub(crate) fn udp_sockets(pid: i32) -> HashMap<u64, UdpInfo> {
     out
 }
 
+/// The IPv4 or IPv6 address in `a`, if it holds one.
+pub(crate) fn inet_address(a: nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::from(*v4));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6))
+}
+
 /// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6), in the kernel's byte order:
 /// each 32-bit word as the host prints it.
 fn parse_addr(s: &str, v6: bool) -> Option<SocketAddr> {

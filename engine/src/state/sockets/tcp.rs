@@ -25,6 +25,7 @@
 //! connections on unprivileged ports in repair mode: anything else would let an edited
 //! image send segments with chosen addresses and sequence numbers.
 
+use super::diag::inet_address;
 use crate::model::{FileKind, Image, TcpConnection};
 use crate::sys::tcp::{
     self as repair, NO_QUEUE, OPT_MSS, OPT_SACK_PERM, OPT_TIMESTAMP, OPT_WINDOW, RECV_QUEUE,
@@ -98,9 +99,13 @@ pub(crate) fn save(pid: i32, fd: i32, ino: u64, held: &mut Held) -> Result<TcpCo
 }
 
 fn read(fd: BorrowedFd<'_>, ino: u64) -> Result<TcpConnection, Failed> {
-    let local = address(getsockname::<SockaddrStorage>(fd.as_raw_fd()))
+    let local = getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(inet_address)
         .ok_or(("getsockname", Errno::EAFNOSUPPORT))?;
-    let peer = address(getpeername::<SockaddrStorage>(fd.as_raw_fd()))
+    let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(inet_address)
         .ok_or(("getpeername", Errno::ENOTCONN))?;
     let info = repair::info(fd).map_err(|e| ("TCP_INFO", e))?;
     // TCP_ESTABLISHED is 1 (include/net/tcp_states.h).
@@ -168,14 +173,6 @@ fn peek(fd: BorrowedFd<'_>, len: usize) -> Result<Vec<u8>, Errno> {
         return Err(Errno::EAGAIN);
     }
     Ok(buf)
-}
-
-fn address(a: Result<SockaddrStorage, Errno>) -> Option<SocketAddr> {
-    let a = a.ok()?;
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::from(*v4));
-    }
-    a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6))
 }
 
 // ---------------------------------------------------------------------------------------

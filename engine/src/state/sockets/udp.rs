@@ -15,7 +15,7 @@
 //! A datagram whose sender's address is taken now is a warning, as is an address the
 //! socket cannot have again: UDP promises no delivery, but the restart says what it lost.
 
-use super::diag::UdpInfo;
+use super::diag::{UdpInfo, inet_address};
 use crate::model::UdpSocket;
 use crate::sys;
 use crate::warning::{Warning, WarningKind};
@@ -76,7 +76,7 @@ pub(crate) fn unbound(pid: i32, fd: i32) -> Option<UdpInfo> {
     if ty != SockType::Datagram || !PROTOCOLS.contains(&proto) {
         return None;
     }
-    let local = address(getsockname::<SockaddrStorage>(dup.as_raw_fd()).ok()?)?;
+    let local = inet_address(getsockname::<SockaddrStorage>(dup.as_raw_fd()).ok()?)?;
     (local.port() == 0).then_some(UdpInfo {
         protocol: proto,
         local,
@@ -103,20 +103,13 @@ fn peek_all(fd: &OwnedFd, out: &mut Vec<(SocketAddr, Vec<u8>)>) -> Result<(), Er
             Err(Errno::EAGAIN) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let (n, from) = (msg.bytes, msg.address.and_then(address));
+        let (n, from) = (msg.bytes, msg.address.and_then(inet_address));
         let Some(from) = from else {
             return Err(Errno::EAFNOSUPPORT);
         };
         total += n;
         out.push((from, buf[..n].to_vec()));
     }
-}
-
-fn address(a: SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::from(*v4));
-    }
-    a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6))
 }
 
 /// The UDP socket of the image again (see the module header); what it could not have
@@ -199,7 +192,7 @@ pub(crate) fn refill(
             };
             let Some(here) = getsockname::<SockaddrStorage>(sock.as_raw_fd())
                 .ok()
-                .and_then(address)
+                .and_then(inet_address)
             else {
                 lost(u.local, "getsockname", Errno::EAFNOSUPPORT);
                 continue;
