@@ -39,6 +39,21 @@ pub struct Image {
     pub timers: Timers,
     /// Unix socket pair ends that were shut down (`shutdown(2)`).
     pub socket_shutdown: Vec<SocketShutdown>,
+    /// Datagrams waiting on unix datagram sockets that are not pairs.
+    pub unix_queues: Vec<UnixQueue>,
+}
+
+/// Datagrams, oldest first, each with the name of the unix socket that sent it (`None`:
+/// an unnamed sender).
+pub type UnixDatagrams = Vec<(Option<Vec<u8>>, Vec<u8>)>;
+
+/// The datagrams waiting on an unconnected unix datagram socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixQueue {
+    /// Index into [`Image::files`] (a [`FileKind::UnixSocket`]).
+    pub file: u32,
+    /// Oldest first.
+    pub datagrams: UnixDatagrams,
 }
 
 /// A socket shut down in one or both directions.

@@ -85,6 +85,13 @@ pub enum WarningKind {
     },
     /// A TCP connection cannot be restored; the descriptor is an unconnected socket.
     TcpConnectionClosed,
+    /// A datagram queued on a unix datagram socket could not be queued again.
+    UnixQueueLost {
+        /// The step that failed.
+        step: &'static str,
+        /// Why.
+        error: Errno,
+    },
     /// A UDP socket could not have its address again, or a queued datagram was lost.
     UdpNotRestored {
         /// The address concerned: the socket's, its peer's, or a datagram's sender.
@@ -232,6 +239,10 @@ impl fmt::Display for Warning {
             K::UnixBindFailed { name, error } => write!(
                 f,
                 "cannot bind a unix socket to {name} again ({error}); it is an unbound socket now"
+            ),
+            K::UnixQueueLost { step, error } => write!(
+                f,
+                "a datagram waiting on a unix socket is lost: {step} failed: {error}"
             ),
             K::UdpNotRestored { addr, step, error } => write!(
                 f,

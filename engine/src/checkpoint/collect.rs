@@ -54,7 +54,7 @@ pub(crate) fn collect(
     process.shared_pending = state::signals::dump_shared_pending(leader)?;
     process.stopped = frozen.group_stopped();
     let (regions, shared_anon) = state::memory::dump(pid)?;
-    let (files, fds, locks, socket_shutdown) = state::files::dump(pid, held)?;
+    let (files, fds, locks, socket_shutdown, unix_queues) = state::files::dump(pid, held)?;
     Ok(Image {
         meta: state::process::meta(),
         process,
@@ -67,6 +67,7 @@ pub(crate) fn collect(
         shared_files: Vec::new(),
         locks,
         socket_shutdown,
+        unix_queues,
         timers: window.timers,
     })
 }

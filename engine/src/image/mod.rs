@@ -476,6 +476,7 @@ impl Reader {
             shared_files: Vec::new(),
             locks: Vec::new(),
             socket_shutdown: Vec::new(),
+            unix_queues: Vec::new(),
             timers: Timers::default(),
         };
         // Optional state, in the order of the registry (each may refer to the mandatory
@@ -709,6 +710,7 @@ mod tests {
             shared_files: Vec::new(),
             locks: Vec::new(),
             socket_shutdown: Vec::new(),
+            unix_queues: Vec::new(),
             timers: Timers::default(),
         }
     }

@@ -308,6 +308,7 @@ fn prepare(
     }
     // Every socket exists: the datagrams queued between them can go back.
     state::sockets::refill_datagrams(imgs, &opened_by, warnings);
+    state::sockets::refill_unix_datagrams(imgs, &opened_by, warnings);
     drop(opened_by);
     drop(deleted);
     drop(socks);

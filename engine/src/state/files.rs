@@ -32,7 +32,13 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 // Checkpoint
 
 /// Open files, the descriptor table, the locks held through them, and sockets shut down.
-pub(crate) type Files = (Vec<OpenFile>, Vec<Fd>, Vec<FileLock>, Vec<SocketShutdown>);
+pub(crate) type Files = (
+    Vec<OpenFile>,
+    Vec<Fd>,
+    Vec<FileLock>,
+    Vec<SocketShutdown>,
+    Vec<UnixQueue>,
+);
 
 /// The descriptor table of `pid`, sharing one [`OpenFile`] between descriptors that share
 /// an open file description (checked with kcmp), and the locks held through them.
@@ -126,7 +132,8 @@ pub(crate) fn dump(pid: i32, held: &mut sockets::Held) -> Result<Files, Checkpoi
         });
     }
     let shutdown = socket_tables.shutdowns(&files);
-    Ok((files, fds, locks, shutdown))
+    let queues = socket_tables.unix_queues(&fds);
+    Ok((files, fds, locks, shutdown, queues))
 }
 
 /// Record which open file descriptions a process shares with an earlier one (inherited

@@ -69,6 +69,7 @@ pub(crate) const OPTIONAL_SECTIONS: &[OptionalSection] = &[
     timers::TIMERS,
     threads::THREAD_COUNT,
     sockets::SHUTDOWN,
+    sockets::QUEUES,
 ];
 
 /// The registry entry of an optional section kind.

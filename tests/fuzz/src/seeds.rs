@@ -348,5 +348,6 @@ fn process(pid: i32, ppid: i32, seed: u8) -> Image {
             }],
         },
         socket_shutdown: Vec::new(),
+        unix_queues: Vec::new(),
     }
 }

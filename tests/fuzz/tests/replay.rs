@@ -83,6 +83,16 @@ fn http_harness_answers_and_never_checkpoints() {
     };
     let denied = post("wrong-token-0123456789");
     assert!(denied.starts_with("HTTP/1.1 401 "), "{denied}");
+    // `spawn` returns once the child's exec is past its point of no return, a moment
+    // before its command line exists: until then the agent sees no process to save.
+    let started = std::time::Instant::now();
+    while std::fs::read(format!("/proc/{}/cmdline", child.id())).is_ok_and(|c| c.is_empty()) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "sleep never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let dry = post(http::TOKEN);
     assert!(dry.starts_with("HTTP/1.1 409 "), "{dry}");
     assert!(dry.contains("dry run: the process was not frozen"), "{dry}");

@@ -24,11 +24,13 @@ mod diag;
 mod options;
 mod tcp;
 mod udp;
+mod unix_dgram;
 use diag::{
     TcpInfo, UdpInfo, UnixInfo, peek_datagrams, peek_stream, tcp_sockets, udp_sockets, unix_sockets,
 };
 pub(crate) use tcp::{Held, Pending, connections};
 pub(crate) use udp::refill as refill_datagrams;
+pub(crate) use unix_dgram::{QUEUES, refill as refill_unix_datagrams};
 
 // ---------------------------------------------------------------------------------------
 // Checkpoint
@@ -39,9 +41,23 @@ pub(crate) struct Tables {
     unix: Option<HashMap<u64, UnixInfo>>,
     tcp: Option<HashMap<u64, TcpInfo>>,
     udp: Option<HashMap<u64, UdpInfo>>,
+    /// Queues of unconnected unix datagram sockets, by descriptor.
+    unix_queues: Vec<(i32, UnixDatagrams)>,
 }
 
 impl Tables {
+    /// The queues peeked from unconnected unix datagram sockets, by file index (`fds`:
+    /// the process's descriptor table).
+    pub(crate) fn unix_queues(&mut self, fds: &[Fd]) -> Vec<UnixQueue> {
+        std::mem::take(&mut self.unix_queues)
+            .into_iter()
+            .filter_map(|(fd, datagrams)| {
+                let file = fds.iter().find(|d| d.fd == fd)?.file;
+                Some(UnixQueue { file, datagrams })
+            })
+            .collect()
+    }
+
     /// The socket pair ends among `files` that were shut down.
     pub(crate) fn shutdowns(&self, files: &[OpenFile]) -> Vec<SocketShutdown> {
         files
@@ -85,10 +101,20 @@ impl Tables {
                     )));
                 }
                 if info.state != 10 && info.rqueue > 0 {
-                    return Err(unsupported(
-                        "an unconnected unix socket with data waiting to be read (not saved yet)"
-                            .into(),
-                    ));
+                    if info.sock_type != libc::SOCK_DGRAM {
+                        return Err(unsupported(
+                            "an unconnected unix stream socket with data waiting to be read (not saved yet)"
+                                .into(),
+                        ));
+                    }
+                    let queue = sys::process::pidfd_getfd(pid, fd)
+                        .and_then(|dup| unix_dgram::peek(&dup))
+                        .map_err(|e| {
+                            unsupported(format!(
+                                "a unix datagram socket whose queue cannot be read ({e})"
+                            ))
+                        })?;
+                    self.unix_queues.push((fd, queue));
                 }
                 return Ok(FileKind::UnixSocket {
                     sock_type: info.sock_type,
