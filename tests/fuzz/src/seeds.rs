@@ -49,6 +49,7 @@ pub fn write_images(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
     bare.files.clear();
     bare.fds.clear();
     bare.locks.clear();
+    bare.unix_queues.clear();
     bare.timers = Timers::default();
     bare.threads.truncate(1);
     written.push(write(
@@ -239,7 +240,59 @@ fn process(pid: i32, ppid: i32, seed: u8) -> Image {
             },
         ),
         file(0o2, FileKind::TcpClosed { v6: true }),
+        file(
+            0o2,
+            FileKind::TcpEstablished(Box::new(TcpConnection {
+                ino: 9001,
+                local: "127.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
+                peer: "127.0.0.1:6379".parse().unwrap_or_else(|e| panic!("{e}")),
+                snd_seq: 1000,
+                rcv_seq: 2000,
+                send_queue: b"sent, then unsent".to_vec(),
+                unsent: 6,
+                recv_queue: b"+OK\r\n".to_vec(),
+                mss: 65483,
+                wscale: Some((7, 7)),
+                sack: true,
+                timestamps: true,
+                ts: 123_456,
+                window: [2000, 65536, 65536, 65536, 2000],
+                options: SocketOptions {
+                    nodelay: true,
+                    keepalive: true,
+                    keep_idle: 77,
+                    linger: Some(5),
+                    ..SocketOptions::default()
+                },
+            })),
+        ),
+        file(
+            0o2,
+            FileKind::Udp(Box::new(UdpSocket {
+                protocol: 17, // IPPROTO_UDP
+                local: "[::1]:5353".parse().unwrap_or_else(|e| panic!("{e}")),
+                peer: Some("[::1]:53".parse().unwrap_or_else(|e| panic!("{e}"))),
+                queued: vec![(
+                    "[::1]:53".parse().unwrap_or_else(|e| panic!("{e}")),
+                    b"answer".to_vec(),
+                )],
+                options: SocketOptions {
+                    reuse_addr: true,
+                    broadcast: true,
+                    ..SocketOptions::default()
+                },
+            })),
+        ),
+        file(
+            0o2,
+            FileKind::UnixSocket {
+                sock_type: 2, // SOCK_DGRAM
+                name: Some(b"\0fuzz-rank-0".to_vec()),
+                listen: None,
+            },
+        ),
     ];
+    let unix_dgram = (files.len() - 1) as u32;
     let fds = (0..files.len())
         .map(|i| Fd {
             fd: i as i32,
@@ -348,6 +401,12 @@ fn process(pid: i32, ppid: i32, seed: u8) -> Image {
             }],
         },
         socket_shutdown: Vec::new(),
-        unix_queues: Vec::new(),
+        unix_queues: vec![UnixQueue {
+            file: unix_dgram,
+            datagrams: vec![
+                (Some(b"\0fuzz-rank-1".to_vec()), b"from rank 1".to_vec()),
+                (None, b"from nobody".to_vec()),
+            ],
+        }],
     }
 }
