@@ -21,8 +21,8 @@ use crate::sys;
 use crate::warning::{Warning, WarningKind};
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, bind, getsockname, recvmsg, sendto,
-    socket,
+    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrStorage, UnixAddr, bind, getsockname,
+    recvmsg, sendto, socket,
 };
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -54,13 +54,21 @@ fn peek_all(fd: &OwnedFd, out: &mut Datagrams) -> Result<(), Errno> {
         }
         let (n, from) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            match recvmsg::<UnixAddr>(
+            // As a SockaddrStorage: an unnamed sender comes with an empty address, which
+            // nix's UnixAddr refuses with a panic.
+            match recvmsg::<SockaddrStorage>(
                 fd.as_raw_fd(),
                 &mut iov,
                 None,
                 MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
             ) {
-                Ok(m) => (m.bytes, m.address.as_ref().and_then(name_of)),
+                Ok(m) => (
+                    m.bytes,
+                    m.address
+                        .as_ref()
+                        .and_then(|a| a.as_unix_addr())
+                        .and_then(name_of),
+                ),
                 Err(Errno::EAGAIN) => return Ok(()),
                 Err(e) => return Err(e),
             }
