@@ -256,7 +256,12 @@ impl Checkpointer {
             .checkpoint_frozen
             .observe(report.frozen.as_secs_f64());
         self.metrics.checkpoint_bytes.inc_by(report.bytes);
-        self.store.hand_over(&report.path, proc.uid)?;
+        // The image is written (and the process may be gone): a failure to give it to
+        // its user leaves it root's, mode 0600, which only root can restart. Said, not
+        // fatal.
+        if let Err(e) = self.store.hand_over(&report.path, proc.uid) {
+            tracing::warn!(pid, path = %report.path.display(), error = %format!("{e:#}"), "the image stays root's");
+        }
         let entry = Entry {
             time: humantime::format_rfc3339_millis(now).to_string(),
             pid,
