@@ -43,6 +43,18 @@ pub struct Image {
     pub unix_queues: Vec<UnixQueue>,
 }
 
+impl Image {
+    /// The first descriptor number through which the process holds open file `file`
+    /// (an index into [`Image::files`]), or -1 when none does: what warnings and errors
+    /// about that file name.
+    pub fn fd_of(&self, file: usize) -> i32 {
+        self.fds
+            .iter()
+            .find(|d| d.file as usize == file)
+            .map_or(-1, |d| d.fd)
+    }
+}
+
 /// Datagrams, oldest first, each with the name of the unix socket that sent it (`None`:
 /// an unnamed sender).
 pub type UnixDatagrams = Vec<(Option<Vec<u8>>, Vec<u8>)>;

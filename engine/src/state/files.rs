@@ -223,7 +223,7 @@ pub(crate) fn deleted_files(
 ) -> Result<Vec<(u64, OwnedFd)>, RestartError> {
     let mut out: Vec<(u64, OwnedFd)> = Vec::new();
     for img in imgs {
-        for f in &img.files {
+        for (i, f) in img.files.iter().enumerate() {
             let FileKind::Regular {
                 path,
                 identity,
@@ -235,11 +235,7 @@ pub(crate) fn deleted_files(
             if out.iter().any(|(ino, _)| *ino == identity.ino) {
                 continue;
             }
-            let fd_num = img
-                .fds
-                .iter()
-                .find(|d| std::ptr::eq(&img.files[d.file as usize], f))
-                .map_or(-1, |d| d.fd);
+            let fd_num = img.fd_of(i);
             let open_err = |e: Errno| RestartError::OpenFile {
                 pid: img.process.pid,
                 fd: fd_num,

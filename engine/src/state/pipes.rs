@@ -112,11 +112,7 @@ pub(crate) fn shared_pipes(imgs: &[&Image]) -> Result<Vec<(u64, OwnedFd, OwnedFd
                 capacity,
             } = &f.kind
             {
-                let fd = img
-                    .fds
-                    .iter()
-                    .find(|d| d.file as usize == i)
-                    .map_or(-1, |d| d.fd);
+                let fd = img.fd_of(i);
                 all.push((img.process.pid, fd, *ino, *read_end, data, *capacity));
             }
         }

@@ -207,11 +207,7 @@ pub(crate) fn check_pairs_whole(images: &[Image]) -> Result<(), CheckpointError>
             if let FileKind::UnixPair { peer, .. } = f.kind
                 && !inos.contains(&peer)
             {
-                let fd = img
-                    .fds
-                    .iter()
-                    .find(|d| d.file as usize == i)
-                    .map_or(-1, |d| d.fd);
+                let fd = img.fd_of(i);
                 return Err(CheckpointError::UnsupportedFd {
                     pid: img.process.pid,
                     fd,

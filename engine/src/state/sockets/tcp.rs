@@ -247,11 +247,7 @@ pub(crate) fn connections(
             if socks.iter().any(|(ino, _)| *ino == c.ino) {
                 continue;
             }
-            let fd = img
-                .fds
-                .iter()
-                .find(|d| d.file as usize == i)
-                .map_or(-1, |d| d.fd);
+            let fd = img.fd_of(i);
             let made = if as_user && !user_may_repair(c) {
                 Err((
                     "a user's image: only loopback connections on unprivileged ports are made in repair mode",

@@ -178,11 +178,7 @@ pub(crate) fn refill(
             if u.queued.is_empty() {
                 continue;
             }
-            let fd = img
-                .fds
-                .iter()
-                .find(|d| d.file as usize == file)
-                .map_or(-1, |d| d.fd);
+            let fd = img.fd_of(file);
             let mut lost = |addr: SocketAddr, step: &'static str, error: Errno| {
                 warnings.push(Warning::fd(
                     img.process.pid,

@@ -127,11 +127,7 @@ pub(crate) fn refill(
     }
     for (i, img) in imgs.iter().enumerate() {
         for q in &img.unix_queues {
-            let fd_num = img
-                .fds
-                .iter()
-                .find(|d| d.file == q.file)
-                .map_or(-1, |d| d.fd);
+            let fd_num = img.fd_of(q.file as usize);
             let mut lost = |step: &'static str, error: Errno| {
                 warnings.push(Warning::fd(
                     img.process.pid,
