@@ -27,7 +27,11 @@ fn wait_line(file: &Path, line: &str, pid: i32, mut ended: impl FnMut() -> Optio
                 return true;
             }
             if let Some(status) = ended() {
-                panic!("ended ({status}) before printing {line:?}; it printed:\n{text}");
+                panic!(
+                    "ended ({status}) before printing {line:?}; it printed:\n{text}\n\
+                     its standard error:\n{}",
+                    stderr_of(file)
+                );
             }
             false
         },
@@ -41,9 +45,17 @@ fn wait_line(file: &Path, line: &str, pid: i32, mut ended: impl FnMut() -> Optio
     );
 }
 
+/// What the job whose stdout is `out` wrote to its standard error (`drive` sends it to a
+/// file beside its stdout, so a restored process writes there too), or why it cannot be
+/// read.
+fn stderr_of(out: &Path) -> String {
+    let err = out.with_extension("err");
+    std::fs::read_to_string(&err).unwrap_or_else(|e| format!("({}: {e})", err.display()))
+}
+
 /// Waits until the job of PID `pid` has ended, as `ended` says (the job itself, or the
 /// restarter that waits for it), with exit status 0.
-fn wait_exit(what: &str, pid: i32, mut ended: impl FnMut() -> Option<ExitStatus>) {
+fn wait_exit(what: &str, out: &Path, pid: i32, mut ended: impl FnMut() -> Option<ExitStatus>) {
     let mut status = None;
     wait_until_within(
         &format!("{what} ends"),
@@ -55,7 +67,11 @@ fn wait_exit(what: &str, pid: i32, mut ended: impl FnMut() -> Option<ExitStatus>
         || format!("its threads:\n{}", describe_threads(pid)),
     );
     let status = status.expect("the wait ended with a status");
-    assert!(status.success(), "{what} ended with {status}");
+    assert!(
+        status.success(),
+        "{what} ended with {status}; its standard error:\n{}",
+        stderr_of(out)
+    );
 }
 
 /// A step of the protocol that drives a program: wait for a line, then send a signal.
@@ -75,6 +91,12 @@ fn drive(
     scope: &[&str],
 ) {
     let out = dir.join(format!("{name}.out"));
+    let mut cmd = cmd;
+    let err = out.with_extension("err");
+    cmd.stderr(
+        std::fs::File::create(&err)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", err.display())),
+    );
     let mut job = Background::to_file(cmd, &out, name);
     let pid = job.pid();
     let mut restarted: Option<Proc> = None;
@@ -134,8 +156,8 @@ fn drive(
         }
     }
     match restarted.as_mut() {
-        Some(r) => wait_exit(&format!("restarted {name}"), pid, || r.try_status()),
-        None => wait_exit(name, pid, || job.try_status()),
+        Some(r) => wait_exit(&format!("restarted {name}"), &out, pid, || r.try_status()),
+        None => wait_exit(name, &out, pid, || job.try_status()),
     }
 }
 
