@@ -85,13 +85,12 @@ type Step = (&'static str, Signal);
 fn drive(
     dir: &Path,
     name: &str,
-    cmd: Command,
+    mut cmd: Command,
     steps: &[Step],
     checkpoint_at: Option<&str>,
     scope: &[&str],
 ) {
     let out = dir.join(format!("{name}.out"));
-    let mut cmd = cmd;
     let err = out.with_extension("err");
     cmd.stderr(
         std::fs::File::create(&err)
